@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * sockops: key a redirected connection's original destination by the pod socket's local
+ * (ip, port), which is the peer address the proxy sees when it accepts.
+ *
+ * Byte orders in struct bpf_sock_ops: local_ip4 is network order, local_port is HOST
+ * order (a plain __u32), remote_port is network order (shifted into the upper 16 bits on
+ * little-endian). We only use the local side.
+ */
+#ifndef WEFT_SOCKOPS_H
+#define WEFT_SOCKOPS_H
+
+#include "weft_maps.h"
+#include <bpf/bpf_endian.h>
+
+#define WEFT_AF_INET 2
+
+SEC("sockops")
+int weft_sockops(struct bpf_sock_ops *skops)
+{
+	__u64 cookie;
+	struct orig_dst_v4 *original;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: {
+		if (skops->family != WEFT_AF_INET)
+			return 1;
+		cookie = bpf_get_socket_cookie(skops);
+		original = bpf_map_lookup_elem(&dst_by_cookie, &cookie);
+		if (!original)
+			return 1;
+
+		struct tuple_v4_key key = {
+			.addr = skops->local_ip4,
+			.port = bpf_htons((__u16)skops->local_port),
+		};
+		struct orig_dst_v4 value = *original;
+
+		if (bpf_map_update_elem(&dst_by_tuple, &key, &value, BPF_ANY) == 0)
+			weft_count(WEFT_CNT_TUPLE_RECORDED);
+		/* Ask for state changes so the cookie entry goes away with the socket. */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
+	}
+	case BPF_SOCK_OPS_STATE_CB:
+		/* args[0] = old state, args[1] = new state */
+		if (skops->args[1] == BPF_TCP_CLOSE) {
+			cookie = bpf_get_socket_cookie(skops);
+			bpf_map_delete_elem(&dst_by_cookie, &cookie);
+		}
+		return 1;
+	default:
+		return 1;
+	}
+}
+
+#endif /* WEFT_SOCKOPS_H */
