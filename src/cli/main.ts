@@ -1,0 +1,69 @@
+// `weft` command line: dispatches to the node daemon, the lab and the demo.
+// Errors meant for people are printed as one line, `weft: ...`, with a non-zero exit.
+import { ConfigError, nodeHelp, parseNodeArgs } from '../config/node-config.ts'
+import { WorkloadFileError } from '../config/workloads.ts'
+import { PreflightError } from '../daemon/preflight.ts'
+
+const usage = `usage: weft <command> [options]
+
+commands:
+  node      run the node daemon (eBPF interception + node proxy)   weft node --help
+  lab       simulated nodes and pods on this machine               weft lab --help
+  demo      a 2-node lab with HTTP servers and live traffic stats  weft demo --help
+  help      show this help
+
+Run as root: the daemon and the lab load BPF programs and create namespaces and cgroups.`
+
+/** Errors whose message is already written for the user: printed as one line, no stack. */
+function isUserError(err: unknown): err is Error {
+  return err instanceof ConfigError || err instanceof PreflightError || err instanceof WorkloadFileError ||
+    (err instanceof Error && (err.name === 'LabError' || err.name === 'BpfError' || err.constructor.name === 'LabError' || err.constructor.name === 'BpfError'))
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  switch (command) {
+    case 'node': {
+      const parsed = parseNodeArgs(rest)
+      if (parsed.help) { console.log(nodeHelp()); return 0 }
+      const { runNode, uninstallNode } = await import('../daemon/index.ts')
+      if (parsed.config.uninstall) {
+        uninstallNode(parsed.config)
+        console.error(`weft: removed the BPF programs, links and maps pinned in ${parsed.config.pinDir}`)
+        return 0
+      }
+      await runNode(parsed.config)
+      return 0
+    }
+    case 'lab': {
+      const { runLabCommand } = await import('../lab/cli.ts')
+      return runLabCommand(rest)
+    }
+    case 'demo': {
+      const { runDemoCommand } = await import('../lab/demo.ts')
+      return runDemoCommand(rest)
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(usage)
+      return command === undefined ? 2 : 0
+    default:
+      console.error(`weft: unknown command "${command}" (commands: node, lab, demo; see weft --help)`)
+      return 2
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code },
+  (err: unknown) => {
+    if (isUserError(err)) {
+      console.error(`weft: ${err.message.split('\n')[0]}`)
+      if (err.name === 'BpfError' && err.message.includes('\n')) console.error(err.message.split('\n').slice(1).join('\n'))
+    } else {
+      console.error('weft: unexpected error:', err)
+    }
+    process.exitCode = 1
+  },
+)

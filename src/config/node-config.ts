@@ -1,0 +1,156 @@
+// The node daemon's configuration: one type, every field documented with its default.
+// `weft node --help` is generated from the same table, so the two cannot drift.
+import { parseArgs } from 'node:util'
+import { isIPv4 } from 'node:net'
+
+export interface NodeConfig {
+  /** This node's name; status, metrics and the default pin directory carry it. Required. */
+  name: string
+  /** The address other nodes' proxies reach this node on (the inbound tunnel listens here). Required. */
+  nodeIp: string
+  /** The address enrolled pods' connections are redirected to (a local address of this node). Required. */
+  proxyIp: string
+  /** Outbound listener: redirected pod connections arrive here. Default 15001. */
+  outboundPort: number
+  /** Inbound tunnel listener (HTTP/2 CONNECT from other nodes). Default 15008. */
+  inboundPort: number
+  /** Admin listener: /healthz, /readyz, /metrics. Default 15020. */
+  adminPort: number
+  /** The cgroup v2 directory that holds the node's pods; the BPF programs are attached here. Required. */
+  cgroupRoot: string
+  /** Where programs, maps and links are pinned (bpffs). Default /sys/fs/bpf/weft/<name>. */
+  pinDir: string
+  /** The compiled BPF object. Default build/bpf/weft.bpf.o in the weft checkout. */
+  bpfObject: string | undefined
+  /** Destination ranges whose connections are intercepted (repeatable). Default none: nothing is intercepted. */
+  interceptCidrs: string[]
+  /** Destination ranges carved out of the intercepted ones (repeatable). Default none. */
+  bypassCidrs: string[]
+  /** Destination ports never intercepted (repeatable). Default none. */
+  excludedPorts: number[]
+  /** Workload list (interim local stand-in for the NATS registry); reloaded when it changes. Required. */
+  workloadsFile: string
+  /** Close a forwarded connection after this long with no bytes either way. Default 3600000 (1 h). */
+  idleTimeoutMs: number
+  /** On SIGTERM, how long to let open connections finish before closing them. Default 10000. */
+  drainTimeoutMs: number
+  /** Connecting to a destination (or opening a tunnel stream) fails after this long. Default 5000. */
+  connectTimeoutMs: number
+  /** Remove this node's BPF programs, links and maps (detaching interception) and exit. */
+  uninstall: boolean
+}
+
+export class ConfigError extends Error {}
+
+interface OptionSpec { type: 'string' | 'boolean'; multiple?: boolean; help: string; arg?: string }
+export const nodeOptionSpecs: Record<string, OptionSpec> = {
+  name: { type: 'string', arg: 'NAME', help: 'this node\'s name (required)' },
+  'node-ip': { type: 'string', arg: 'IP', help: 'address other nodes reach this node on; the inbound tunnel listens here (required)' },
+  'proxy-ip': { type: 'string', arg: 'IP', help: 'local address enrolled pods are redirected to (required)' },
+  'outbound-port': { type: 'string', arg: 'PORT', help: 'outbound listener for redirected connections (default 15001)' },
+  'inbound-port': { type: 'string', arg: 'PORT', help: 'inbound HTTP/2 tunnel listener (default 15008)' },
+  'admin-port': { type: 'string', arg: 'PORT', help: 'admin listener: /healthz /readyz /metrics (default 15020)' },
+  'cgroup-root': { type: 'string', arg: 'DIR', help: 'cgroup v2 directory holding the node\'s pods; BPF attaches here (required)' },
+  'pin-dir': { type: 'string', arg: 'DIR', help: 'bpffs directory for pins (default /sys/fs/bpf/weft/<name>)' },
+  'bpf-object': { type: 'string', arg: 'FILE', help: 'compiled BPF object (default build/bpf/weft.bpf.o)' },
+  'intercept-cidr': { type: 'string', multiple: true, arg: 'CIDR', help: 'intercept connections to this range (repeatable)' },
+  'bypass-cidr': { type: 'string', multiple: true, arg: 'CIDR', help: 'never intercept this range (repeatable)' },
+  'exclude-port': { type: 'string', multiple: true, arg: 'PORT', help: 'never intercept this destination port (repeatable)' },
+  workloads: { type: 'string', arg: 'FILE', help: 'workload list (JSON), reloaded on change (required)' },
+  'idle-timeout': { type: 'string', arg: 'MS', help: 'close connections idle this long (default 3600000)' },
+  'drain-timeout': { type: 'string', arg: 'MS', help: 'on SIGTERM, let connections finish this long (default 10000)' },
+  'connect-timeout': { type: 'string', arg: 'MS', help: 'upstream connect / tunnel stream timeout (default 5000)' },
+  uninstall: { type: 'boolean', help: 'detach and unpin this node\'s BPF programs and maps, then exit' },
+  help: { type: 'boolean', help: 'show this help' },
+}
+
+export function nodeHelp(): string {
+  const lines = ['usage: weft node --name NAME --node-ip IP --proxy-ip IP --cgroup-root DIR --workloads FILE [options]',
+    '       weft node --name NAME [--pin-dir DIR] --uninstall', '',
+    'Runs the node daemon: loads (or adopts) the eBPF interception, then proxies enrolled pods\' connections.', '',
+    'options:']
+  for (const [name, spec] of Object.entries(nodeOptionSpecs)) {
+    const flag = `--${name}${spec.arg ? ' ' + spec.arg : ''}`
+    lines.push(`  ${flag.padEnd(26)} ${spec.help}`)
+  }
+  return lines.join('\n')
+}
+
+function port(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new ConfigError(`--${flag}: "${value}" is not a port (1-65535)`)
+  return n
+}
+function millis(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 0) throw new ConfigError(`--${flag}: "${value}" is not a number of milliseconds`)
+  return n
+}
+export function checkCidr(value: string, flag: string): string {
+  const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(value)
+  if (!m || !isIPv4(m[1]!) || Number(m[2]) > 32) throw new ConfigError(`--${flag}: "${value}" is not an IPv4 CIDR like 198.18.0.0/15`)
+  return value
+}
+function ipv4(value: string | undefined, flag: string): string {
+  if (value === undefined) throw new ConfigError(`--${flag} is required (see weft node --help)`)
+  if (!isIPv4(value)) throw new ConfigError(`--${flag}: "${value}" is not an IPv4 address`)
+  return value
+}
+function required(value: string | undefined, flag: string): string {
+  if (value === undefined || value === '') throw new ConfigError(`--${flag} is required (see weft node --help)`)
+  return value
+}
+
+export type ParsedNodeArgs = { help: true } | { help: false; config: NodeConfig }
+
+export function parseNodeArgs(argv: string[]): ParsedNodeArgs {
+  let values: Record<string, string | string[] | boolean | undefined>
+  try {
+    const options = Object.fromEntries(Object.entries(nodeOptionSpecs).map(([k, s]) => [k, { type: s.type, multiple: s.multiple ?? false }]))
+    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as typeof values
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message.split('\n')[0]} (see weft node --help)`)
+  }
+  if (values.help === true) return { help: true }
+  const str = (k: string): string | undefined => values[k] as string | undefined
+  const list = (k: string): string[] => (values[k] as string[] | undefined) ?? []
+  const name = required(str('name'), 'name')
+  if (!/^[a-z0-9][a-z0-9.-]{0,62}$/.test(name)) throw new ConfigError(`--name: "${name}" must be lowercase letters, digits, '.' and '-'`)
+  const pinDir = str('pin-dir') ?? `/sys/fs/bpf/weft/${name}`
+  const uninstall = values.uninstall === true
+  if (uninstall) {
+    return { help: false, config: { ...defaults(), name, pinDir, uninstall, nodeIp: '', proxyIp: '', cgroupRoot: '', workloadsFile: '' } }
+  }
+  return {
+    help: false,
+    config: {
+      name,
+      nodeIp: ipv4(str('node-ip'), 'node-ip'),
+      proxyIp: ipv4(str('proxy-ip'), 'proxy-ip'),
+      outboundPort: port(str('outbound-port'), 'outbound-port', 15001),
+      inboundPort: port(str('inbound-port'), 'inbound-port', 15008),
+      adminPort: port(str('admin-port'), 'admin-port', 15020),
+      cgroupRoot: required(str('cgroup-root'), 'cgroup-root'),
+      pinDir,
+      bpfObject: str('bpf-object'),
+      interceptCidrs: list('intercept-cidr').map((c) => checkCidr(c, 'intercept-cidr')),
+      bypassCidrs: list('bypass-cidr').map((c) => checkCidr(c, 'bypass-cidr')),
+      excludedPorts: list('exclude-port').map((p) => port(p, 'exclude-port', 0)),
+      workloadsFile: required(str('workloads'), 'workloads'),
+      idleTimeoutMs: millis(str('idle-timeout'), 'idle-timeout', 3_600_000),
+      drainTimeoutMs: millis(str('drain-timeout'), 'drain-timeout', 10_000),
+      connectTimeoutMs: millis(str('connect-timeout'), 'connect-timeout', 5_000),
+      uninstall: false,
+    },
+  }
+}
+
+function defaults(): Omit<NodeConfig, 'name' | 'pinDir' | 'uninstall' | 'nodeIp' | 'proxyIp' | 'cgroupRoot' | 'workloadsFile'> {
+  return {
+    outboundPort: 15001, inboundPort: 15008, adminPort: 15020, bpfObject: undefined,
+    interceptCidrs: [], bypassCidrs: [], excludedPorts: [],
+    idleTimeoutMs: 3_600_000, drainTimeoutMs: 10_000, connectTimeoutMs: 5_000,
+  }
+}

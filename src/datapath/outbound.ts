@@ -1,0 +1,132 @@
+// The outbound listener (:15001). The BPF connect4 program sends every enrolled pod's TCP
+// connect here; for each accepted connection we look up where the pod meant to go (the
+// original destination, keyed by the pod's address and port) and forward the bytes:
+// to a pod on this node (or any address we do not know) directly, to a pod on another node
+// through the HTTP/2 tunnel to that node's inbound listener.
+import net, { type Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import type { WorkloadSnapshot } from '../config/workloads.ts'
+import type { Logger } from '../telemetry/log.ts'
+import type { NodeMetrics, Path } from '../telemetry/metrics.ts'
+import { ConnectionTracker } from './connections.ts'
+import { abort, splice } from './splice.ts'
+import { TunnelError, type TunnelPool } from './tunnel.ts'
+
+export interface OriginalDestinationSource {
+  takeOriginalDestination(peerIp: string, peerPort: number): { ip: string; port: number } | undefined
+}
+
+export interface OutboundOptions {
+  node: string
+  listenIp: string
+  port: number
+  inboundPort: number
+  idleTimeoutMs: number
+  connectTimeoutMs: number
+  snapshot: () => WorkloadSnapshot
+  originalDestinations: OriginalDestinationSource
+  tunnels: TunnelPool
+  metrics: NodeMetrics
+  log: Logger
+}
+
+export class OutboundListener {
+  readonly connections = new ConnectionTracker()
+  private readonly server: net.Server
+  private readonly options: OutboundOptions
+
+  constructor(options: OutboundOptions) {
+    this.options = options
+    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
+      this.accept(socket).catch((err: unknown) => {
+        options.log.error('outbound: unexpected failure', { error: err })
+        abort(socket)
+      })
+    })
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen({ host: this.options.listenIp, port: this.options.port, backlog: 4096 }, () => {
+        this.server.off('error', reject)
+        resolve()
+      })
+    })
+  }
+
+  /** Stops accepting; connections in flight continue. */
+  stop(): Promise<void> { return new Promise((resolve) => this.server.close(() => resolve())) }
+
+  private async accept(socket: Socket): Promise<void> {
+    const { metrics, log, snapshot: current } = this.options
+    socket.on('error', () => {}) // reported through splice once joined; before that we abort anyway
+    const peerIp = socket.remoteAddress ?? ''
+    const peerPort = socket.remotePort ?? 0
+    const original = this.options.originalDestinations.takeOriginalDestination(peerIp, peerPort)
+    if (!original) {
+      // Not redirected by our programs (someone dialled :15001 directly) or the entry was lost.
+      metrics.connectionErrors.inc({ direction: 'outbound', reason: 'no_original_destination' })
+      log.warn('outbound: no original destination for connection, resetting', { peer: `${peerIp}:${peerPort}` })
+      abort(socket)
+      return
+    }
+    const snapshot = current()
+    const source = snapshot.workloadsByIp.get(peerIp)
+    const target = snapshot.workloadsByIp.get(original.ip)
+    const labels = {
+      source_workload: source ? `${source.namespace}/${source.name}` : 'unknown',
+      destination_workload: target ? `${target.namespace}/${target.name}` : 'unknown',
+    }
+    const destination = `${original.ip}:${original.port}`
+    const remoteNode = target && target.node !== this.options.node ? snapshot.nodes.get(target.node) : undefined
+    const path: Path = remoteNode ? 'tunnel' : 'direct'
+
+    let upstream: Duplex
+    try {
+      upstream = remoteNode
+        ? await this.options.tunnels.open({
+          peerAddress: remoteNode.address, peerPort: this.options.inboundPort, destination, sourceWorkload: labels.source_workload,
+        })
+        : await connectDirect(original.ip, original.port, this.options.connectTimeoutMs)
+    } catch (err) {
+      const reason = err instanceof TunnelError ? err.reason : ((err as NodeJS.ErrnoException).code ?? 'connect_failed').toLowerCase()
+      metrics.connectionErrors.inc({ direction: 'outbound', reason })
+      log.warn('outbound: cannot reach destination, resetting the client', { ...labels, destination, path, error: err })
+      abort(socket)
+      return
+    }
+    if (socket.destroyed) { abort(upstream); return }
+
+    const connLabels = { direction: 'outbound', path, ...labels } as const
+    metrics.connectionsOpened.inc(connLabels)
+    metrics.connectionsActive.inc({ direction: 'outbound' })
+    const sent = metrics.bytes.labels({ direction: 'outbound', ...labels, flow: 'sent' })
+    const received = metrics.bytes.labels({ direction: 'outbound', ...labels, flow: 'received' })
+    const handle = splice(socket, upstream, {
+      idleTimeoutMs: this.options.idleTimeoutMs,
+      onBytes: (flow, n) => (flow === 'sent' ? sent : received).inc(n),
+      onDone: (result) => {
+        this.connections.remove(handle)
+        metrics.connectionsActive.dec({ direction: 'outbound' })
+        metrics.connectionsClosed.inc({ ...connLabels, outcome: result.outcome })
+        log.debug('outbound: connection closed', { ...labels, destination, path, ...result })
+      },
+    })
+    this.connections.add(handle)
+    socket.resume()
+  }
+}
+
+/** Connects from this node's network namespace; the proxy's own sockets are never redirected. */
+export function connectDirect(host: string, port: number, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const upstream = net.connect({ host, port, allowHalfOpen: true, noDelay: true })
+    const timer = setTimeout(() => {
+      upstream.destroy()
+      reject(Object.assign(new Error(`connect to ${host}:${port} timed out after ${timeoutMs} ms`), { code: 'CONNECT_TIMEOUT' }))
+    }, timeoutMs)
+    upstream.once('connect', () => { clearTimeout(timer); upstream.removeAllListeners('error'); resolve(upstream) })
+    upstream.once('error', (err) => { clearTimeout(timer); reject(err) })
+  })
+}

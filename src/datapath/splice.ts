@@ -1,0 +1,79 @@
+// Joins two byte streams — a pod's TCP connection and its upstream (a TCP socket or a tunnel
+// stream) — in both directions, the way a TCP proxy must:
+//  - backpressure: `pipe` pauses the reader while the writer is full, so memory stays bounded;
+//  - half-close: when one side ends its sending half, the other side's writer is ended, and the
+//    reply direction keeps flowing (both sockets are created with allowHalfOpen);
+//  - resets: an error on one side aborts the other (a TCP RST, or RST_STREAM on a tunnel);
+//  - idle timeout: no bytes either way for `idleTimeoutMs` closes both.
+import type { Duplex } from 'node:stream'
+import { Socket } from 'node:net'
+import { constants as h2, Http2Stream } from 'node:http2'
+
+export type SpliceOutcome = 'closed' | 'reset' | 'idle_timeout' | 'aborted'
+
+export interface SpliceResult { outcome: SpliceOutcome; bytesSent: number; bytesReceived: number }
+
+export interface SpliceOptions {
+  idleTimeoutMs: number
+  /** Bytes from the downstream (source) side toward the upstream, and back. */
+  onBytes?: (flow: 'sent' | 'received', n: number) => void
+  onDone: (result: SpliceResult) => void
+}
+
+/** Aborts a stream the way its peer will understand as a reset. */
+export function abort(stream: Duplex): void {
+  if (stream.destroyed) return
+  if (stream instanceof Socket) stream.resetAndDestroy()
+  else if (stream instanceof Http2Stream) stream.close(h2.NGHTTP2_CONNECT_ERROR)
+  else stream.destroy()
+}
+
+export interface SpliceHandle { abort(): void; readonly done: boolean }
+
+export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOptions): SpliceHandle {
+  let bytesSent = 0
+  let bytesReceived = 0
+  let finished = false
+  let outcome: SpliceOutcome = 'closed'
+  let pending = 2 // both sides must close
+
+  const finish = (): void => {
+    if (finished) return
+    finished = true
+    options.onDone({ outcome, bytesSent, bytesReceived })
+  }
+  const failBoth = (why: SpliceOutcome): void => {
+    if (outcome === 'closed') outcome = why
+    abort(downstream)
+    abort(upstream)
+  }
+
+  downstream.on('data', (chunk: Buffer) => { bytesSent += chunk.length; options.onBytes?.('sent', chunk.length) })
+  upstream.on('data', (chunk: Buffer) => { bytesReceived += chunk.length; options.onBytes?.('received', chunk.length) })
+  downstream.pipe(upstream)
+  upstream.pipe(downstream)
+
+  for (const side of [downstream, upstream]) {
+    side.on('error', () => failBoth('reset'))
+    side.on('close', () => {
+      // A side that closes before both directions finished was torn down: tear down the other.
+      const other = side === downstream ? upstream : downstream
+      const cleanly = side.readableEnded && side.writableFinished
+      if (!cleanly && !other.destroyed) failBoth('reset')
+      if (--pending === 0) finish()
+    })
+    // An HTTP/2 stream reset by the peer closes without an error event on some paths.
+    if (side instanceof Http2Stream) {
+      side.on('aborted', () => failBoth('reset'))
+    }
+  }
+
+  if (options.idleTimeoutMs > 0 && downstream instanceof Socket) {
+    downstream.setTimeout(options.idleTimeoutMs, () => failBoth('idle_timeout'))
+  }
+
+  return {
+    abort: () => failBoth('aborted'),
+    get done() { return finished },
+  }
+}

@@ -1,0 +1,40 @@
+// The admin listener (:15020): liveness, readiness with its reason, and Prometheus metrics.
+import http from 'node:http'
+import type { Registry } from 'prom-client'
+
+export interface Readiness { ready: boolean; reason: string }
+
+export class AdminServer {
+  private readonly server: http.Server
+  private readonly listenIp: string
+  private readonly port: number
+
+  constructor(opts: { listenIp: string; port: number; registry: Registry; readiness: () => Readiness }) {
+    this.listenIp = opts.listenIp
+    this.port = opts.port
+    this.server = http.createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0]
+      if (path === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n')
+      } else if (path === '/readyz') {
+        const r = opts.readiness()
+        res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(`${r.reason}\n`)
+      } else if (path === '/metrics') {
+        opts.registry.metrics().then(
+          (body) => res.writeHead(200, { 'content-type': opts.registry.contentType }).end(body),
+          (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics: ${err.message}\n`))
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /healthz, /readyz or /metrics\n')
+      }
+    })
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen({ host: this.listenIp, port: this.port }, () => { this.server.off('error', reject); resolve() })
+    })
+  }
+
+  close(): void { this.server.closeAllConnections(); this.server.close() }
+}
