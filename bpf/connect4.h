@@ -23,7 +23,7 @@ static __always_inline bool weft_task_enrolled(void)
 
 		if (id == 0) /* deeper than the task's own cgroup */
 			break;
-		if (bpf_map_lookup_elem(&enrolled_cgroups, &id))
+		if (bpf_map_lookup_elem(&enrolled_cgrps, &id))
 			return true;
 	}
 	return false;

@@ -9,7 +9,7 @@
 #include "weft_maps.h"
 
 SEC("cgroup/getpeername4")
-int weft_getpeername4(struct bpf_sock_addr *ctx)
+int weft_getpeer4(struct bpf_sock_addr *ctx)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct orig_dst_v4 *original = bpf_map_lookup_elem(&dst_by_cookie, &cookie);

@@ -5,9 +5,11 @@
  * workload cgroup root. IPv6 (connect6.h, getpeername6.h, v6 keys) slots in beside these.
  *
  * Program names (the C function names) are what the loader looks up:
- *   weft_connect4      cgroup/connect4      rewrite enrolled TCP connects to the proxy
- *   weft_sockops       sockops              key the original destination by (ip, port)
- *   weft_getpeername4  cgroup/getpeername4  show the app its original peer
+ *   weft_connect4   cgroup/connect4      rewrite enrolled TCP connects to the proxy
+ *   weft_sockops    sockops              key the original destination by (ip, port)
+ *   weft_getpeer4   cgroup/getpeername4  show the app its original peer
+ * (kernel object names are cut at 15 characters, so keep them short; a function may not
+ * share its name with its section, hence the prefix)
  */
 #include "weft_maps.h"
 #include "connect4.h"

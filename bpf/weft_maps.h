@@ -70,7 +70,7 @@ enum weft_counter {
 };
 
 /*
- * enrolled_cgroups: cgroup id (host-order __u64, the inode number of the cgroup v2
+ * enrolled_cgrps: cgroup id (host-order __u64, the inode number of the cgroup v2
  * directory) -> flags (__u32, 0 for now).
  * Written by the daemon (src/bpf NodeInterception.setEnrolledCgroups).
  * Read by connect4, for every level of the connecting task's cgroup ancestry.
@@ -80,7 +80,7 @@ struct {
 	__uint(max_entries, WEFT_MAX_ENROLLED);
 	__type(key, __u64);
 	__type(value, __u32);
-} enrolled_cgroups SEC(".maps");
+} enrolled_cgrps SEC(".maps");
 
 /*
  * intercept_rules: {prefixlen, IPv4 network order} -> action (__u32: 1 intercept, 2 bypass).

@@ -1,0 +1,7 @@
+#pragma once
+#include <napi.h>
+
+namespace weft {
+void InitBpf(Napi::Env env, Napi::Object exports);
+void InitSocket(Napi::Env env, Napi::Object exports);
+}  // namespace weft
