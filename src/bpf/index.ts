@@ -1,0 +1,60 @@
+// src/bpf: the typed loader over weft's eBPF interception. The only code that imports the
+// native addon; the daemon uses what this file exports.
+//
+//   NodeInterception.open({ pinDir, cgroupRoot, objectPath?, proxyIp, proxyPort,
+//                           interceptCidrs, bypassCidrs, excludedPorts }): NodeInterception
+//     load + configure + pin + attach at cgroupRoot, or adopt a complete install in pinDir
+//     (.adopted === true: same programs, never detached), then (re)write the settings.
+//   .applySettings(settings): void            replace proxy address, rules, excluded ports
+//   .setEnrolledCgroups(ids: Iterable<bigint>) make the enrolled set exactly ids
+//   .enrolledCgroups(): bigint[]
+//   .takeOriginalDestination(peerIp, peerPort): { ip, port, sourceCgroupId } | undefined
+//                                             by the accepted socket's peer; lookup + delete
+//   .counters(): { redirected, bypassed, notEnrolled, tupleRecorded, peerRestored, proxySelf }
+//   .programIds(): { connect4, sockops, getpeername4 }   .mapIds()
+//   .close(): void                            close fds; pins keep interception in place
+//   NodeInterception.uninstall(pinDir): void  detach, unpin, remove pinDir (absent: no-op)
+//
+//   findCgroup2Mount(), isOnBpfFs(path), cgroupIdOf(dir)
+//   socketCookie(fd), setSocketMark(fd, mark), setIpTransparent(fd, on), setReusePort(fd, on),
+//   originalDstOf(fd) (SO_ORIGINAL_DST), socketFd(net.Socket | net.Server)
+//   BpfError { errno?, code?, verifierLog? }
+//
+// Map layouts live in layout.ts (mirroring bpf/weft_maps.h) and are checked against the
+// kernel on open and against the object's BTF by test/bpf-layout.test.ts.
+import { native } from './native.ts'
+
+export { NodeInterception, defaultObjectPath, type InterceptionSettings, type InterceptionOptions, type InterceptionCounters } from './interception.ts'
+export { findCgroup2Mount, isOnBpfFs, cgroupIdOf } from './system.ts'
+export { BpfError } from './native.ts'
+export { type OriginalDestination, type AttachPoint, parseIpv4Cidr } from './layout.ts'
+
+/** SO_COOKIE: the socket's cookie, as bpf_get_socket_cookie() sees it. */
+export function socketCookie(fd: number): bigint {
+  return native.getSocketCookie(fd)
+}
+/** SO_MARK (needs CAP_NET_ADMIN). */
+export function setSocketMark(fd: number, mark: number): void {
+  native.setSocketMark(fd, mark)
+}
+/** IP_TRANSPARENT (needs CAP_NET_ADMIN). */
+export function setIpTransparent(fd: number, on: boolean): void {
+  native.setIpTransparent(fd, on)
+}
+export function setReusePort(fd: number, on: boolean): void {
+  native.setReusePort(fd, on)
+}
+/** SO_ORIGINAL_DST: the pre-DNAT destination of a socket accepted after an iptables REDIRECT. */
+export function originalDstOf(fd: number): { ip: string; port: number } {
+  return native.getOriginalDst(fd)
+}
+
+/**
+ * The fd under a connected net.Socket or a listening net.Server (Node keeps it on the
+ * internal handle); undefined when there is none (e.g. not yet connected).
+ */
+export function socketFd(socketOrServer: object): number | undefined {
+  const handle = (socketOrServer as { _handle?: { fd?: unknown } | null })._handle
+  const fd = handle?.fd
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined
+}

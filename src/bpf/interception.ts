@@ -1,0 +1,366 @@
+// NodeInterception: one node's eBPF interception, loaded once, pinned, and adopted by every
+// later daemon start so interception never lapses. See index.ts for the API overview.
+//
+// Pin layout under pinDir (on bpffs):
+//   maps/<map name>          every map (adopting reopens these)
+//   progs/<attach point>     connect4, sockops, getpeername4 (for bpftool and debugging)
+//   links/<attach point>     the cgroup bpf_links; their presence means "installed"
+import { closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import {
+  counterIndex,
+  maps,
+  parseIpv4Cidr,
+  programs,
+  ruleAction,
+  type AttachPoint,
+  type CounterName,
+  type MapKey,
+  type MapLayout,
+  type OriginalDestination,
+} from './layout.ts'
+import { BpfError, native } from './native.ts'
+import { cgroupIdOf, isOnBpfFs } from './system.ts'
+
+export interface InterceptionSettings {
+  /** Where intercepted connects are sent: the proxy's outbound listener. */
+  proxyIp: string
+  proxyPort: number
+  /** Destinations to intercept (service VIP ranges, mesh pod ranges). */
+  interceptCidrs: string[]
+  /** Holes in the intercept ranges; a bypass prefix wins over an intercept prefix of the same length. */
+  bypassCidrs: string[]
+  /** Destination ports never intercepted. */
+  excludedPorts: number[]
+}
+
+export interface InterceptionOptions extends InterceptionSettings {
+  /** Per-node directory on bpffs, e.g. /sys/fs/bpf/weft/<node> */
+  pinDir: string
+  /** The cgroup v2 directory the programs attach to (the node's workload root). */
+  cgroupRoot: string
+  /** The compiled object; default build/bpf/weft.bpf.o in the repository. */
+  objectPath?: string
+}
+
+export type InterceptionCounters = Record<CounterName, bigint>
+
+export const defaultObjectPath = fileURLToPath(new URL('../../build/bpf/weft.bpf.o', import.meta.url))
+
+const attachPoints = Object.keys(programs) as AttachPoint[]
+const mapKeys = Object.keys(maps) as MapKey[]
+
+function pinPaths(pinDir: string): { maps: string; progs: string; links: string } {
+  return { maps: join(pinDir, 'maps'), progs: join(pinDir, 'progs'), links: join(pinDir, 'links') }
+}
+
+/** Validates settings and turns them into map contents, before anything touches the kernel. */
+function resolveSettings(settings: InterceptionSettings): {
+  rules: Map<string, { key: Buffer; action: number }>
+  ports: Map<string, Buffer>
+  proxy: Buffer
+} {
+  const rules = new Map<string, { key: Buffer; action: number }>()
+  const add = (cidr: string, action: number): void => {
+    const key = maps.interceptRules.encodeKey(parseIpv4Cidr(cidr))
+    rules.set(key.toString('hex'), { key, action })
+  }
+  for (const cidr of settings.interceptCidrs) add(cidr, ruleAction.intercept)
+  for (const cidr of settings.bypassCidrs) add(cidr, ruleAction.bypass) // same prefix: bypass wins
+  const ports = new Map<string, Buffer>()
+  for (const port of settings.excludedPorts) {
+    const key = maps.excludedPorts.encodeKey(port)
+    ports.set(key.toString('hex'), key)
+  }
+  if (settings.proxyPort === 0) throw new TypeError('interception settings: proxyPort must not be 0')
+  const proxy = maps.proxyConfig.encodeValue({ ip: settings.proxyIp, port: settings.proxyPort })
+  if (proxy.readUInt32BE(0) === 0) throw new TypeError('interception settings: proxyIp must not be 0.0.0.0 (connect4 treats it as "not configured")')
+  return { rules, ports, proxy }
+}
+
+function closeQuietly(fd: number | undefined): void {
+  if (fd === undefined) return
+  try {
+    native.close(fd)
+  } catch {
+    // already closed: nothing to release
+  }
+}
+
+export class NodeInterception {
+  /** True when open() found a complete install in pinDir and took it over without reloading. */
+  readonly adopted: boolean
+  readonly pinDir: string
+  readonly cgroupRoot: string
+  private readonly mapFds: Record<MapKey, number>
+  private readonly linkFds: Record<AttachPoint, number>
+  private readonly progIds: Record<AttachPoint, number>
+  private readonly cpus: number
+  private closed = false
+
+  private constructor(init: {
+    adopted: boolean
+    pinDir: string
+    cgroupRoot: string
+    mapFds: Record<MapKey, number>
+    linkFds: Record<AttachPoint, number>
+    progIds: Record<AttachPoint, number>
+  }) {
+    this.adopted = init.adopted
+    this.pinDir = init.pinDir
+    this.cgroupRoot = init.cgroupRoot
+    this.mapFds = init.mapFds
+    this.linkFds = init.linkFds
+    this.progIds = init.progIds
+    this.cpus = native.numPossibleCpus()
+  }
+
+  /**
+   * Loads, configures, pins and attaches interception at cgroupRoot; or, when pinDir already
+   * holds a complete install attached there, adopts it (no reload, no re-attach) and rewrites
+   * the settings. A partial install (e.g. a crash half-way through) is removed and redone.
+   */
+  static open(options: InterceptionOptions): NodeInterception {
+    const pinDir = resolve(options.pinDir)
+    const cgroupRoot = resolve(options.cgroupRoot)
+    const settings = resolveSettings(options) // fail on bad settings before touching the kernel
+    if (!isOnBpfFs(pinDir)) {
+      throw new BpfError(`interception: pin directory ${pinDir} is not on a BPF filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) or choose a pinDir under it`)
+    }
+    const cgroupId = cgroupIdOf(cgroupRoot)
+    const paths = pinPaths(pinDir)
+    const linksPinned = attachPoints.map((point) => existsSync(join(paths.links, point)))
+    const mapsPinned = mapKeys.map((key) => existsSync(join(paths.maps, maps[key].name)))
+    let interception: NodeInterception
+    if (linksPinned.every(Boolean) && mapsPinned.every(Boolean)) {
+      interception = NodeInterception.adopt(pinDir, cgroupRoot, cgroupId)
+    } else {
+      if (existsSync(pinDir)) NodeInterception.uninstall(pinDir) // partial: start clean
+      interception = NodeInterception.install(pinDir, cgroupRoot, options.objectPath ?? defaultObjectPath, settings)
+    }
+    if (interception.adopted) {
+      try {
+        interception.writeSettings(settings)
+      } catch (error) {
+        interception.close()
+        throw error
+      }
+    }
+    return interception
+  }
+
+  private static adopt(pinDir: string, cgroupRoot: string, cgroupId: bigint): NodeInterception {
+    const paths = pinPaths(pinDir)
+    const opened: number[] = []
+    try {
+      const mapFds = {} as Record<MapKey, number>
+      for (const key of mapKeys) {
+        const fd = native.objGet(join(paths.maps, maps[key].name))
+        opened.push(fd)
+        mapFds[key] = fd
+        checkMapLayout(fd, maps[key], `pinned map ${join(paths.maps, maps[key].name)}`)
+      }
+      const linkFds = {} as Record<AttachPoint, number>
+      const progIds = {} as Record<AttachPoint, number>
+      for (const point of attachPoints) {
+        const path = join(paths.links, point)
+        const fd = native.objGet(path)
+        opened.push(fd)
+        const info = native.linkInfo(fd)
+        if (info.cgroupId !== cgroupId) {
+          throw new BpfError(
+            `interception: the install pinned at ${pinDir} is attached to cgroup id ${info.cgroupId ?? 'none'}, not ${cgroupRoot} (id ${cgroupId}); uninstall it first (NodeInterception.uninstall / weft node --uninstall) to move it`,
+          )
+        }
+        linkFds[point] = fd
+        progIds[point] = info.progId
+      }
+      return new NodeInterception({ adopted: true, pinDir, cgroupRoot, mapFds, linkFds, progIds })
+    } catch (error) {
+      for (const fd of opened) closeQuietly(fd)
+      throw error
+    }
+  }
+
+  private static install(pinDir: string, cgroupRoot: string, objectPath: string, settings: ReturnType<typeof resolveSettings>): NodeInterception {
+    const paths = pinPaths(pinDir)
+    let object
+    try {
+      object = native.openAndLoadObject(objectPath)
+    } catch (error) {
+      const bpfError = BpfError.from(error)
+      bpfError.message = `interception: loading ${objectPath} failed (build it with: bash scripts/setup.sh --only bpf): ${bpfError.message}`
+      throw bpfError
+    }
+    const toClose = [...Object.values(object.programs), ...Object.values(object.maps)]
+    let cgroupFd: number | undefined
+    const linkFds = {} as Record<AttachPoint, number>
+    let pinned = false
+    try {
+      const mapFds = {} as Record<MapKey, number>
+      for (const key of mapKeys) {
+        const fd = object.maps[maps[key].name]
+        if (fd === undefined) throw new BpfError(`interception: ${objectPath} has no map "${maps[key].name}" (has: ${Object.keys(object.maps).join(', ')}); rebuild it`)
+        checkMapLayout(fd, maps[key], `map ${maps[key].name} in ${objectPath}`)
+        mapFds[key] = fd
+      }
+      const progFds = {} as Record<AttachPoint, number>
+      const progIds = {} as Record<AttachPoint, number>
+      for (const point of attachPoints) {
+        const fd = object.programs[programs[point].cName]
+        if (fd === undefined) throw new BpfError(`interception: ${objectPath} has no program "${programs[point].cName}" (has: ${Object.keys(object.programs).join(', ')}); rebuild it`)
+        progFds[point] = fd
+        progIds[point] = native.progInfo(fd).id
+      }
+
+      // Configure before attaching, so the programs never run on empty settings.
+      const interception = new NodeInterception({ adopted: false, pinDir, cgroupRoot, mapFds, linkFds, progIds })
+      interception.writeSettings(settings)
+
+      pinned = true
+      for (const dir of [paths.maps, paths.progs, paths.links]) mkdirSync(dir, { recursive: true })
+      for (const key of mapKeys) native.objPin(mapFds[key], join(paths.maps, maps[key].name))
+      for (const point of attachPoints) native.objPin(progFds[point], join(paths.progs, point))
+
+      cgroupFd = openSync(cgroupRoot, constants.O_RDONLY | constants.O_DIRECTORY)
+      for (const point of attachPoints) {
+        linkFds[point] = native.linkCreateCgroup(progFds[point], cgroupFd, programs[point].attachType)
+        native.objPin(linkFds[point], join(paths.links, point))
+      }
+      closeSync(cgroupFd)
+      for (const point of attachPoints) closeQuietly(progFds[point]) // the links hold the programs
+      return interception
+    } catch (error) {
+      if (cgroupFd !== undefined) closeSync(cgroupFd)
+      for (const fd of Object.values(linkFds)) {
+        try {
+          native.linkDetach(fd)
+        } catch {
+          // detaching is best effort here; closing the fd below releases the link anyway
+        }
+        closeQuietly(fd)
+      }
+      for (const fd of toClose) closeQuietly(fd)
+      if (pinned) NodeInterception.uninstall(pinDir)
+      throw error
+    }
+  }
+
+  /** Replaces the proxy address, intercept/bypass rules and excluded ports. */
+  applySettings(settings: InterceptionSettings): void {
+    this.writeSettings(resolveSettings(settings))
+  }
+
+  private writeSettings(settings: ReturnType<typeof resolveSettings>): void {
+    this.assertOpen()
+    // Add and update first, then remove what is stale: no moment without the rules that stay.
+    const rulesFd = this.mapFds.interceptRules
+    for (const { key, action } of settings.rules.values()) native.mapUpdate(rulesFd, key, maps.interceptRules.encodeValue(action))
+    for (const key of native.mapKeys(rulesFd, maps.interceptRules.keySize)) {
+      if (!settings.rules.has(key.toString('hex'))) native.mapDelete(rulesFd, key)
+    }
+    const portsFd = this.mapFds.excludedPorts
+    for (const key of settings.ports.values()) native.mapUpdate(portsFd, key, maps.excludedPorts.encodeValue(1))
+    for (const key of native.mapKeys(portsFd, maps.excludedPorts.keySize)) {
+      if (!settings.ports.has(key.toString('hex'))) native.mapDelete(portsFd, key)
+    }
+    native.mapUpdate(this.mapFds.proxyConfig, maps.proxyConfig.encodeKey(0), settings.proxy)
+  }
+
+  /** Makes the enrolled set exactly `ids` (cgroup v2 ids, see cgroupIdOf). */
+  setEnrolledCgroups(ids: Iterable<bigint>): void {
+    this.assertOpen()
+    const fd = this.mapFds.enrolledCgroups
+    const wanted = new Set<bigint>(ids)
+    for (const id of wanted) native.mapUpdate(fd, maps.enrolledCgroups.encodeKey(id), maps.enrolledCgroups.encodeValue(0))
+    for (const key of native.mapKeys(fd, maps.enrolledCgroups.keySize)) {
+      if (!wanted.has(maps.enrolledCgroups.decodeKey(key))) native.mapDelete(fd, key)
+    }
+  }
+
+  enrolledCgroups(): bigint[] {
+    this.assertOpen()
+    return native.mapKeys(this.mapFds.enrolledCgroups, maps.enrolledCgroups.keySize).map((key) => maps.enrolledCgroups.decodeKey(key))
+  }
+
+  /**
+   * The original destination of a redirected connection, by the accepted socket's peer
+   * address (the pod's ip and port), removed from the map as it is taken. undefined when
+   * there is none (not redirected, already taken, or evicted).
+   */
+  takeOriginalDestination(peerIp: string, peerPort: number): OriginalDestination | undefined {
+    this.assertOpen()
+    const layout = maps.dstByTuple
+    const value = native.mapLookupAndDelete(this.mapFds.dstByTuple, layout.encodeKey({ ip: peerIp, port: peerPort }), layout.valueSize)
+    return value ? layout.decodeValue(value) : undefined
+  }
+
+  /** The programs' counters, summed over CPUs. */
+  counters(): InterceptionCounters {
+    this.assertOpen()
+    const result = {} as InterceptionCounters
+    for (const [name, index] of Object.entries(counterIndex) as [CounterName, number][]) {
+      const perCpu = native.mapLookupPercpu(this.mapFds.counters, maps.counters.encodeKey(index), maps.counters.valueSize) ?? []
+      result[name] = perCpu.reduce((sum, buffer) => sum + maps.counters.decodeValue(buffer), 0n)
+    }
+    return result
+  }
+
+  /** Kernel program ids of the attached programs (stable across adoption). */
+  programIds(): Record<AttachPoint, number> {
+    return { ...this.progIds }
+  }
+
+  /** Kernel map ids, by the map's key in layout.ts (for bpftool and debugging). */
+  mapIds(): Record<MapKey, number> {
+    this.assertOpen()
+    const result = {} as Record<MapKey, number>
+    for (const key of mapKeys) result[key] = native.mapInfo(this.mapFds[key]).id
+    return result
+  }
+
+  /** Closes this process's fds; the pins keep interception attached. Idempotent. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    for (const fd of [...Object.values(this.mapFds), ...Object.values(this.linkFds)]) closeQuietly(fd)
+  }
+
+  /** Detaches the links, unpins everything and removes pinDir. No error when it is absent. */
+  static uninstall(pinDir: string): void {
+    const dir = resolve(pinDir)
+    if (!existsSync(dir)) return
+    if (!isOnBpfFs(dir)) throw new BpfError(`interception: refusing to remove ${dir}: it is not on a BPF filesystem`)
+    const { links } = pinPaths(dir)
+    if (existsSync(links)) {
+      for (const name of readdirSync(links)) {
+        const fd = native.objGet(join(links, name))
+        try {
+          // Detach now, even if another process still holds the link open.
+          native.linkDetach(fd)
+        } finally {
+          closeQuietly(fd)
+        }
+      }
+    }
+    rmSync(dir, { recursive: true, force: true })
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new BpfError(`interception at ${this.pinDir}: already closed`)
+  }
+}
+
+/** Throws when a kernel map does not have the type and key/value sizes layout.ts declares. */
+function checkMapLayout(fd: number, layout: MapLayout<unknown, unknown>, what: string): void {
+  const info = native.mapInfo(fd)
+  const problems: string[] = []
+  if (info.type !== layout.type) problems.push(`type ${info.type}, expected ${layout.type}`)
+  if (info.keySize !== layout.keySize) problems.push(`key size ${info.keySize}, expected ${layout.keySize}`)
+  if (info.valueSize !== layout.valueSize) problems.push(`value size ${info.valueSize}, expected ${layout.valueSize}`)
+  if (problems.length > 0) {
+    throw new BpfError(`interception: ${what} has ${problems.join(', ')} (src/bpf/layout.ts and bpf/weft_maps.h disagree, or the pinned install is from another weft version: uninstall it and start again)`)
+  }
+}
