@@ -1,0 +1,332 @@
+// NodeInterception against the real kernel: load, pin, attach, adopt, enrollment, the
+// redirect itself (connect4 + sockops + getpeername4), what is left alone, counters,
+// and uninstall. Each test makes its own cgroups and pins and removes them on teardown.
+import { existsSync, readdirSync } from 'node:fs'
+import { createServer, type Server, type Socket } from 'node:net'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+
+import { BpfError, NodeInterception, cgroupIdOf, socketCookie, socketFd, type InterceptionSettings } from '../src/bpf/index.ts'
+import {
+  attachedPrograms,
+  cgroupFixture,
+  ensureLabUnreachableRoute,
+  requirePrivileged,
+  runInCgroup,
+  tcpClientScript,
+  type CgroupFixture,
+} from './helpers/privileged.ts'
+
+const settings = (proxyPort: number): InterceptionSettings => ({
+  proxyIp: '127.0.0.1',
+  proxyPort,
+  interceptCidrs: ['198.18.0.0/15'],
+  bypassCidrs: ['198.18.9.0/24'],
+  excludedPorts: [8080],
+})
+
+function openIn(t: Test, fixture: CgroupFixture, proxyPort: number): NodeInterception {
+  const interception = NodeInterception.open({ pinDir: fixture.pinDir, cgroupRoot: fixture.node, ...settings(proxyPort) })
+  t.teardown(() => interception.close())
+  return interception
+}
+
+interface Accepted { peerIp: string; peerPort: number; socket: Socket }
+
+/** A stand-in for the daemon's outbound listener: records every accepted connection. */
+async function fakeProxy(t: Test): Promise<{ server: Server; port: number; accepted: Accepted[]; onAccept: (handler: (accepted: Accepted) => void) => void }> {
+  const accepted: Accepted[] = []
+  let handler: (accepted: Accepted) => void = (connection) => connection.socket.end()
+  const server = createServer((socket) => {
+    const connection = { peerIp: socket.remoteAddress ?? '', peerPort: socket.remotePort ?? 0, socket }
+    accepted.push(connection)
+    handler(connection)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('fake proxy: no address')
+  return { server, port: address.port, accepted, onAccept: (next) => (handler = next) }
+}
+
+type ClientResult = { remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number; error?: string }
+
+async function connectFrom(t: Test, cgroupDir: string, host: string, port: number): Promise<ClientResult> {
+  const result = await runInCgroup(t, cgroupDir, tcpClientScript, [host, String(port)])
+  const line = result.stdout.trim().split('\n')[0] ?? ''
+  if (line === '') throw new Error(`client printed nothing (exit ${result.code}); stderr: ${result.stderr}`)
+  return JSON.parse(line) as ClientResult
+}
+
+t.test('loads, pins and attaches the three programs at the cgroup root', (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  const interception = openIn(t, fixture, 15001)
+  t.equal(interception.adopted, false, 'a fresh install is not adopted')
+  for (const sub of ['maps', 'progs', 'links']) t.ok(existsSync(join(fixture.pinDir, sub)), `pinned ${sub}/`)
+  t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), ['connect4', 'getpeername4', 'sockops'])
+  t.same(
+    readdirSync(join(fixture.pinDir, 'maps')).sort(),
+    ['counters', 'dst_by_cookie', 'dst_by_tuple', 'enrolled_cgrps', 'excluded_ports', 'intercept_rules', 'proxy_config'],
+  )
+  const ids = interception.programIds()
+  const attached = attachedPrograms(fixture.node)
+  t.same(
+    attached.map((program) => [program.attach_type, program.id]).sort(),
+    [
+      ['cgroup_inet4_connect', ids.connect4],
+      ['cgroup_inet4_getpeername', ids.getpeername4],
+      ['cgroup_sock_ops', ids.sockops],
+    ].sort(),
+    'bpftool sees exactly our programs attached at the node cgroup',
+  )
+  t.end()
+})
+
+t.test('a second open adopts the pinned install: same programs, no reload, no second attach', (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  const first = openIn(t, fixture, 15001)
+  const firstIds = first.programIds()
+  first.setEnrolledCgroups([7n])
+  first.close()
+
+  const second = openIn(t, fixture, 15002)
+  t.equal(second.adopted, true)
+  t.same(second.programIds(), firstIds, 'the same kernel programs')
+  t.same(second.enrolledCgroups(), [7n], 'map contents survive the restart')
+  t.equal(attachedPrograms(fixture.node).length, 3, 'still attached once each')
+  t.end()
+})
+
+t.test('adopting an install attached to another cgroup root is refused with a clear error', (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  openIn(t, fixture, 15001).close()
+  const elsewhere = fixture.pod('elsewhere')
+  t.throws(
+    () => NodeInterception.open({ pinDir: fixture.pinDir, cgroupRoot: elsewhere, ...settings(15001) }),
+    { name: 'BpfError', message: /attached to cgroup id .* not .*elsewhere.*uninstall/ },
+  )
+  t.end()
+})
+
+t.test('a partial install (links missing) is removed and installed afresh', (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  const first = openIn(t, fixture, 15001)
+  first.close()
+  NodeInterception.uninstall(fixture.pinDir)
+  t.same(attachedPrograms(fixture.node), [], 'uninstall detached everything')
+  const second = openIn(t, fixture, 15001)
+  t.equal(second.adopted, false)
+  t.equal(attachedPrograms(fixture.node).length, 3)
+  t.end()
+})
+
+t.test('invalid settings are rejected before anything is loaded', (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  t.throws(() => NodeInterception.open({ pinDir: fixture.pinDir, cgroupRoot: fixture.node, ...settings(15001), interceptCidrs: ['10.0.0.0/33'] }), {
+    message: /not an IPv4 CIDR: "10.0.0.0\/33"/,
+  })
+  t.throws(() => NodeInterception.open({ pinDir: fixture.pinDir, cgroupRoot: fixture.node, ...settings(15001), excludedPorts: [70000] }), {
+    message: /not a port number: 70000/,
+  })
+  t.notOk(existsSync(fixture.pinDir), 'nothing pinned')
+  t.same(attachedPrograms(fixture.node), [], 'nothing attached')
+  t.end()
+})
+
+t.test('a pin dir outside bpffs is refused', (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  t.throws(() => NodeInterception.open({ pinDir: '/tmp/weft-not-bpffs/node', cgroupRoot: fixture.node, ...settings(15001) }), {
+    name: 'BpfError',
+    message: /not on a BPF filesystem/,
+  })
+  t.end()
+})
+
+t.test('setEnrolledCgroups makes the map equal to the given set', (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  const interception = openIn(t, fixture, 15001)
+  interception.setEnrolledCgroups([1n, 2n, 3n])
+  t.same(interception.enrolledCgroups().sort(), [1n, 2n, 3n])
+  interception.setEnrolledCgroups(new Set([3n, 4n]))
+  t.same(interception.enrolledCgroups().sort(), [3n, 4n], 'adds new, deletes stale')
+  interception.setEnrolledCgroups([])
+  t.same(interception.enrolledCgroups(), [])
+  t.end()
+})
+
+t.test('an enrolled pod is redirected to the proxy; the proxy learns the original destination; the app sees it as its peer', async (t) => {
+  if (!requirePrivileged(t)) return
+  ensureLabUnreachableRoute()
+  const fixture = cgroupFixture(t)
+  const pod = fixture.pod('pod')
+  const proxy = await fakeProxy(t)
+  const interception = openIn(t, fixture, proxy.port)
+  interception.setEnrolledCgroups([cgroupIdOf(pod)])
+
+  const originals: ReturnType<NodeInterception['takeOriginalDestination']>[] = []
+  const cookies: bigint[] = []
+  proxy.onAccept((connection) => {
+    originals.push(interception.takeOriginalDestination(connection.peerIp, connection.peerPort))
+    originals.push(interception.takeOriginalDestination(connection.peerIp, connection.peerPort)) // taken once only
+    const fd = socketFd(connection.socket)
+    if (fd !== undefined) cookies.push(socketCookie(fd))
+    connection.socket.end()
+  })
+
+  const client = await connectFrom(t, pod, '198.18.7.7', 80)
+  t.equal(proxy.accepted.length, 1, 'the proxy accepted the connection')
+  t.same(originals[0], { ip: '198.18.7.7', port: 80, sourceCgroupId: cgroupIdOf(pod) }, 'original destination by peer address')
+  t.equal(originals[1], undefined, 'taking removes the entry')
+  t.same({ address: client.remoteAddress, port: client.remotePort }, { address: '198.18.7.7', port: 80 }, 'getpeername shows the original peer')
+  t.equal(client.localPort, proxy.accepted[0]?.peerPort, 'the proxy saw the pod socket as its peer')
+  t.ok(cookies[0] !== undefined && cookies[0] > 0n, 'the accepted socket has a cookie')
+
+  const counters = interception.counters()
+  t.equal(counters.redirected, 1n)
+  t.equal(counters.tupleRecorded, 1n)
+  t.ok(counters.peerRestored >= 1n, 'getpeername4 restored the peer')
+  t.end()
+})
+
+t.test('a pod in a sibling cgroup that is not enrolled is left alone', async (t) => {
+  if (!requirePrivileged(t)) return
+  ensureLabUnreachableRoute()
+  const fixture = cgroupFixture(t)
+  const enrolled = fixture.pod('enrolled')
+  const other = fixture.pod('other')
+  const proxy = await fakeProxy(t)
+  const interception = openIn(t, fixture, proxy.port)
+  interception.setEnrolledCgroups([cgroupIdOf(enrolled)])
+
+  const client = await connectFrom(t, other, '198.18.7.7', 80)
+  t.equal(client.error, 'EHOSTUNREACH', 'the connect went to the (unreachable) real destination')
+  t.equal(proxy.accepted.length, 0, 'nothing reached the proxy')
+  t.equal(interception.counters().notEnrolled, 1n)
+  t.equal(interception.counters().redirected, 0n)
+  t.end()
+})
+
+t.test('enrollment of an ancestor cgroup covers the cgroups below it', async (t) => {
+  if (!requirePrivileged(t)) return
+  ensureLabUnreachableRoute()
+  const fixture = cgroupFixture(t)
+  const pod = fixture.pod('pod')
+  const container = fixture.pod('pod/container')
+  const proxy = await fakeProxy(t)
+  const interception = openIn(t, fixture, proxy.port)
+  interception.setEnrolledCgroups([cgroupIdOf(pod)])
+
+  const client = await connectFrom(t, container, '198.18.7.7', 80)
+  t.equal(client.remoteAddress, '198.18.7.7')
+  t.equal(proxy.accepted.length, 1)
+  t.same(interception.takeOriginalDestination(proxy.accepted[0]?.peerIp ?? '', proxy.accepted[0]?.peerPort ?? 0), {
+    ip: '198.18.7.7',
+    port: 80,
+    sourceCgroupId: cgroupIdOf(container),
+  })
+  t.end()
+})
+
+t.test('excluded ports, bypass CIDRs and destinations outside the intercept ranges are not redirected', async (t) => {
+  if (!requirePrivileged(t)) return
+  ensureLabUnreachableRoute()
+  const fixture = cgroupFixture(t)
+  const pod = fixture.pod('pod')
+  const proxy = await fakeProxy(t)
+  const interception = NodeInterception.open({
+    pinDir: fixture.pinDir,
+    cgroupRoot: fixture.node,
+    ...settings(proxy.port),
+    interceptCidrs: ['198.18.0.0/16'], // 198.19.x is outside
+  })
+  t.teardown(() => interception.close())
+  interception.setEnrolledCgroups([cgroupIdOf(pod)])
+
+  t.equal((await connectFrom(t, pod, '198.18.7.7', 8080)).error, 'EHOSTUNREACH', 'excluded port')
+  t.equal((await connectFrom(t, pod, '198.18.9.9', 80)).error, 'EHOSTUNREACH', 'bypass CIDR inside the intercept range')
+  t.equal((await connectFrom(t, pod, '198.19.1.1', 80)).error, 'EHOSTUNREACH', 'outside every intercept range')
+  t.equal(proxy.accepted.length, 0)
+  t.equal(interception.counters().bypassed, 2n, 'port and CIDR bypasses are counted; out-of-range is not')
+
+  interception.applySettings({ ...settings(proxy.port), excludedPorts: [], bypassCidrs: [] })
+  t.equal((await connectFrom(t, pod, '198.18.9.9', 8080)).remoteAddress, '198.18.9.9', 'after applySettings the hole is gone')
+  t.equal(proxy.accepted.length, 1)
+  t.end()
+})
+
+t.test('a connect to the proxy itself is not rewritten', async (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  const pod = fixture.pod('pod')
+  const proxy = await fakeProxy(t)
+  const interception = NodeInterception.open({ pinDir: fixture.pinDir, cgroupRoot: fixture.node, ...settings(proxy.port), interceptCidrs: ['127.0.0.0/8'] })
+  t.teardown(() => interception.close())
+  interception.setEnrolledCgroups([cgroupIdOf(pod)])
+  const client = await connectFrom(t, pod, '127.0.0.1', proxy.port)
+  t.equal(client.remotePort, proxy.port)
+  t.equal(interception.counters().proxySelf, 1n)
+  t.equal(interception.counters().redirected, 0n)
+  t.end()
+})
+
+t.test('uninstall detaches and unpins: interception stops', async (t) => {
+  if (!requirePrivileged(t)) return
+  ensureLabUnreachableRoute()
+  const fixture = cgroupFixture(t)
+  const pod = fixture.pod('pod')
+  const proxy = await fakeProxy(t)
+  const interception = openIn(t, fixture, proxy.port)
+  interception.setEnrolledCgroups([cgroupIdOf(pod)])
+  t.equal((await connectFrom(t, pod, '198.18.7.7', 80)).remoteAddress, '198.18.7.7', 'redirected while installed')
+
+  NodeInterception.uninstall(fixture.pinDir)
+  t.notOk(existsSync(fixture.pinDir), 'pin dir removed')
+  t.same(attachedPrograms(fixture.node), [], 'nothing attached, even though this process still holds map fds')
+  t.equal((await connectFrom(t, pod, '198.18.7.7', 80)).error, 'EHOSTUNREACH', 'no longer redirected')
+  t.equal(proxy.accepted.length, 1)
+  t.doesNotThrow(() => NodeInterception.uninstall(fixture.pinDir), 'uninstalling again is a no-op')
+  t.end()
+})
+
+t.test('a program the verifier rejects fails with errno, libbpf output and the verifier log', async (t) => {
+  if (!requirePrivileged(t)) return
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs')
+  const { execFileSync } = await import('node:child_process')
+  const { tmpdir } = await import('node:os')
+  const { repoRoot } = await import('./helpers/privileged.ts')
+  const dir = mkdtempSync(join(tmpdir(), 'weft-bad-bpf-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  // Reads past the end of the context: the verifier must refuse it.
+  writeFileSync(
+    join(dir, 'bad.bpf.c'),
+    `#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+SEC("cgroup/connect4")
+int bad_connect4(struct bpf_sock_addr *ctx) { return *(volatile __u32 *)((char *)ctx + 4000); }
+char LICENSE[] SEC("license") = "GPL";
+`,
+  )
+  execFileSync('clang', ['-O2', '-g', '-target', 'bpf', '-D__TARGET_ARCH_x86', '-I', join(repoRoot, 'build/bpf'), '-c', join(dir, 'bad.bpf.c'), '-o', join(dir, 'bad.bpf.o')])
+  const fixture = cgroupFixture(t)
+  let caught: unknown
+  try {
+    NodeInterception.open({ pinDir: fixture.pinDir, cgroupRoot: fixture.node, objectPath: join(dir, 'bad.bpf.o'), ...settings(15001) })
+  } catch (error) {
+    caught = error
+  }
+  t.type(caught, BpfError)
+  const error = caught as BpfError
+  t.equal(error.code, 'EACCES')
+  t.equal(error.errno, 13)
+  t.match(error.message, /bpf_object__load .*bad\.bpf\.o/)
+  t.match(error.verifierLog ?? '', /invalid bpf_context access/, 'the verifier says why')
+  t.notOk(existsSync(join(fixture.pinDir, 'links')), 'nothing pinned')
+  t.end()
+})
