@@ -19,6 +19,13 @@ export interface Topology {
   pods: TopologyPod[]
 }
 
+/** What code may pass to labUp: like a topology file, with defaults (namespace "default", no
+ *  labels, enrolled) left out. */
+export interface TopologyInput {
+  nodes: string[]
+  pods?: { name: string; node: string; namespace?: string; labels?: Record<string, string>; enrolled?: boolean }[]
+}
+
 /** Node and pod names: they end up in network namespace and cgroup names. */
 export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,14}$/
 /** `ul` is the underlay namespace (`weft-<run>-ul`), so no node or pod may take it. */

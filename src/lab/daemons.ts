@@ -1,0 +1,117 @@
+// The node daemons: one `weft node` per lab node, inside the node's netns and in
+// <cg2>/weft-<run>/daemons/<node> (outside every workload root, so the proxy's own sockets are
+// never intercepted), logging to <state dir>/<node>.log.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { closeSync, openSync, readFileSync } from 'node:fs'
+import { request } from 'node:http'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { LabError } from './errors.ts'
+import { ADMIN_PORT, LAB_CIDR, UNDERLAY_CIDR, type LabNode, type LabPlan } from './plan.ts'
+import { isAlive } from './sys.ts'
+
+const REPO_ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
+export const CLI_MAIN = join(REPO_ROOT, 'src', 'cli', 'main.ts')
+const READY_TIMEOUT_MS = 20_000
+const STOP_TIMEOUT_MS = 10_000
+
+export function daemonCommand(plan: LabPlan, node: LabNode): string[] {
+  return [
+    process.execPath, CLI_MAIN, 'node',
+    '--name', node.name,
+    '--node-ip', node.address,
+    '--proxy-ip', node.proxyIp,
+    '--cgroup-root', node.cgroupRoot,
+    '--pin-dir', node.pinDir,
+    '--workloads', plan.workloadsFile,
+    '--intercept-cidr', LAB_CIDR,
+    '--bypass-cidr', UNDERLAY_CIDR,
+  ]
+}
+
+/** Spawns the daemon detached (it outlives `weft lab up`); the shell joins the daemon cgroup, then
+ *  execs, so the daemon's pid is the spawned pid. */
+export function spawnDaemon(plan: LabPlan, node: LabNode): ChildProcess {
+  const log = openSync(node.logFile, 'a')
+  try {
+    const child = spawn(
+      'ip',
+      ['netns', 'exec', node.netns, 'sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', node.daemonCgroup, ...daemonCommand(plan, node)],
+      { detached: true, stdio: ['ignore', log, log] },
+    )
+    child.unref()
+    child.on('error', () => {})
+    return child
+  } finally {
+    closeSync(log)
+  }
+}
+
+/** Pids in the node's daemon cgroup (the daemon, and anything it started). */
+export function daemonPids(node: LabNode): number[] {
+  try {
+    return readFileSync(join(node.daemonCgroup, 'cgroup.procs'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map(Number)
+      .filter(isAlive)
+  } catch {
+    return []
+  }
+}
+
+export async function waitDaemonReady(node: LabNode, child: ChildProcess | undefined, timeoutMs = READY_TIMEOUT_MS): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let exited: string | undefined
+  child?.once('exit', (code, signal) => {
+    exited = signal ? `was killed by ${signal}` : `exited with code ${code}`
+  })
+  const url = `http://${node.address}:${ADMIN_PORT}/readyz`
+  for (;;) {
+    if (exited) throw new LabError(`node daemon ${node.name} ${exited} before it was ready; see ${node.logFile}${logTail(node)}`)
+    if (await answers200(node.address, ADMIN_PORT, '/readyz')) return
+    if (Date.now() > deadline) {
+      throw new LabError(`node daemon ${node.name} not ready after ${timeoutMs / 1000} s (${url} did not answer 200); see ${node.logFile}${logTail(node)}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+export async function stopDaemonProcesses(node: LabNode, signal: NodeJS.Signals): Promise<void> {
+  const pids = daemonPids(node)
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal)
+    } catch {
+      // Gone already.
+    }
+  }
+  const deadline = Date.now() + STOP_TIMEOUT_MS
+  while (daemonPids(node).length > 0) {
+    if (Date.now() > deadline) {
+      throw new LabError(`node daemon ${node.name} still running ${STOP_TIMEOUT_MS / 1000} s after ${signal} (pids ${daemonPids(node).join(', ')}); see ${node.logFile}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+}
+
+function answers200(host: string, port: number, path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ host, port, path, method: 'GET', timeout: 1000 }, (res) => {
+      res.resume()
+      resolve(res.statusCode === 200)
+    })
+    req.on('timeout', () => req.destroy())
+    req.on('error', () => resolve(false))
+    req.end()
+  })
+}
+
+function logTail(node: LabNode): string {
+  try {
+    const lines = readFileSync(node.logFile, 'utf8').trimEnd().split('\n').slice(-5)
+    return lines.length && lines[0] ? ` (last lines: ${lines.join(' | ')})` : ''
+  } catch {
+    return ''
+  }
+}

@@ -1,0 +1,18 @@
+// The lab: simulated Kubernetes nodes and pods on one machine (network namespaces, veths,
+// bridges, cgroup v2), used by the tests, the demo and the benchmarks. See docs/architecture.md.
+export { LabBusyError, LabError } from './errors.ts'
+export { parseTopology, topologyFromShorthand, validateTopology, type Topology, type TopologyInput, type TopologyPod } from './topology.ts'
+export {
+  Lab,
+  labDown,
+  labDownAll,
+  labUp,
+  listLabs,
+  openLab,
+  type LabSummary,
+  type LabUpOptions,
+  type RunOptions,
+  type RunResult,
+} from './lab.ts'
+export { ADMIN_PORT, HOST_UNDERLAY_IP, LAB_CIDR, planLab, type LabNode, type LabPlan, type LabPod } from './plan.ts'
+export { daemonCommand } from './daemons.ts'

@@ -1,0 +1,258 @@
+// A running lab: bring it up from a topology, open it again from state.json, run things in its
+// pods and nodes, start and stop its daemons, take it down.
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
+import { daemonPids, spawnDaemon, stopDaemonProcesses, waitDaemonReady } from './daemons.ts'
+import { checkRunId, findRunIds, teardownRun } from './down.ts'
+import { LabBusyError, LabError } from './errors.ts'
+import { buildNetwork, ensureHostUnreachableRoute, hostRoutes } from './network.ts'
+import { labNames, planLab, type LabNode, type LabPlan, type LabPod } from './plan.ts'
+import { readState, writeState, writeWorkloads, type LabState } from './state.ts'
+import { cgroup2Mount, listNetns } from './sys.ts'
+import { validateTopology, type TopologyInput } from './topology.ts'
+
+export interface LabUpOptions {
+  /** Default: 6 random characters of [a-z0-9]. */
+  runId?: string
+  /** Start one `weft node` daemon per node and wait until each is ready (default true). */
+  startDaemons?: boolean
+  onProgress?: (line: string) => void
+}
+
+export interface RunResult {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+export interface RunOptions {
+  /** Written to the process's stdin, which is then closed. */
+  input?: string
+  /** Kill the process (SIGKILL) after this long; the result then has code 137. */
+  timeoutMs?: number
+}
+
+export class Lab {
+  readonly runId: string
+  readonly nodes: readonly LabNode[]
+  readonly pods: readonly LabPod[]
+  readonly stateDir: string
+  readonly workloadsFile: string
+  readonly plan: LabPlan
+  readonly #daemons = new Map<string, ChildProcess>()
+
+  constructor(plan: LabPlan) {
+    this.plan = plan
+    this.runId = plan.runId
+    this.nodes = plan.nodes
+    this.pods = plan.pods
+    this.stateDir = plan.stateDir
+    this.workloadsFile = plan.workloadsFile
+  }
+
+  node(name: string): LabNode {
+    const node = this.nodes.find((n) => n.name === name)
+    if (!node) throw new LabError(`lab ${this.runId}: no node "${name}" (nodes: ${this.nodes.map((n) => n.name).join(', ')})`)
+    return node
+  }
+
+  pod(name: string): LabPod {
+    const pod = this.pods.find((p) => p.name === name)
+    if (!pod) throw new LabError(`lab ${this.runId}: no pod "${name}" (pods: ${this.pods.map((p) => p.name).join(', ') || 'none'})`)
+    return pod
+  }
+
+  /** Starts argv in a pod (its netns and its cgroup, so the mesh sees it as the pod) or in a
+   *  node's netns. stdio defaults to pipes. */
+  exec(target: string, argv: string[], options: SpawnOptions = {}): ChildProcess {
+    if (argv.length === 0) throw new LabError('exec: nothing to run')
+    const pod = this.pods.find((p) => p.name === target)
+    if (pod) {
+      // Join the pod's cgroup first, then its netns; both shells exec, so the pid is argv's.
+      return spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$@"', pod.cgroup, pod.netns, ...argv], options)
+    }
+    const node = this.nodes.find((n) => n.name === target)
+    if (node) return spawn('ip', ['netns', 'exec', node.netns, ...argv], options)
+    throw new LabError(
+      `lab ${this.runId}: no pod or node "${target}" (pods: ${this.pods.map((p) => p.name).join(', ') || 'none'}; nodes: ${this.nodes.map((n) => n.name).join(', ')})`,
+    )
+  }
+
+  /** Runs argv to completion in a pod or node and collects its output. */
+  run(target: string, argv: string[], options: RunOptions = {}): Promise<RunResult> {
+    const child = this.exec(target, argv, { stdio: ['pipe', 'pipe', 'pipe'] })
+    return new Promise((resolve, reject) => {
+      let stdout = ''
+      let stderr = ''
+      child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk))
+      child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+      const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), options.timeoutMs)
+      child.on('error', (error) => {
+        clearTimeout(timer)
+        reject(new LabError(`exec in ${target}: ${error.message}`))
+      })
+      child.on('close', (code, signal) => {
+        clearTimeout(timer)
+        resolve({ code: exitCode(code, signal), stdout, stderr })
+      })
+      child.stdin?.on('error', () => {})
+      child.stdin?.end(options.input ?? '')
+    })
+  }
+
+  /** Starts the node's daemon and waits until its /readyz answers 200 from the host. */
+  async startDaemon(nodeName: string): Promise<void> {
+    const node = this.node(nodeName)
+    const running = daemonPids(node)
+    if (running.length > 0) throw new LabError(`node daemon ${node.name} is already running (pid ${running.join(', ')})`)
+    const child = spawnDaemon(this.plan, node)
+    this.#daemons.set(node.name, child)
+    await waitDaemonReady(node, child)
+  }
+
+  /** Signals the node's daemon and waits until it has exited. */
+  async stopDaemon(nodeName: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const node = this.node(nodeName)
+    await stopDaemonProcesses(node, signal)
+    this.#daemons.delete(node.name)
+  }
+
+  /** The daemon's pid, read from its cgroup (so it also works on a lab opened from state.json). */
+  daemonPid(nodeName: string): number | undefined {
+    return daemonPids(this.node(nodeName))[0]
+  }
+
+  logFile(nodeName: string): string {
+    return this.node(nodeName).logFile
+  }
+
+  /** Removes everything of this run (processes, pins, namespaces, links, routes, cgroups, state). */
+  down(onProgress?: (line: string) => void): void {
+    teardownRun(this.runId, onProgress)
+  }
+}
+
+export async function labUp(topologyInput: TopologyInput, options: LabUpOptions = {}): Promise<Lab> {
+  const topology = validateTopology(topologyInput)
+  const runId = options.runId ?? randomRunId()
+  checkRunId(runId)
+  const progress = options.onProgress ?? (() => {})
+  if (process.getuid?.() !== 0) throw new LabError('the lab needs root (it creates network namespaces, veths and cgroups)')
+
+  const others = findRunIds()
+  if (others.includes(runId)) throw new LabError(`lab ${runId} already exists; remove it first with \`weft lab down --run-id ${runId}\``)
+  if (others[0]) throw new LabBusyError(others[0])
+
+  const plan = planLab(topology, runId, cgroup2Mount())
+  const state: LabState = {
+    version: 1,
+    createdAt: new Date().toISOString(),
+    complete: false,
+    daemons: options.startDaemons ?? true,
+    hostRoutes: hostRoutes(plan),
+    plan,
+  }
+  mkdirSync(plan.stateDir, { recursive: true })
+  writeState(state)
+  // Two `up`s racing both got past the check above: the later one (by run id order) backs off.
+  const racing = findRunIds().filter((other) => other !== runId)
+  if (racing[0]) {
+    teardownRun(runId)
+    throw new LabBusyError(racing[0])
+  }
+
+  const lab = new Lab(plan)
+  try {
+    progress(`lab ${runId}: up with ${plan.nodes.length} node(s), ${plan.pods.length} pod(s)`)
+    ensureHostUnreachableRoute()
+    buildNetwork(plan, progress)
+    writeWorkloads(plan)
+    writeState({ ...state, complete: true })
+    if (state.daemons) {
+      for (const node of plan.nodes) {
+        progress(`lab ${runId}: starting node daemon ${node.name} (log ${node.logFile})`)
+        await lab.startDaemon(node.name)
+      }
+    }
+    progress(`lab ${runId}: ready`)
+    return lab
+  } catch (error) {
+    progress(`lab ${runId}: up failed, removing what was made`)
+    try {
+      teardownRun(runId)
+    } catch (cleanupError) {
+      progress(`lab ${runId}: ${(cleanupError as Error).message}`)
+    }
+    throw error
+  }
+}
+
+/** Opens a lab that is up (possibly made by another process) from its state.json. */
+export function openLab(runId: string): Lab {
+  checkRunId(runId)
+  const state = readState(runId)
+  if (!state.complete) throw new LabError(`lab ${runId} is not complete (still coming up, or \`up\` crashed); remove it with \`weft lab down --run-id ${runId}\``)
+  return new Lab(state.plan)
+}
+
+export function labDown(runId: string, onProgress?: (line: string) => void): void {
+  teardownRun(runId, onProgress)
+}
+
+/** Takes down every lab found on this machine; returns their run ids. */
+export function labDownAll(onProgress?: (line: string) => void): string[] {
+  const runs = findRunIds()
+  const problems: string[] = []
+  for (const runId of runs) {
+    try {
+      teardownRun(runId, onProgress)
+    } catch (error) {
+      problems.push((error as Error).message)
+    }
+  }
+  if (problems.length > 0) throw new LabError(problems.join('; '))
+  return runs
+}
+
+export interface LabSummary {
+  runId: string
+  /** `up`: state.json complete; `partial`: being built, crashed, or leftovers without state. */
+  status: 'up' | 'partial'
+  createdAt?: string
+  nodes: string[]
+  pods: string[]
+  namespaces: string[]
+}
+
+export function listLabs(): LabSummary[] {
+  const netns = listNetns()
+  return findRunIds().map((runId): LabSummary => {
+    const namespaces = netns.filter((name) => name.startsWith(labNames.netnsPrefix(runId)))
+    try {
+      const state = readState(runId)
+      return {
+        runId,
+        status: state.complete ? 'up' : 'partial',
+        createdAt: state.createdAt,
+        nodes: state.plan.nodes.map((n) => n.name),
+        pods: state.plan.pods.map((p) => p.name),
+        namespaces,
+      }
+    } catch {
+      return { runId, status: 'partial', nodes: [], pods: [], namespaces }
+    }
+  })
+}
+
+export function randomRunId(): string {
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789'
+  return [...randomBytes(6)].map((byte) => alphabet[byte % alphabet.length]).join('')
+}
+
+function exitCode(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code
+  const signals: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 }
+  return 128 + (signal ? (signals[signal] ?? 1) : 1)
+}
+

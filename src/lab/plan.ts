@@ -1,0 +1,147 @@
+// The lab's fixed address and naming plan. Everything here is a pure function of the topology and
+// the run id, so `down` can find what `up` made even without state.json.
+//
+//   host ── wh-<run> 198.18.0.1 ─┐
+//                         underlay netns weft-<run>-ul, bridge br0, 198.18.0.0/24
+//   node i: netns weft-<run>-<node>, `underlay` 198.18.0.(i+1), bridge `pods` 198.18.i.1 (proxy ip)
+//   pod j on node i: netns weft-<run>-<pod>, `eth0` 198.18.i.(j+1), route 198.18.0.0/15 via 198.18.i.1
+import { join } from 'node:path'
+import type { Topology } from './topology.ts'
+
+/** Everything the lab addresses lives in here; lab namespaces route nothing else. */
+export const LAB_CIDR = '198.18.0.0/15'
+export const UNDERLAY_CIDR = '198.18.0.0/24'
+export const HOST_UNDERLAY_IP = '198.18.0.1'
+/** The node daemon's admin port (/readyz, /metrics). */
+export const ADMIN_PORT = 15020
+export const RUN_ID_PATTERN = /^[a-z0-9]{1,8}$/
+export const STATE_ROOT = '/run/weft/labs'
+export const PIN_ROOT = '/sys/fs/bpf/weft'
+export const NETNS_PREFIX = 'weft-'
+export const UNDERLAY_SUFFIX = 'ul'
+export const HOST_LINK_PREFIX = 'wh-'
+
+export interface LabNode {
+  name: string
+  /** 1-based position in the topology: fixes the addresses. */
+  index: number
+  /** Underlay address, where other nodes and the host reach this node. */
+  address: string
+  /** The node bridge's address: pods reach the node proxy here. */
+  proxyIp: string
+  podCidr: string
+  netns: string
+  /** The node's workload cgroup root, where the BPF programs are attached. */
+  cgroupRoot: string
+  /** Where the node daemon runs: outside every workload root, so the proxy is never redirected. */
+  daemonCgroup: string
+  pinDir: string
+  logFile: string
+  /** The veth end on the underlay bridge, in the underlay netns. */
+  underlayPort: string
+}
+
+export interface LabPod {
+  name: string
+  node: string
+  namespace: string
+  ip: string
+  labels: Record<string, string>
+  enrolled: boolean
+  netns: string
+  cgroup: string
+  /** The veth end on the node bridge, in the node's netns (the pod's end is `eth0`). */
+  nodePort: string
+}
+
+export interface LabPlan {
+  runId: string
+  cgroupMount: string
+  /** `<cg2>/weft-<run>`: the run's whole cgroup tree. */
+  cgroupBase: string
+  stateDir: string
+  stateFile: string
+  workloadsFile: string
+  underlayNetns: string
+  hostLink: string
+  nodes: LabNode[]
+  pods: LabPod[]
+}
+
+export const labNames = {
+  netns: (runId: string, name: string): string => `${NETNS_PREFIX}${runId}-${name}`,
+  netnsPrefix: (runId: string): string => `${NETNS_PREFIX}${runId}-`,
+  underlayNetns: (runId: string): string => `${NETNS_PREFIX}${runId}-${UNDERLAY_SUFFIX}`,
+  hostLink: (runId: string): string => `${HOST_LINK_PREFIX}${runId}`,
+  cgroupBase: (cgroupMount: string, runId: string): string => join(cgroupMount, `${NETNS_PREFIX}${runId}`),
+  pinDirPrefix: (runId: string): string => `lab-${runId}-`,
+  pinDir: (runId: string, node: string): string => join(PIN_ROOT, `lab-${runId}-${node}`),
+  stateDir: (runId: string): string => join(STATE_ROOT, runId),
+}
+
+export function planLab(topology: Topology, runId: string, cgroupMount: string): LabPlan {
+  const cgroupBase = labNames.cgroupBase(cgroupMount, runId)
+  const stateDir = labNames.stateDir(runId)
+  const nodes = topology.nodes.map((name, i): LabNode => {
+    const index = i + 1
+    return {
+      name,
+      index,
+      address: `198.18.0.${index + 1}`,
+      proxyIp: `198.18.${index}.1`,
+      podCidr: `198.18.${index}.0/24`,
+      netns: labNames.netns(runId, name),
+      cgroupRoot: join(cgroupBase, 'nodes', name),
+      daemonCgroup: join(cgroupBase, 'daemons', name),
+      pinDir: labNames.pinDir(runId, name),
+      logFile: join(stateDir, `${name}.log`),
+      underlayPort: `node${index}`,
+    }
+  })
+  const podsOnNode = new Map<string, number>()
+  const pods = topology.pods.map((pod): LabPod => {
+    const node = nodes.find((n) => n.name === pod.node)
+    if (!node) throw new Error(`planLab: pod ${pod.name} names unknown node ${pod.node} (validate the topology first)`)
+    const j = (podsOnNode.get(node.name) ?? 0) + 1
+    podsOnNode.set(node.name, j)
+    return {
+      name: pod.name,
+      node: node.name,
+      namespace: pod.namespace,
+      ip: `198.18.${node.index}.${j + 1}`,
+      labels: { ...pod.labels },
+      enrolled: pod.enrolled,
+      netns: labNames.netns(runId, pod.name),
+      cgroup: join(node.cgroupRoot, pod.name),
+      nodePort: `pod${j}`,
+    }
+  })
+  return {
+    runId,
+    cgroupMount,
+    cgroupBase,
+    stateDir,
+    stateFile: join(stateDir, 'state.json'),
+    workloadsFile: join(stateDir, 'workloads.json'),
+    underlayNetns: labNames.underlayNetns(runId),
+    hostLink: labNames.hostLink(runId),
+    nodes,
+    pods,
+  }
+}
+
+/** The node daemon's workload list (read by `weft node --workloads`; the format is the daemon's). */
+export function workloadsDocument(plan: LabPlan): unknown {
+  return {
+    nodes: plan.nodes.map((n) => ({ name: n.name, address: n.address, proxyIp: n.proxyIp, podCidr: n.podCidr })),
+    workloads: plan.pods.map((p) => ({
+      name: p.name,
+      namespace: p.namespace,
+      node: p.node,
+      ip: p.ip,
+      labels: p.labels,
+      enrolled: p.enrolled,
+      cgroup: p.cgroup,
+    })),
+  }
+}

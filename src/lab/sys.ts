@@ -1,0 +1,138 @@
+// Small synchronous wrappers over the tools and kernel files the lab drives: iproute2, cgroup v2,
+// /proc. Setup and teardown are a sequence of short commands, so synchronous is simplest here.
+import { spawnSync } from 'node:child_process'
+import { existsSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { LabError } from './errors.ts'
+
+export interface CommandResult {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+export function runCommand(command: string, args: string[], input?: string): CommandResult {
+  const result = spawnSync(command, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] })
+  if (result.error) throw new LabError(`cannot run ${command}: ${result.error.message}`)
+  return { code: result.status ?? 128, stdout: result.stdout, stderr: result.stderr }
+}
+
+/** `ip ARGS`, throwing a LabError that shows the command and iproute2's complaint. */
+export function ip(args: string[]): string {
+  const result = runCommand('ip', args)
+  if (result.code !== 0) throw new LabError(`ip ${args.join(' ')} failed: ${result.stderr.trim() || `exit ${result.code}`}`)
+  return result.stdout
+}
+
+/** `ip ARGS` where failure is expected and fine (teardown of things that may be gone already). */
+export function ipQuiet(args: string[]): boolean {
+  return runCommand('ip', args).code === 0
+}
+
+export function listNetns(): string[] {
+  // /run/netns is where `ip netns add` mounts the namespaces; reading it avoids parsing `ip netns`.
+  try {
+    return readdirSync('/run/netns')
+  } catch {
+    return []
+  }
+}
+
+export function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+}
+
+let cachedCgroupMount: string | undefined
+
+/** The cgroup v2 mount point, from /proc/self/mountinfo (hybrid hosts put it at .../unified). */
+export function cgroup2Mount(): string {
+  if (cachedCgroupMount) return cachedCgroupMount
+  const mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')
+  for (const line of mountinfo.split('\n')) {
+    // "<id> <parent> <major:minor> <root> <mount point> <options> [optional...] - <fstype> <source> <super options>"
+    const [before, after] = line.split(' - ')
+    if (!before || !after || after.split(' ')[0] !== 'cgroup2') continue
+    const mountPoint = before.split(' ')[4]
+    if (mountPoint) return (cachedCgroupMount = mountPoint.replace(/\\040/g, ' '))
+  }
+  throw new LabError('no cgroup v2 mount found in /proc/self/mountinfo; the lab needs cgroup v2 (mount -t cgroup2 none /sys/fs/cgroup)')
+}
+
+/** Pids of the processes in a cgroup and all its descendants. */
+export function cgroupTreePids(dir: string): number[] {
+  const pids: number[] = []
+  const visit = (current: string): void => {
+    try {
+      for (const line of readFileSync(join(current, 'cgroup.procs'), 'utf8').split('\n')) {
+        const pid = Number(line)
+        if (line && Number.isInteger(pid)) pids.push(pid)
+      }
+    } catch {
+      return
+    }
+    for (const child of childCgroups(current)) visit(child)
+  }
+  visit(dir)
+  return pids
+}
+
+function childCgroups(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((entry) => entry.isDirectory())
+      .map((entry) => join(dir, entry.name))
+  } catch {
+    return []
+  }
+}
+
+/** Removes a cgroup and its descendants, bottom-up (cgroupfs only allows rmdir of empty leaves). */
+export function removeCgroupTree(dir: string): void {
+  if (!existsSync(dir)) return
+  for (const child of childCgroups(dir)) removeCgroupTree(child)
+  try {
+    rmdirSync(dir)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code !== 'ENOENT') throw new LabError(`cannot remove cgroup ${dir}: ${code} (processes still inside? see ${dir}/cgroup.procs)`)
+  }
+}
+
+/** Kills every process of a cgroup tree at once (cgroup.kill, Linux 5.14+); no-op when missing. */
+export function killCgroupTree(dir: string): void {
+  try {
+    writeFileSync(join(dir, 'cgroup.kill'), '1')
+  } catch {
+    for (const pid of cgroupTreePids(dir)) signal(pid, 'SIGKILL')
+  }
+}
+
+/** Alive means it exists and is not a zombie waiting for its parent to reap it. */
+export function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // "pid (comm) S ...": comm may contain spaces and parentheses, so read after the last ')'.
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+    return state !== 'Z' && state !== 'X'
+  } catch {
+    return false
+  }
+}
+
+export function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name)
+  } catch {
+    // Gone already.
+  }
+}
+
+/** Waits (blocking) until none of the pids is alive; true if they all went within the timeout. */
+export function waitGoneSync(pids: () => number[], timeoutMs: number): boolean {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (pids().filter(isAlive).length === 0) return true
+    if (Date.now() >= deadline) return false
+    sleepSync(25)
+  }
+}
