@@ -15,6 +15,12 @@
 
 #define WEFT_AF_INET 2
 
+/* Ask for TCP state changes on this socket, so its dst_by_cookie entry goes with it. */
+static __always_inline void weft_watch_state(struct bpf_sock_ops *skops)
+{
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
 SEC("sockops")
 int weft_sockops(struct bpf_sock_ops *skops)
 {
@@ -22,7 +28,17 @@ int weft_sockops(struct bpf_sock_ops *skops)
 	struct orig_dst_v4 *original;
 
 	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		/* The SYN is about to leave. Watching from here (not only once established) also
+		 * cleans up connects that never complete, e.g. refused while no proxy listens. */
+		if (skops->family != WEFT_AF_INET)
+			return 1;
+		cookie = bpf_get_socket_cookie(skops);
+		if (bpf_map_lookup_elem(&dst_by_cookie, &cookie))
+			weft_watch_state(skops);
+		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: {
+		/* SYN-ACK received, final ACK not yet sent: the proxy cannot have accepted yet. */
 		if (skops->family != WEFT_AF_INET)
 			return 1;
 		cookie = bpf_get_socket_cookie(skops);
@@ -38,9 +54,7 @@ int weft_sockops(struct bpf_sock_ops *skops)
 
 		if (bpf_map_update_elem(&dst_by_tuple, &key, &value, BPF_ANY) == 0)
 			weft_count(WEFT_CNT_TUPLE_RECORDED);
-		/* Ask for state changes so the cookie entry goes away with the socket. */
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-						 BPF_SOCK_OPS_STATE_CB_FLAG);
+		weft_watch_state(skops); /* in case TCP_CONNECT_CB ran before we were attached */
 		return 1;
 	}
 	case BPF_SOCK_OPS_STATE_CB:

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 
 import { BpfError, NodeInterception, cgroupIdOf, socketCookie, socketFd, type InterceptionSettings } from '../src/bpf/index.ts'
+import { native } from '../src/bpf/native.ts'
 import {
   attachedPrograms,
   cgroupFixture,
@@ -47,6 +48,25 @@ async function fakeProxy(t: Test): Promise<{ server: Server; port: number; accep
   const address = server.address()
   if (address === null || typeof address === 'string') throw new Error('fake proxy: no address')
   return { server, port: address.port, accepted, onAccept: (next) => (handler = next) }
+}
+
+/** Entries in a pinned map, read straight from bpffs (what the programs see). */
+function pinnedMapSize(fixture: CgroupFixture, name: string, keySize: number): number {
+  const fd = native.objGet(join(fixture.pinDir, 'maps', name))
+  try {
+    return native.mapKeys(fd, keySize).length
+  } finally {
+    native.close(fd)
+  }
+}
+
+async function eventually(check: () => boolean, timeoutMs = 2000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) return false
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return true
 }
 
 type ClientResult = { remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number; error?: string }
@@ -192,6 +212,25 @@ t.test('an enrolled pod is redirected to the proxy; the proxy learns the origina
   t.equal(counters.redirected, 1n)
   t.equal(counters.tupleRecorded, 1n)
   t.ok(counters.peerRestored >= 1n, 'getpeername4 restored the peer')
+  t.ok(await eventually(() => pinnedMapSize(fixture, 'dst_by_cookie', 8) === 0), 'the cookie entry is gone once the socket closed')
+  t.end()
+})
+
+t.test('while no proxy listens, an enrolled pod\'s connect is refused (fails closed) and leaves no entry behind', async (t) => {
+  if (!requirePrivileged(t)) return
+  ensureLabUnreachableRoute()
+  const fixture = cgroupFixture(t)
+  const pod = fixture.pod('pod')
+  const proxy = await fakeProxy(t)
+  const closedPort = proxy.port
+  await new Promise<void>((resolve) => proxy.server.close(() => resolve()))
+  const interception = openIn(t, fixture, closedPort)
+  interception.setEnrolledCgroups([cgroupIdOf(pod)])
+
+  t.equal((await connectFrom(t, pod, '198.18.7.7', 80)).error, 'ECONNREFUSED', 'refused by the proxy address, not routed around it')
+  t.equal(interception.counters().redirected, 1n)
+  t.equal(interception.counters().tupleRecorded, 0n)
+  t.ok(await eventually(() => pinnedMapSize(fixture, 'dst_by_cookie', 8) === 0), 'the refused socket\'s cookie entry was removed')
   t.end()
 })
 
