@@ -24,7 +24,9 @@
 #define WEFT_MAX_INFLIGHT   262144
 
 /* How many cgroup ancestry levels connect4 checks (level 0 is the cgroup v2 root). */
+#ifndef WEFT_MAX_CGROUP_LEVELS
 #define WEFT_MAX_CGROUP_LEVELS 16
+#endif
 
 /* intercept_rules values */
 #define WEFT_ACTION_INTERCEPT 1

@@ -11,6 +11,7 @@ import { native } from '../src/bpf/native.ts'
 import {
   attachedPrograms,
   cgroupFixture,
+  repoRoot,
   ensureLabUnreachableRoute,
   requirePrivileged,
   runInCgroup,
@@ -113,9 +114,46 @@ t.test('a second open adopts the pinned install: same programs, no reload, no se
 
   const second = openIn(t, fixture, 15002)
   t.equal(second.adopted, true)
+  t.same(second.updatedPrograms, [], 'same object: nothing swapped')
   t.same(second.programIds(), firstIds, 'the same kernel programs')
   t.same(second.enrolledCgroups(), [7n], 'map contents survive the restart')
   t.equal(attachedPrograms(fixture.node).length, 3, 'still attached once each')
+  t.end()
+})
+
+t.test('adopting with a changed object swaps the changed program in place and keeps maps and links', async (t) => {
+  if (!requirePrivileged(t)) return
+  ensureLabUnreachableRoute()
+  const { mkdtempSync, rmSync } = await import('node:fs')
+  const { execFileSync } = await import('node:child_process')
+  const { tmpdir } = await import('node:os')
+  const dir = mkdtempSync(join(tmpdir(), 'weft-variant-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  // The same source with a different ancestry bound: only connect4's code changes.
+  const variant = join(dir, 'weft.bpf.o')
+  execFileSync('clang', ['-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', '-D__TARGET_ARCH_x86', '-DWEFT_MAX_CGROUP_LEVELS=12',
+    '-I', join(repoRoot, 'build/bpf'), '-I', join(repoRoot, 'bpf'), '-c', join(repoRoot, 'bpf/weft.bpf.c'), '-o', variant])
+
+  const fixture = cgroupFixture(t)
+  const pod = fixture.pod('pod')
+  const proxy = await fakeProxy(t)
+  const first = openIn(t, fixture, proxy.port)
+  first.setEnrolledCgroups([cgroupIdOf(pod)])
+  const before = first.programIds()
+  const links = first.linkIds()
+  first.close()
+
+  const upgraded = NodeInterception.open({ pinDir: fixture.pinDir, cgroupRoot: fixture.node, objectPath: variant, ...settings(proxy.port) })
+  t.teardown(() => upgraded.close())
+  t.equal(upgraded.adopted, true)
+  t.same(upgraded.updatedPrograms, ['connect4'])
+  const after = upgraded.programIds()
+  t.not(after.connect4, before.connect4, 'connect4 is a new program')
+  t.same({ sockops: after.sockops, getpeername4: after.getpeername4 }, { sockops: before.sockops, getpeername4: before.getpeername4 }, 'unchanged programs stay')
+  t.same(upgraded.linkIds(), links, 'the same links')
+  t.same(attachedPrograms(fixture.node).map((program) => program.id).sort(), Object.values(after).sort(), 'attached: exactly the current programs')
+  t.same(upgraded.enrolledCgroups(), [cgroupIdOf(pod)], 'maps kept')
+  t.equal((await connectFrom(t, pod, '198.18.7.7', 80)).remoteAddress, '198.18.7.7', 'the new connect4 redirects through the pinned maps')
   t.end()
 })
 
@@ -339,7 +377,6 @@ t.test('a program the verifier rejects fails with errno, libbpf output and the v
   const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs')
   const { execFileSync } = await import('node:child_process')
   const { tmpdir } = await import('node:os')
-  const { repoRoot } = await import('./helpers/privileged.ts')
   const dir = mkdtempSync(join(tmpdir(), 'weft-bad-bpf-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   // Reads past the end of the context: the verifier must refuse it.

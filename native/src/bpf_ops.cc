@@ -43,9 +43,16 @@ struct ObjectGuard {
   }
 };
 
+// openAndLoadObject(path, reuseMaps?: Record<mapName, fd>): maps named in reuseMaps are not
+// created: the programs are loaded against those existing (e.g. pinned) maps instead.
 Napi::Value OpenAndLoadObject(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = StringArg(info, 0, "openAndLoadObject");
+  Napi::Object reuseMaps;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsObject()) ThrowType(env, "openAndLoadObject: argument 1 must be an object of map name -> fd");
+    reuseMaps = info[1].As<Napi::Object>();
+  }
 
   g_libbpf_log.clear();
   // Only filled when a load fails: libbpf then retries that program with log_level 1.
@@ -62,6 +69,18 @@ Napi::Value OpenAndLoadObject(const Napi::CallbackInfo& info) {
     std::string log = g_libbpf_log;
     ThrowErrno(env, err, "openAndLoadObject: bpf_object__open_file " + path,
                log);
+  }
+  if (!reuseMaps.IsEmpty()) {
+    Napi::Array names = reuseMaps.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); i++) {
+      std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+      Napi::Value fdValue = reuseMaps.Get(name);
+      if (!fdValue.IsNumber()) ThrowType(env, "openAndLoadObject: reuseMaps." + name + " must be an fd");
+      bpf_map* map = bpf_object__find_map_by_name(guard.obj, name.c_str());
+      if (!map) ThrowErrno(env, ENOENT, "openAndLoadObject: " + path + " has no map " + name + " to reuse");
+      if (bpf_map__reuse_fd(map, fdValue.As<Napi::Number>().Int32Value()) != 0)
+        ThrowErrno(env, errno, "openAndLoadObject: reuse fd for map " + name + " of " + path, g_libbpf_log);
+    }
   }
   if (bpf_object__load(guard.obj) != 0) {
     int err = errno;
@@ -146,6 +165,15 @@ Napi::Value LinkCreateCgroup(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+Napi::Value LinkUpdate(const Napi::CallbackInfo& info) {
+  int linkFd = FdArg(info, 0, "linkUpdate");
+  int progFd = FdArg(info, 1, "linkUpdate");
+  // Swaps the program under an attached link atomically: no moment without a program.
+  if (bpf_link_update(linkFd, progFd, nullptr) != 0)
+    ThrowErrno(info.Env(), errno, "linkUpdate link fd " + std::to_string(linkFd) + " to prog fd " + std::to_string(progFd));
+  return info.Env().Undefined();
+}
+
 Napi::Value LinkDetach(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0, "linkDetach");
   if (bpf_link_detach(fd) != 0) ThrowErrno(info.Env(), errno, "linkDetach link fd " + std::to_string(fd));
@@ -167,6 +195,9 @@ Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   result.Set("id", Napi::Number::New(env, prog.id));
   result.Set("name", Napi::String::New(env, prog.name));
+  char tag[2 * BPF_TAG_SIZE + 1];
+  for (int i = 0; i < BPF_TAG_SIZE; i++) snprintf(tag + 2 * i, 3, "%02x", prog.tag[i]);
+  result.Set("tag", Napi::String::New(env, tag));
   const char* type = libbpf_bpf_prog_type_str(static_cast<bpf_prog_type>(prog.type));
   result.Set("type", Napi::String::New(env, type ? type : std::to_string(prog.type)));
   return result;
@@ -308,6 +339,7 @@ void InitBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("objGet", Napi::Function::New(env, ObjGet));
   exports.Set("close", Napi::Function::New(env, Close));
   exports.Set("linkCreateCgroup", Napi::Function::New(env, LinkCreateCgroup));
+  exports.Set("linkUpdate", Napi::Function::New(env, LinkUpdate));
   exports.Set("linkDetach", Napi::Function::New(env, LinkDetach));
   exports.Set("progInfo", Napi::Function::New(env, ProgInfo));
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo));

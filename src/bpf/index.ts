@@ -4,14 +4,15 @@
 //   NodeInterception.open({ pinDir, cgroupRoot, objectPath?, proxyIp, proxyPort,
 //                           interceptCidrs, bypassCidrs, excludedPorts }): NodeInterception
 //     load + configure + pin + attach at cgroupRoot, or adopt a complete install in pinDir
-//     (.adopted === true: same programs, never detached), then (re)write the settings.
+//     (.adopted === true: same maps and links, never detached; programs whose code changed
+//     are swapped in place, listed in .updatedPrograms), then (re)write the settings.
 //   .applySettings(settings): void            replace proxy address, rules, excluded ports
 //   .setEnrolledCgroups(ids: Iterable<bigint>) make the enrolled set exactly ids
 //   .enrolledCgroups(): bigint[]
 //   .takeOriginalDestination(peerIp, peerPort): { ip, port, sourceCgroupId } | undefined
 //                                             by the accepted socket's peer; lookup + delete
 //   .counters(): { redirected, bypassed, notEnrolled, tupleRecorded, peerRestored, proxySelf }
-//   .programIds(): { connect4, sockops, getpeername4 }   .mapIds()
+//   .programIds(): { connect4, sockops, getpeername4 }   .linkIds()   .mapIds()
 //   .close(): void                            close fds; pins keep interception in place
 //   NodeInterception.uninstall(pinDir): void  detach, unpin, remove pinDir (absent: no-op)
 //

@@ -5,7 +5,7 @@
 //   maps/<map name>          every map (adopting reopens these)
 //   progs/<attach point>     connect4, sockops, getpeername4 (for bpftool and debugging)
 //   links/<attach point>     the cgroup bpf_links; their presence means "installed"
-import { closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs'
+import { closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, rmSync, unlinkSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -90,8 +90,10 @@ function closeQuietly(fd: number | undefined): void {
 }
 
 export class NodeInterception {
-  /** True when open() found a complete install in pinDir and took it over without reloading. */
+  /** True when open() found a complete install in pinDir and took it over (never detached). */
   readonly adopted: boolean
+  /** When adopted: the programs whose code differed from the object and were swapped in place. */
+  readonly updatedPrograms: AttachPoint[]
   readonly pinDir: string
   readonly cgroupRoot: string
   private readonly mapFds: Record<MapKey, number>
@@ -102,6 +104,7 @@ export class NodeInterception {
 
   private constructor(init: {
     adopted: boolean
+    updatedPrograms: AttachPoint[]
     pinDir: string
     cgroupRoot: string
     mapFds: Record<MapKey, number>
@@ -109,6 +112,7 @@ export class NodeInterception {
     progIds: Record<AttachPoint, number>
   }) {
     this.adopted = init.adopted
+    this.updatedPrograms = init.updatedPrograms
     this.pinDir = init.pinDir
     this.cgroupRoot = init.cgroupRoot
     this.mapFds = init.mapFds
@@ -119,8 +123,10 @@ export class NodeInterception {
 
   /**
    * Loads, configures, pins and attaches interception at cgroupRoot; or, when pinDir already
-   * holds a complete install attached there, adopts it (no reload, no re-attach) and rewrites
-   * the settings. A partial install (e.g. a crash half-way through) is removed and redone.
+   * holds a complete install attached there, adopts it (same maps, links never detached),
+   * swaps in any program whose code changed (see updatedPrograms) and rewrites the settings.
+   * A partial install (e.g. a crash half-way through, or a new version that adds a map) is
+   * removed and redone; an install attached elsewhere or with other map layouts is refused.
    */
   static open(options: InterceptionOptions): NodeInterception {
     const pinDir = resolve(options.pinDir)
@@ -135,7 +141,7 @@ export class NodeInterception {
     const mapsPinned = mapKeys.map((key) => existsSync(join(paths.maps, maps[key].name)))
     let interception: NodeInterception
     if (linksPinned.every(Boolean) && mapsPinned.every(Boolean)) {
-      interception = NodeInterception.adopt(pinDir, cgroupRoot, cgroupId)
+      interception = NodeInterception.adopt(pinDir, cgroupRoot, cgroupId, options.objectPath ?? defaultObjectPath)
     } else {
       if (existsSync(pinDir)) NodeInterception.uninstall(pinDir) // partial: start clean
       interception = NodeInterception.install(pinDir, cgroupRoot, options.objectPath ?? defaultObjectPath, settings)
@@ -151,7 +157,7 @@ export class NodeInterception {
     return interception
   }
 
-  private static adopt(pinDir: string, cgroupRoot: string, cgroupId: bigint): NodeInterception {
+  private static adopt(pinDir: string, cgroupRoot: string, cgroupId: bigint, objectPath: string): NodeInterception {
     const paths = pinPaths(pinDir)
     const opened: number[] = []
     try {
@@ -177,11 +183,65 @@ export class NodeInterception {
         linkFds[point] = fd
         progIds[point] = info.progId
       }
-      return new NodeInterception({ adopted: true, pinDir, cgroupRoot, mapFds, linkFds, progIds })
+      const updatedPrograms = NodeInterception.updatePrograms(pinDir, objectPath, mapFds, linkFds, progIds)
+      return new NodeInterception({ adopted: true, updatedPrograms, pinDir, cgroupRoot, mapFds, linkFds, progIds })
     } catch (error) {
       for (const fd of opened) closeQuietly(fd)
       throw error
     }
+  }
+
+  /**
+   * An adopted install keeps its maps and links; if the object on disk has different code
+   * for a program (a new weft version), the new program is loaded against the pinned maps
+   * and swapped in under the existing link (bpf_link_update): interception never lapses.
+   * Fills progIds with the programs now attached; returns the attach points it updated.
+   */
+  private static updatePrograms(
+    pinDir: string,
+    objectPath: string,
+    mapFds: Record<MapKey, number>,
+    linkFds: Record<AttachPoint, number>,
+    progIds: Record<AttachPoint, number>,
+  ): AttachPoint[] {
+    const paths = pinPaths(pinDir)
+    const reuse: Record<string, number> = {}
+    for (const key of mapKeys) reuse[maps[key].name] = mapFds[key]
+    let object
+    try {
+      object = native.openAndLoadObject(objectPath, reuse)
+    } catch (error) {
+      const bpfError = BpfError.from(error)
+      bpfError.message = `interception: loading ${objectPath} against the pinned maps in ${pinDir} failed (the pinned programs stay attached): ${bpfError.message}`
+      throw bpfError
+    }
+    const updated: AttachPoint[] = []
+    try {
+      for (const point of attachPoints) {
+        const newFd = object.programs[programs[point].cName]
+        if (newFd === undefined) throw new BpfError(`interception: ${objectPath} has no program "${programs[point].cName}"; rebuild it`)
+        const fresh = native.progInfo(newFd)
+        const pinPath = join(paths.progs, point)
+        let current: { id: number; tag: string } | undefined
+        if (existsSync(pinPath)) {
+          const pinnedFd = native.objGet(pinPath)
+          try {
+            current = native.progInfo(pinnedFd)
+          } finally {
+            closeQuietly(pinnedFd)
+          }
+        }
+        if (current && current.id === progIds[point] && current.tag === fresh.tag) continue
+        native.linkUpdate(linkFds[point], newFd)
+        if (existsSync(pinPath)) unlinkSync(pinPath)
+        native.objPin(newFd, pinPath)
+        progIds[point] = fresh.id
+        updated.push(point)
+      }
+    } finally {
+      for (const fd of [...Object.values(object.programs), ...Object.values(object.maps)]) closeQuietly(fd)
+    }
+    return updated
   }
 
   private static install(pinDir: string, cgroupRoot: string, objectPath: string, settings: ReturnType<typeof resolveSettings>): NodeInterception {
@@ -216,7 +276,7 @@ export class NodeInterception {
       }
 
       // Configure before attaching, so the programs never run on empty settings.
-      const interception = new NodeInterception({ adopted: false, pinDir, cgroupRoot, mapFds, linkFds, progIds })
+      const interception = new NodeInterception({ adopted: false, updatedPrograms: [], pinDir, cgroupRoot, mapFds, linkFds, progIds })
       interception.writeSettings(settings)
 
       pinned = true
@@ -311,6 +371,14 @@ export class NodeInterception {
   /** Kernel program ids of the attached programs (stable across adoption). */
   programIds(): Record<AttachPoint, number> {
     return { ...this.progIds }
+  }
+
+  /** Kernel link ids of the cgroup attachments (stable across adoption and program updates). */
+  linkIds(): Record<AttachPoint, number> {
+    this.assertOpen()
+    const result = {} as Record<AttachPoint, number>
+    for (const point of attachPoints) result[point] = native.linkInfo(this.linkFds[point]).id
+    return result
   }
 
   /** Kernel map ids, by the map's key in layout.ts (for bpftool and debugging). */

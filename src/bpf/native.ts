@@ -41,16 +41,20 @@ export interface LoadedObject {
   /** Map fds keyed by map name. */
   maps: Record<string, number>
 }
-export interface ProgInfo { id: number; name: string; type: string }
+/** tag: the kernel's hash of the program's instructions (same code, same tag; map fds aside). */
+export interface ProgInfo { id: number; name: string; type: string; tag: string }
 export interface MapInfo { id: number; name: string; type: string; keySize: number; valueSize: number; maxEntries: number; flags: number }
 export interface LinkInfo { id: number; progId: number; cgroupId?: bigint; attachType?: string }
 
 export interface NativeAddon {
-  openAndLoadObject(path: string): LoadedObject
+  /** reuseMaps: map name -> fd of an existing map to load the programs against (not created). */
+  openAndLoadObject(path: string, reuseMaps?: Record<string, number>): LoadedObject
   objPin(fd: number, path: string): void
   objGet(path: string): number
   close(fd: number): void
   linkCreateCgroup(progFd: number, cgroupFd: number, attachType: CgroupAttachType): number
+  /** Atomically replaces the program of an attached link. */
+  linkUpdate(linkFd: number, progFd: number): void
   linkDetach(linkFd: number): void
   progInfo(fd: number): ProgInfo
   mapInfo(fd: number): MapInfo
