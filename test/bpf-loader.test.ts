@@ -6,7 +6,7 @@ import { createServer, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 
-import { BpfError, NodeInterception, cgroupIdOf, socketCookie, socketFd, type InterceptionSettings } from '../src/bpf/index.ts'
+import { BpfError, NodeInterception, cgroupIdOf, interceptionPrerequisites, socketCookie, socketFd, type InterceptionSettings } from '../src/bpf/index.ts'
 import { native } from '../src/bpf/native.ts'
 import {
   attachedPrograms,
@@ -193,6 +193,24 @@ t.test('invalid settings are rejected before anything is loaded', (t) => {
   })
   t.notOk(existsSync(fixture.pinDir), 'nothing pinned')
   t.same(attachedPrograms(fixture.node), [], 'nothing attached')
+  t.end()
+})
+
+t.test('this host meets the prerequisites interception checks for', (t) => {
+  if (!requirePrivileged(t)) return
+  t.same(interceptionPrerequisites(), [])
+  t.match(interceptionPrerequisites('/tmp'), [/no BPF filesystem at \/tmp/])
+  t.end()
+})
+
+t.test('a missing cgroup root is refused with what to do', (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  t.throws(() => NodeInterception.open({ pinDir: fixture.pinDir, cgroupRoot: join(fixture.node, 'absent'), ...settings(15001) }), {
+    name: 'BpfError',
+    message: /cgroup root .*absent is not usable: .*create it first/,
+  })
+  t.notOk(existsSync(fixture.pinDir))
   t.end()
 })
 

@@ -16,7 +16,7 @@
 //   .close(): void                            close fds; pins keep interception in place
 //   NodeInterception.uninstall(pinDir): void  detach, unpin, remove pinDir (absent: no-op)
 //
-//   findCgroup2Mount(), isOnBpfFs(path), cgroupIdOf(dir)
+//   findCgroup2Mount(), isOnBpfFs(path), cgroupIdOf(dir), interceptionPrerequisites(): string[]
 //   socketCookie(fd), setSocketMark(fd, mark), setIpTransparent(fd, on), setReusePort(fd, on),
 //   originalDstOf(fd) (SO_ORIGINAL_DST), socketFd(net.Socket | net.Server)
 //   BpfError { errno?, code?, verifierLog? }
@@ -26,7 +26,7 @@
 import { native } from './native.ts'
 
 export { NodeInterception, defaultObjectPath, type InterceptionSettings, type InterceptionOptions, type InterceptionCounters } from './interception.ts'
-export { findCgroup2Mount, isOnBpfFs, cgroupIdOf } from './system.ts'
+export { findCgroup2Mount, isOnBpfFs, cgroupIdOf, interceptionPrerequisites, minimumKernel } from './system.ts'
 export { BpfError } from './native.ts'
 export { type OriginalDestination, type AttachPoint, parseIpv4Cidr } from './layout.ts'
 

@@ -50,6 +50,7 @@ export type InterceptionCounters = Record<CounterName, bigint>
 export const defaultObjectPath = fileURLToPath(new URL('../../build/bpf/weft.bpf.o', import.meta.url))
 
 const attachPoints = Object.keys(programs) as AttachPoint[]
+let lookupAndDeleteWorks = true
 const mapKeys = Object.keys(maps) as MapKey[]
 
 function pinPaths(pinDir: string): { maps: string; progs: string; links: string } {
@@ -135,7 +136,12 @@ export class NodeInterception {
     if (!isOnBpfFs(pinDir)) {
       throw new BpfError(`interception: pin directory ${pinDir} is not on a BPF filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) or choose a pinDir under it`)
     }
-    const cgroupId = cgroupIdOf(cgroupRoot)
+    let cgroupId: bigint
+    try {
+      cgroupId = cgroupIdOf(cgroupRoot)
+    } catch (error) {
+      throw new BpfError(`interception: cgroup root ${cgroupRoot} is not usable: ${(error as Error).message}; it must be a cgroup v2 directory (create it first)`, { cause: error })
+    }
     const paths = pinPaths(pinDir)
     const linksPinned = attachPoints.map((point) => existsSync(join(paths.links, point)))
     const mapsPinned = mapKeys.map((key) => existsSync(join(paths.maps, maps[key].name)))
@@ -353,8 +359,22 @@ export class NodeInterception {
   takeOriginalDestination(peerIp: string, peerPort: number): OriginalDestination | undefined {
     this.assertOpen()
     const layout = maps.dstByTuple
-    const value = native.mapLookupAndDelete(this.mapFds.dstByTuple, layout.encodeKey({ ip: peerIp, port: peerPort }), layout.valueSize)
-    return value ? layout.decodeValue(value) : undefined
+    const key = layout.encodeKey({ ip: peerIp, port: peerPort })
+    const fd = this.mapFds.dstByTuple
+    if (lookupAndDeleteWorks) {
+      try {
+        const value = native.mapLookupAndDelete(fd, key, layout.valueSize)
+        return value ? layout.decodeValue(value) : undefined
+      } catch (error) {
+        // Hash maps gained BPF_MAP_LOOKUP_AND_DELETE_ELEM in 5.14; older kernels say so here.
+        if (!(error instanceof BpfError) || !['EINVAL', 'ENOTSUPP', 'EOPNOTSUPP'].includes(error.code ?? '') && error.errno !== 524) throw error
+        lookupAndDeleteWorks = false
+      }
+    }
+    const value = native.mapLookup(fd, key, layout.valueSize)
+    if (!value) return undefined
+    native.mapDelete(fd, key)
+    return layout.decodeValue(value)
   }
 
   /** The programs' counters, summed over CPUs. */

@@ -43,3 +43,23 @@ export function cgroupIdOf(cgroupDir: string): bigint {
   if (!stats.isDirectory()) throw new Error(`cgroupIdOf ${cgroupDir}: not a cgroup directory`)
   return stats.ino
 }
+
+/** The oldest kernel weft's programs load on: bpf_link for cgroups, getpeername hooks, BTF. */
+export const minimumKernel = { major: 5, minor: 10 } as const
+
+/**
+ * What this host lacks for interception, as sentences saying what to do; empty when all is
+ * there. Checks the kernel version, kernel BTF, cgroup v2 and bpffs (at bpffsPath).
+ */
+export function interceptionPrerequisites(bpffsPath = '/sys/fs/bpf'): string[] {
+  const problems: string[] = []
+  const release = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()
+  const [major = 0, minor = 0] = release.split(/[.-]/).map(Number)
+  if (major < minimumKernel.major || (major === minimumKernel.major && minor < minimumKernel.minor)) {
+    problems.push(`kernel ${release} is older than ${minimumKernel.major}.${minimumKernel.minor}: weft's BPF programs need ${minimumKernel.major}.${minimumKernel.minor}+`)
+  }
+  if (!existsSync('/sys/kernel/btf/vmlinux')) problems.push('the kernel has no BTF (/sys/kernel/btf/vmlinux): it must be built with CONFIG_DEBUG_INFO_BTF=y')
+  if (findCgroup2Mount() === undefined) problems.push('no cgroup v2 mount in /proc/self/mountinfo: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified)')
+  if (!existsSync(bpffsPath) || !isOnBpfFs(bpffsPath)) problems.push(`no BPF filesystem at ${bpffsPath}: mount -t bpf bpf ${bpffsPath}`)
+  return problems
+}
