@@ -81,9 +81,6 @@ export function teardownRun(runId: string, progress: (line: string) => void = ()
     }
   })
 
-  if (namespaces.length > 0) progress(`lab ${runId}: removing ${namespaces.length} network namespace(s)`)
-  for (const netns of namespaces) attempt(`netns ${netns}`, () => void ip(['netns', 'del', netns]))
-
   const hostLink = labNames.hostLink(runId)
   attempt('host routes', () => {
     let routes: string[] = []
@@ -94,7 +91,15 @@ export function teardownRun(runId: string, progress: (line: string) => void = ()
     }
     for (const route of routes) ipQuiet(['route', 'del', ...route.split(' ')])
   })
-  if (hostLinks().includes(hostLink)) attempt(`host link ${hostLink}`, () => void ip(['link', 'del', hostLink]))
+  // Before the namespaces: deleting the underlay netns also deletes this veth, asynchronously.
+  attempt(`host link ${hostLink}`, () => {
+    if (hostLinks().includes(hostLink) && !ipQuiet(['link', 'del', hostLink]) && hostLinks().includes(hostLink)) {
+      ip(['link', 'del', hostLink])
+    }
+  })
+
+  if (namespaces.length > 0) progress(`lab ${runId}: removing ${namespaces.length} network namespace(s)`)
+  for (const netns of namespaces) attempt(`netns ${netns}`, () => void ip(['netns', 'del', netns]))
 
   attempt('cgroups', () => removeCgroupTree(cgroupBase))
   attempt('state', () => rmSync(labNames.stateDir(runId), { recursive: true, force: true }))

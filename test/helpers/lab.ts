@@ -1,0 +1,103 @@
+// Setup for tests that run in a lab (src/lab): the privilege check, a lab that is always taken
+// down in teardown (also when the test fails), and small tools to run things in pods and nodes.
+import { spawnSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import type { Test } from 'tap'
+
+import { labUp, type Lab, type LabUpOptions, type TopologyInput } from '../../src/lab/index.ts'
+
+export const labCli = fileURLToPath(new URL('../../src/lab/cli.ts', import.meta.url))
+
+function missingForLab(): string[] {
+  const reasons: string[] = []
+  if (process.getuid?.() !== 0) reasons.push('not running as root')
+  if (spawnSync('ip', ['-V']).status !== 0) reasons.push('iproute2 (ip) not found')
+  if (!/ - cgroup2 /.test(readFileSync('/proc/self/mountinfo', 'utf8'))) reasons.push('no cgroup v2 mount in /proc/self/mountinfo')
+  if (!existsSync('/sys/fs/bpf')) reasons.push('no /sys/fs/bpf')
+  return reasons
+}
+
+/**
+ * true when this machine can run a lab. Otherwise skips the test with the reasons and returns
+ * false, or, with WEFT_REQUIRE_PRIVILEGED=1, fails it and returns false.
+ */
+export function requireLab(t: Test): boolean {
+  const reasons = missingForLab()
+  if (reasons.length === 0) return true
+  const message = `needs a privileged host for the lab: ${reasons.join('; ')}`
+  if (process.env.WEFT_REQUIRE_PRIVILEGED === '1') {
+    t.fail(`${message} (WEFT_REQUIRE_PRIVILEGED=1, so this is a failure, not a skip)`)
+    t.end()
+  } else {
+    t.comment(`skipping: ${message}`)
+    t.plan(0, message)
+  }
+  return false
+}
+
+/** A run id for a test lab: `t` and 5 random characters, so leftovers are recognisable. */
+export function testRunId(): string {
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789'
+  return `t${[...randomBytes(5)].map((byte) => alphabet[byte % alphabet.length]).join('')}`
+}
+
+/** Brings a lab up (daemons off unless asked) and takes it down in t's teardown. */
+export async function startLab(t: Test, topology: TopologyInput, options: LabUpOptions = {}): Promise<Lab> {
+  const lab = await labUp(topology, { runId: testRunId(), startDaemons: false, ...options })
+  t.teardown(() => lab.down())
+  return lab
+}
+
+/**
+ * Starts a long-running process in a pod or node and resolves once a line of its stdout matches
+ * `ready`; killed in t's teardown (the lab's down would kill it too).
+ */
+export function startIn(t: Test, lab: Lab, target: string, argv: string[], ready: RegExp, timeoutMs = 5000): Promise<ChildProcess> {
+  const child = lab.exec(target, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  let output = ''
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} in ${target}: not ready after ${timeoutMs} ms; output: ${output}`)), timeoutMs)
+    child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+      if (ready.test(output)) {
+        clearTimeout(timer)
+        resolve(child)
+      }
+    })
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${argv.join(' ')} in ${target} exited (${code}) before it was ready; output: ${output}`))
+    })
+  })
+}
+
+/** A TCP server for startIn: answers each connection with `<peer ip>\n` and closes; prints `listening`. */
+export const tcpServerScript = `
+const net = require('node:net')
+net.createServer((socket) => socket.end(socket.remoteAddress.replace(/^::ffff:/, '') + '\\n'))
+  .listen(Number(process.argv[1]), () => console.log('listening'))
+`
+
+/** A TCP client: connects to argv[1]:argv[2] and prints what the server sent, or `error <code>`. */
+export const tcpClientScript = `
+const net = require('node:net')
+const socket = net.connect(Number(process.argv[2]), process.argv[1])
+let reply = ''
+socket.setTimeout(3000, () => { console.log('error TIMEOUT'); process.exit(2) })
+socket.on('data', (chunk) => (reply += chunk))
+socket.on('end', () => { process.stdout.write(reply); process.exit(0) })
+socket.on('error', (error) => { console.log('error ' + error.code); process.exit(1) })
+`
+
+/** Runs `weft lab ARGS` (runLabCommand) in a child process, as the CLI would. */
+export function runLabCli(args: string[]): { code: number; stdout: string; stderr: string } {
+  const script = `import { runLabCommand } from ${JSON.stringify(labCli)}; process.exitCode = await runLabCommand(process.argv.slice(1))`
+  const result = spawnSync(process.execPath, ['--input-type=module', '--disable-warning=ExperimentalWarning', '-e', script, ...args], { encoding: 'utf8' })
+  return { code: result.status ?? 128, stdout: result.stdout, stderr: result.stderr }
+}

@@ -1,0 +1,240 @@
+// The lab as its users see it: topology validation, what `up` builds, pods talking by pod IP,
+// exec, `weft lab ls`, and `down` removing exactly its own run, also after a crash.
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+
+import { LabBusyError, LabError, labDown, labUp, listLabs, openLab, parseTopology, topologyFromShorthand, type Lab } from '../src/lab/index.ts'
+import { requireLab, runLabCli, startIn, startLab, tcpClientScript, tcpServerScript, testRunId } from './helpers/lab.ts'
+
+const topologyYaml = `nodes: [node1, node2]
+pods:
+  - {name: client, node: node1}
+  - {name: echo-a, node: node1, labels: {app: echo}}
+  - {name: echo-b, node: node2, labels: {app: echo}}
+  - {name: outsider, node: node1, enrolled: false}
+`
+
+t.test('topology files are validated, each problem in one line naming file, line and entry', async (t) => {
+  const topology = parseTopology(topologyYaml, 'lab.yaml')
+  t.same(topology.nodes, ['node1', 'node2'])
+  t.same(topology.pods.map((p) => [p.name, p.node, p.enrolled, p.labels]), [
+    ['client', 'node1', true, {}],
+    ['echo-a', 'node1', true, { app: 'echo' }],
+    ['echo-b', 'node2', true, { app: 'echo' }],
+    ['outsider', 'node1', false, {}],
+  ])
+  t.same(parseTopology('{"nodes": ["n1"], "pods": [{"name": "p", "node": "n1"}]}', 'lab.json').pods[0]?.node, 'n1', 'JSON works too')
+
+  const cases: [string, string, RegExp][] = [
+    ['unknown node', 'nodes: [node1]\npods:\n  - {name: a, node: node9}\n', /^lab\.yaml:3: pods\[0\] \(a\): unknown node "node9" \(nodes: node1\)$/],
+    ['duplicate pod', 'nodes: [node1]\npods:\n  - {name: a, node: node1}\n  - {name: a, node: node1}\n', /^lab\.yaml:4: pods\[1\] \(a\): duplicate pod "a"/],
+    ['bad pod name', 'nodes: [node1]\npods:\n  - {name: Client_1, node: node1}\n', /^lab\.yaml:3: pods\[0\] \(Client_1\): name: bad name "Client_1"/],
+    ['bad node name', 'nodes: [node1, 9lives]\n', /^lab\.yaml:1: nodes\[1\]: bad name "9lives"/],
+    ['name too long', 'nodes: [node1]\npods:\n  - {name: a-very-long-pod-name, node: node1}\n', /bad name "a-very-long-pod-name"/],
+    ['unknown pod key', 'nodes: [node1]\npods:\n  - name: a\n    node: node1\n    lables: {app: x}\n', /^lab\.yaml:5: pods\[0\] \(a\): unknown key "lables"/],
+    ['unknown top key', 'nodes: [node1]\nservices: []\n', /^lab\.yaml:2: unknown key "services" \(allowed: nodes, pods\)$/],
+    ['pod named like a node', 'nodes: [node1]\npods:\n  - {name: node1, node: node1}\n', /already a node name/],
+    ['reserved name', 'nodes: [ul]\n', /reserved for the underlay/],
+    ['no nodes', 'pods: []\n', /^lab\.yaml:1: `nodes` must be a non-empty list/],
+    ['label not a string', 'nodes: [node1]\npods:\n  - {name: a, node: node1, labels: {v: 1}}\n', /label v must be a string/],
+    ['malformed YAML', 'nodes: [node1\npods:\n  - {name: a\n', /^lab\.yaml:2:1: malformed topology/],
+    ['malformed JSON', '{"nodes": ["node1"],, }', /^lab\.yaml:1:\d+: malformed topology/],
+    ['empty file', '', /^lab\.yaml: topology is empty/],
+  ]
+  for (const [name, text, expected] of cases) {
+    t.throws(() => parseTopology(text, 'lab.yaml'), expected, name)
+    try {
+      parseTopology(text, 'lab.yaml')
+    } catch (error) {
+      t.ok(error instanceof LabError && !error.message.includes('\n'), `${name}: one line, a LabError`)
+    }
+  }
+
+  const shorthand = topologyFromShorthand(2, 3)
+  t.same(shorthand.nodes, ['node1', 'node2'])
+  t.same(shorthand.pods.map((p) => `${p.name}@${p.node}`), ['node1-pod1@node1', 'node1-pod2@node1', 'node1-pod3@node1', 'node2-pod1@node2', 'node2-pod2@node2', 'node2-pod3@node2'])
+  t.throws(() => topologyFromShorthand(0, 1), /--nodes must be a whole number from 1/)
+})
+
+const netnsList = (): string[] => (existsSync('/run/netns') ? readdirSync('/run/netns') : [])
+const cgroup2 = (): string => {
+  const line = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.includes(' - cgroup2 '))
+  return line?.split(' ')[4] ?? '/sys/fs/cgroup'
+}
+const hostLinkExists = (name: string): boolean => spawnSync('ip', ['link', 'show', 'dev', name]).status === 0
+const alive = (pid: number | undefined): boolean => {
+  if (pid === undefined) return false
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return false
+  }
+}
+
+/** Everything of a run the machine still has; empty when down did its job. */
+function leftovers(runId: string): string[] {
+  const found: string[] = []
+  for (const netns of netnsList()) if (netns.startsWith(`weft-${runId}-`)) found.push(`netns ${netns}`)
+  if (hostLinkExists(`wh-${runId}`)) found.push(`link wh-${runId}`)
+  if (existsSync(join(cgroup2(), `weft-${runId}`))) found.push(`cgroup weft-${runId}`)
+  if (existsSync('/sys/fs/bpf/weft')) for (const pin of readdirSync('/sys/fs/bpf/weft')) if (pin.startsWith(`lab-${runId}-`)) found.push(`pin ${pin}`)
+  if (existsSync(`/run/weft/labs/${runId}`)) found.push(`state /run/weft/labs/${runId}`)
+  if (spawnSync('ip', ['route', 'show', 'dev', `wh-${runId}`], { encoding: 'utf8' }).stdout.trim()) found.push('host routes')
+  return found
+}
+
+t.test('a lab of two nodes', async (t) => {
+  if (!requireLab(t)) return
+  const lab: Lab = await startLab(t, parseTopology(topologyYaml, 'lab.yaml'))
+  const run = lab.runId
+
+  await t.test('up builds the planned namespaces, addresses, cgroups and state', async (t) => {
+    t.same(lab.nodes.map((n) => [n.name, n.address, n.proxyIp, n.podCidr, n.netns]), [
+      ['node1', '198.18.0.2', '198.18.1.1', '198.18.1.0/24', `weft-${run}-node1`],
+      ['node2', '198.18.0.3', '198.18.2.1', '198.18.2.0/24', `weft-${run}-node2`],
+    ])
+    t.same(lab.pods.map((p) => [p.name, p.node, p.ip]), [
+      ['client', 'node1', '198.18.1.2'],
+      ['echo-a', 'node1', '198.18.1.3'],
+      ['echo-b', 'node2', '198.18.2.2'],
+      ['outsider', 'node1', '198.18.1.4'],
+    ])
+    for (const name of ['ul', 'node1', 'node2', 'client', 'echo-a', 'echo-b', 'outsider']) t.ok(netnsList().includes(`weft-${run}-${name}`), `netns weft-${run}-${name}`)
+    t.ok(hostLinkExists(`wh-${run}`), 'host link into the underlay')
+    t.match(spawnSync('ip', ['route', 'show', 'exact', '198.18.0.0/15'], { encoding: 'utf8' }).stdout, /unreachable 198\.18\.0\.0\/15/, 'host keeps the unreachable route')
+    const node1 = lab.node('node1')
+    t.equal(node1.cgroupRoot, join(cgroup2(), `weft-${run}`, 'nodes', 'node1'))
+    t.equal(lab.pod('client').cgroup, join(node1.cgroupRoot, 'client'))
+    t.ok(existsSync(join(lab.pod('client').cgroup, 'cgroup.procs')), 'pod cgroup under the node workload root')
+    t.ok(existsSync(join(node1.daemonCgroup, 'cgroup.procs')), 'daemon cgroup outside the workload root')
+    t.equal(node1.pinDir, `/sys/fs/bpf/weft/lab-${run}-node1`)
+
+    const workloads = JSON.parse(readFileSync(lab.workloadsFile, 'utf8'))
+    t.same(workloads.nodes[1], { name: 'node2', address: '198.18.0.3', proxyIp: '198.18.2.1', podCidr: '198.18.2.0/24' })
+    t.same(workloads.workloads[3], {
+      name: 'outsider', namespace: 'default', node: 'node1', ip: '198.18.1.4', labels: {}, enrolled: false,
+      cgroup: join(cgroup2(), `weft-${run}`, 'nodes', 'node1', 'outsider'),
+    })
+    t.same(openLab(run).pods, lab.pods, 'openLab reads the same lab back from state.json')
+    t.same(listLabs().map((l) => [l.runId, l.status]), [[run, 'up']])
+
+    for (const target of ['client', 'node1']) {
+      const routes = await lab.run(target, ['ip', 'route', 'show'])
+      t.notMatch(routes.stdout, /default/, `${target} has no default route`)
+    }
+    t.match((await lab.run('echo-b', ['ip', 'route', 'show'])).stdout, /198\.18\.0\.0\/15 via 198\.18\.2\.1 dev eth0/)
+  })
+
+  await t.test('a second lab is refused, naming the first and how to remove it', async (t) => {
+    await t.rejects(labUp({ nodes: ['node1'] }, { runId: testRunId(), startDaemons: false }), LabBusyError)
+    await t.rejects(labUp({ nodes: ['node1'] }, { startDaemons: false }), { message: new RegExp(`run ${run}.*weft lab down --run-id ${run}`) })
+  })
+
+  await t.test('pods reach each other by pod IP, across nodes and on one node', async (t) => {
+    const node = process.execPath
+    await startIn(t, lab, 'echo-b', [node, '-e', tcpServerScript, '7000'], /listening/)
+    await startIn(t, lab, 'echo-a', [node, '-e', tcpServerScript, '7000'], /listening/)
+    const across = await lab.run('client', [node, '-e', tcpClientScript, '198.18.2.2', '7000'], { timeoutMs: 5000 })
+    t.same([across.code, across.stdout.trim()], [0, '198.18.1.2'], 'client (node1) -> echo-b (node2), source is the pod ip')
+    const local = await lab.run('outsider', [node, '-e', tcpClientScript, '198.18.1.3', '7000'], { timeoutMs: 5000 })
+    t.same([local.code, local.stdout.trim()], [0, '198.18.1.4'], 'outsider -> echo-a on the same node')
+    const back = await lab.run('echo-b', [node, '-e', tcpClientScript, '198.18.1.3', '7000'], { timeoutMs: 5000 })
+    t.same([back.code, back.stdout.trim()], [0, '198.18.2.2'], 'echo-b (node2) -> echo-a (node1)')
+    const fromNode = await lab.run('node1', [node, '-e', tcpClientScript, '198.18.2.2', '7000'], { timeoutMs: 5000 })
+    t.same([fromNode.code, fromNode.stdout.trim()], [0, '198.18.0.2'], 'node1 reaches a pod on node2 from its underlay address')
+    const fromHost = await new Promise<string>((resolve) => {
+      const client = spawn(node, ['-e', tcpClientScript, '198.18.2.2', '7000'], { stdio: ['ignore', 'pipe', 'ignore'] })
+      let out = ''
+      client.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()))
+      client.on('close', () => resolve(out.trim()))
+    })
+    t.equal(fromHost, '198.18.0.1', 'the host reaches pods through wh-<run>')
+  })
+
+  await t.test('exec runs in the pod netns and cgroup and passes the exit code', async (t) => {
+    const result = await lab.run('client', ['sh', '-c', 'cat /proc/self/cgroup; ip -4 -o addr show dev eth0; echo oops >&2; exit 3'])
+    t.equal(result.code, 3)
+    t.match(result.stdout, new RegExp(`^0::/weft-${run}/nodes/node1/client$`, 'm'))
+    t.match(result.stdout, /inet 198\.18\.1\.2\/24/)
+    t.equal(result.stderr, 'oops\n')
+    const onNode = await lab.run('node2', ['ip', '-4', '-o', 'addr', 'show', 'dev', 'pods'])
+    t.match(onNode.stdout, /inet 198\.18\.2\.1\/24/, 'a node target runs in the node netns')
+    t.throws(() => lab.exec('nope', ['true']), /no pod or node "nope" \(pods: client, echo-a, echo-b, outsider; nodes: node1, node2\)/)
+  })
+
+  await t.test('weft lab ls, exec and bad input on the command line', async (t) => {
+    const ls = runLabCli(['ls', '-o', 'json'])
+    t.equal(ls.code, 0, ls.stderr)
+    const listed = JSON.parse(ls.stdout)
+    t.equal(listed.runId, run)
+    t.match(listed.nodes[0], { name: 'node1', address: '198.18.0.2', namespace: `weft-${run}-node1` })
+    t.same(
+      listed.pods.map((p: { name: string; node: string; ip: string; labels: object; enrolled: boolean }) => [p.name, p.node, p.ip, p.labels, p.enrolled]),
+      [['client', 'node1', '198.18.1.2', {}, true], ['echo-a', 'node1', '198.18.1.3', { app: 'echo' }, true], ['echo-b', 'node2', '198.18.2.2', { app: 'echo' }, true], ['outsider', 'node1', '198.18.1.4', {}, false]],
+    )
+    const exec = runLabCli(['exec', '--run-id', run, 'echo-b', '--', 'sh', '-c', 'echo hi; exit 5'])
+    t.same([exec.code, exec.stdout], [5, 'hi\n'], 'exit code and stdout passed through')
+
+    const oneLine = (result: { code: number; stderr: string }, pattern: RegExp, name: string): void => {
+      t.not(result.code, 0, `${name}: non-zero exit`)
+      t.match(result.stderr, /^weft: [^\n]+\n$/, `${name}: exactly one line starting with weft:`)
+      t.match(result.stderr, pattern, name)
+    }
+    oneLine(runLabCli(['exec', 'nope', '--', 'true']), /no pod or node "nope"/, 'unknown pod')
+    oneLine(runLabCli(['ls', '--bogus']), /unknown option --bogus/, 'unknown flag')
+    oneLine(runLabCli(['ls', '--run-id', 'zzzzzz']), /no lab zzzzzz/, 'unknown run')
+    const bad = join(lab.stateDir, 'bad.yaml')
+    await import('node:fs').then((fs) => fs.writeFileSync(bad, 'nodes: [node1]\npods:\n  - {name: a, node: node7}\n'))
+    oneLine(runLabCli(['up', '-f', bad]), new RegExp(`${bad.replace(/[./]/g, '\\$&')}:3: pods\\[0\\] \\(a\\): unknown node "node7"`), 'malformed topology')
+  })
+
+  await t.test('down removes every trace of its run and leaves another run alone', async (t) => {
+    // Another run's things, made by hand: down of this run must not touch them.
+    const other = testRunId()
+    const otherNetns = `weft-${other}-fake`
+    const otherCgroup = join(cgroup2(), `weft-${other}`, 'nodes', 'node1')
+    const otherPins = `/sys/fs/bpf/weft/lab-${other}-node1`
+    t.teardown(() => labDown(other))
+    spawnSync('ip', ['netns', 'add', otherNetns])
+    mkdirSync(otherCgroup, { recursive: true })
+    mkdirSync(otherPins, { recursive: true })
+    const otherProcess = spawn('ip', ['netns', 'exec', otherNetns, 'sleep', '60'], { stdio: 'ignore' })
+
+    // This run's processes in a pod and a node (one ignoring SIGTERM), and a pin dir.
+    const inPod = lab.exec('client', ['sleep', '60'], { stdio: 'ignore' })
+    const stubborn = lab.exec('node2', ['sh', '-c', 'trap "" TERM; while :; do sleep 1; done'], { stdio: 'ignore' })
+    mkdirSync(join(lab.node('node1').pinDir, 'links'), { recursive: true })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+
+    lab.down()
+    t.same(leftovers(run), [], 'nothing of the run is left')
+    t.notOk(alive(inPod.pid), 'the pod process is gone')
+    t.notOk(alive(stubborn.pid), 'the process ignoring SIGTERM is gone too')
+    lab.down()
+    t.pass('down again is a no-op')
+
+    t.ok(netnsList().includes(otherNetns), "another run's netns is still there")
+    t.ok(existsSync(otherCgroup), "another run's cgroup is still there")
+    t.ok(existsSync(otherPins), "another run's pins are still there")
+    t.ok(alive(otherProcess.pid), "another run's process still runs")
+    labDown(other)
+    t.same(leftovers(other), [], 'and its own down removes it')
+    t.notOk(alive(otherProcess.pid))
+  })
+})
+
+t.test('down cleans up after a crash that lost state.json', async (t) => {
+  if (!requireLab(t)) return
+  const lab = await startLab(t, { nodes: ['node1', 'node2'], pods: [{ name: 'a', node: 'node1' }, { name: 'b', node: 'node2' }] })
+  const sleeper = lab.exec('b', ['sleep', '60'], { stdio: 'ignore' })
+  mkdirSync(join(lab.node('node2').pinDir, 'maps'), { recursive: true })
+  rmSync(join(lab.stateDir, 'state.json'))
+  t.same(listLabs().map((l) => [l.runId, l.status]), [[lab.runId, 'partial']], 'ls still finds the run')
+  t.throws(() => openLab(lab.runId), /has no state .*weft lab down --run-id/)
+  const cli = runLabCli(['down'])
+  t.equal(cli.code, 0, `weft lab down finds the run without state (${cli.stderr.trim().split('\n').pop()})`)
+  t.same(leftovers(lab.runId), [])
+  t.notOk(alive(sleeper.pid))
+})
