@@ -40,7 +40,7 @@ async function main(argv: string[]): Promise<number> {
       return runLabCommand(rest)
     }
     case 'demo': {
-      const { runDemoCommand } = await import('../lab/demo.ts')
+      const { runDemoCommand } = await import('../demo/index.ts')
       return runDemoCommand(rest)
     }
     case undefined:

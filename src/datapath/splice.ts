@@ -7,7 +7,12 @@
 //  - idle timeout: no bytes either way for `idleTimeoutMs` closes both.
 import type { Duplex } from 'node:stream'
 import { Socket } from 'node:net'
-import { constants as h2, Http2Stream } from 'node:http2'
+import { constants as h2, type Http2Stream } from 'node:http2'
+
+/** node:http2 exports no stream class to test against; a stream has a session and an id. */
+function isHttp2Stream(stream: Duplex): stream is Http2Stream {
+  return 'session' in stream && 'rstCode' in stream
+}
 
 export type SpliceOutcome = 'closed' | 'reset' | 'idle_timeout' | 'aborted'
 
@@ -24,7 +29,7 @@ export interface SpliceOptions {
 export function abort(stream: Duplex): void {
   if (stream.destroyed) return
   if (stream instanceof Socket) stream.resetAndDestroy()
-  else if (stream instanceof Http2Stream) stream.close(h2.NGHTTP2_CONNECT_ERROR)
+  else if (isHttp2Stream(stream)) stream.close(h2.NGHTTP2_CONNECT_ERROR)
   else stream.destroy()
 }
 
@@ -63,7 +68,7 @@ export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOpti
       if (--pending === 0) finish()
     })
     // An HTTP/2 stream reset by the peer closes without an error event on some paths.
-    if (side instanceof Http2Stream) {
+    if (isHttp2Stream(side)) {
       side.on('aborted', () => failBoth('reset'))
     }
   }
