@@ -1,7 +1,7 @@
 // The lab as its users see it: topology validation, what `up` builds, pods talking by pod IP,
 // exec, `weft lab ls`, and `down` removing exactly its own run, also after a crash.
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 
@@ -237,4 +237,52 @@ t.test('down cleans up after a crash that lost state.json', async (t) => {
   t.equal(cli.code, 0, `weft lab down finds the run without state (${cli.stderr.trim().split('\n').pop()})`)
   t.same(leftovers(lab.runId), [])
   t.notOk(alive(sleeper.pid))
+})
+
+// A stand-in for `weft node`: answers /readyz on the node's underlay address, and logs what it
+// sees (so the test can check it runs where the real daemon will: node netns, daemon cgroup,
+// with the cgroup root and bpffs visible).
+const standInDaemon = `
+const { existsSync, readFileSync } = require('node:fs')
+const [address, cgroupRoot] = process.argv.slice(1)
+console.log('stand-in sees cgroup root: ' + existsSync(cgroupRoot) + ', bpffs: ' + existsSync('/sys/fs/bpf'))
+require('node:http').createServer((req, res) => res.writeHead(req.url === '/readyz' ? 200 : 404).end())
+  .listen(15020, address, () => console.log('stand-in ready on ' + address))
+process.on('SIGTERM', () => { console.log('stand-in stopping'); process.exit(0) })
+`
+
+t.test('node daemons start in the node netns and daemon cgroup, and stop on request', async (t) => {
+  if (!requireLab(t)) return
+  const lab = await startLab(t, { nodes: ['node1', 'node2'], pods: [{ name: 'a', node: 'node1' }] }, {
+    startDaemons: true,
+    daemonCommand: (_plan, node) => [process.execPath, '-e', standInDaemon, node.address, node.cgroupRoot],
+  })
+  const node1 = lab.node('node1')
+  const pid = lab.daemonPid('node1')
+  t.ok(pid, 'daemon pid from its cgroup')
+  t.equal(readFileSync(`/proc/${pid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1], `/weft-${lab.runId}/daemons/node1`, 'in the daemon cgroup')
+  t.equal(spawnSync('readlink', [`/proc/${pid}/ns/net`], { encoding: 'utf8' }).stdout.trim(), `net:[${statSync(`/run/netns/${node1.netns}`).ino}]`, 'in the node netns')
+  t.match(readFileSync(node1.logFile, 'utf8'), /stand-in sees cgroup root: true, bpffs: true\nstand-in ready on 198\.18\.0\.2/, 'logs to <node>.log')
+
+  await lab.stopDaemon('node1')
+  t.equal(lab.daemonPid('node1'), undefined, 'stopped')
+  t.match(readFileSync(node1.logFile, 'utf8'), /stand-in stopping/, 'with SIGTERM by default')
+  await lab.startDaemon('node1')
+  t.ok(lab.daemonPid('node1'), 'started again')
+  await lab.stopDaemon('node2', 'SIGKILL')
+  t.equal(lab.daemonPid('node2'), undefined, 'killed')
+  t.ok(openLab(lab.runId).daemonPid('node1'), 'a lab opened from state.json sees the daemon too')
+})
+
+t.test('a daemon that dies before it is ready fails up, which cleans up and keeps the log', async (t) => {
+  if (!requireLab(t)) return
+  const runId = testRunId()
+  t.teardown(() => labDown(runId))
+  await t.rejects(
+    labUp({ nodes: ['node1'] }, { runId, daemonCommand: () => ['sh', '-c', 'echo cannot start: no config; exit 3'] }),
+    { message: new RegExp(`node daemon node1 exited with code 3 before it was ready; see /tmp/weft-lab-${runId}-node1\\.log \\(last lines: cannot start: no config\\)`) },
+  )
+  t.same(leftovers(runId), [])
+  t.match(readFileSync(`/tmp/weft-lab-${runId}-node1.log`, 'utf8'), /cannot start: no config/)
+  rmSync(`/tmp/weft-lab-${runId}-node1.log`, { force: true })
 })

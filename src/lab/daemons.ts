@@ -8,12 +8,15 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { LabError } from './errors.ts'
 import { ADMIN_PORT, LAB_CIDR, UNDERLAY_CIDR, type LabNode, type LabPlan } from './plan.ts'
-import { isAlive } from './sys.ts'
+import { inNetns, isAlive } from './sys.ts'
 
 const REPO_ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 export const CLI_MAIN = join(REPO_ROOT, 'src', 'cli', 'main.ts')
 const READY_TIMEOUT_MS = 20_000
 const STOP_TIMEOUT_MS = 10_000
+
+/** Builds the argv of a node's daemon; the default is `weft node` with the lab's addresses. */
+export type DaemonCommand = (plan: LabPlan, node: LabNode) => string[]
 
 export function daemonCommand(plan: LabPlan, node: LabNode): string[] {
   return [
@@ -30,15 +33,14 @@ export function daemonCommand(plan: LabPlan, node: LabNode): string[] {
 }
 
 /** Spawns the daemon detached (it outlives `weft lab up`); the shell joins the daemon cgroup, then
- *  execs, so the daemon's pid is the spawned pid. */
-export function spawnDaemon(plan: LabPlan, node: LabNode): ChildProcess {
+ *  execs nsenter, which execs the daemon, so the daemon's pid is the spawned pid. */
+export function spawnDaemon(plan: LabPlan, node: LabNode, command: DaemonCommand = daemonCommand): ChildProcess {
   const log = openSync(node.logFile, 'a')
   try {
-    const child = spawn(
-      'ip',
-      ['netns', 'exec', node.netns, 'sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', node.daemonCgroup, ...daemonCommand(plan, node)],
-      { detached: true, stdio: ['ignore', log, log] },
-    )
+    const child = spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', node.daemonCgroup, ...inNetns(node.netns, command(plan, node))], {
+      detached: true,
+      stdio: ['ignore', log, log],
+    })
     child.unref()
     child.on('error', () => {})
     return child

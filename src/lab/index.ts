@@ -15,4 +15,4 @@ export {
   type RunResult,
 } from './lab.ts'
 export { ADMIN_PORT, HOST_UNDERLAY_IP, LAB_CIDR, planLab, type LabNode, type LabPlan, type LabPod } from './plan.ts'
-export { daemonCommand } from './daemons.ts'
+export { daemonCommand, type DaemonCommand } from './daemons.ts'

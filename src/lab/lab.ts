@@ -2,14 +2,16 @@
 // pods and nodes, start and stop its daemons, take it down.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
-import { daemonPids, spawnDaemon, stopDaemonProcesses, waitDaemonReady } from './daemons.ts'
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { daemonCommand, daemonPids, spawnDaemon, stopDaemonProcesses, waitDaemonReady, type DaemonCommand } from './daemons.ts'
 import { checkRunId, findRunIds, teardownRun } from './down.ts'
 import { LabBusyError, LabError } from './errors.ts'
 import { buildNetwork, ensureHostUnreachableRoute, hostRoutes } from './network.ts'
 import { labNames, planLab, type LabNode, type LabPlan, type LabPod } from './plan.ts'
 import { readState, writeState, writeWorkloads, type LabState } from './state.ts'
-import { cgroup2Mount, listNetns } from './sys.ts'
+import { cgroup2Mount, inNetns, listNetns } from './sys.ts'
 import { validateTopology, type TopologyInput } from './topology.ts'
 
 export interface LabUpOptions {
@@ -17,6 +19,9 @@ export interface LabUpOptions {
   runId?: string
   /** Start one `weft node` daemon per node and wait until each is ready (default true). */
   startDaemons?: boolean
+  /** What to run as each node's daemon (default: `weft node ...`, see daemonCommand); for stand-ins
+   *  in tests and benchmarks. Only this Lab object uses it: a lab opened later runs the default. */
+  daemonCommand?: DaemonCommand
   onProgress?: (line: string) => void
 }
 
@@ -41,9 +46,11 @@ export class Lab {
   readonly workloadsFile: string
   readonly plan: LabPlan
   readonly #daemons = new Map<string, ChildProcess>()
+  readonly #daemonCommand: DaemonCommand
 
-  constructor(plan: LabPlan) {
+  constructor(plan: LabPlan, command: DaemonCommand = daemonCommand) {
     this.plan = plan
+    this.#daemonCommand = command
     this.runId = plan.runId
     this.nodes = plan.nodes
     this.pods = plan.pods
@@ -69,11 +76,14 @@ export class Lab {
     if (argv.length === 0) throw new LabError('exec: nothing to run')
     const pod = this.pods.find((p) => p.name === target)
     if (pod) {
-      // Join the pod's cgroup first, then its netns; both shells exec, so the pid is argv's.
-      return spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$@"', pod.cgroup, pod.netns, ...argv], options)
+      // Join the pod's cgroup, then its netns; sh and nsenter both exec, so the pid is argv's.
+      return spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', pod.cgroup, ...inNetns(pod.netns, argv)], options)
     }
     const node = this.nodes.find((n) => n.name === target)
-    if (node) return spawn('ip', ['netns', 'exec', node.netns, ...argv], options)
+    if (node) {
+      const [command, ...args] = inNetns(node.netns, argv)
+      return spawn(command as string, args, options)
+    }
     throw new LabError(
       `lab ${this.runId}: no pod or node "${target}" (pods: ${this.pods.map((p) => p.name).join(', ') || 'none'}; nodes: ${this.nodes.map((n) => n.name).join(', ')})`,
     )
@@ -106,7 +116,7 @@ export class Lab {
     const node = this.node(nodeName)
     const running = daemonPids(node)
     if (running.length > 0) throw new LabError(`node daemon ${node.name} is already running (pid ${running.join(', ')})`)
-    const child = spawnDaemon(this.plan, node)
+    const child = spawnDaemon(this.plan, node, this.#daemonCommand)
     this.#daemons.set(node.name, child)
     await waitDaemonReady(node, child)
   }
@@ -162,7 +172,7 @@ export async function labUp(topologyInput: TopologyInput, options: LabUpOptions 
     throw new LabBusyError(racing[0])
   }
 
-  const lab = new Lab(plan)
+  const lab = new Lab(plan, options.daemonCommand)
   try {
     progress(`lab ${runId}: up with ${plan.nodes.length} node(s), ${plan.pods.length} pod(s)`)
     ensureHostUnreachableRoute()
@@ -179,13 +189,31 @@ export async function labUp(topologyInput: TopologyInput, options: LabUpOptions 
     return lab
   } catch (error) {
     progress(`lab ${runId}: up failed, removing what was made`)
+    const message = keepDaemonLogs(plan, error)
     try {
       teardownRun(runId)
     } catch (cleanupError) {
       progress(`lab ${runId}: ${(cleanupError as Error).message}`)
     }
-    throw error
+    throw error instanceof LabError ? new LabError(message) : error
   }
+}
+
+/** The state dir goes with the failed lab: copy the daemon logs to the temp dir and point the
+ *  error message there instead. */
+function keepDaemonLogs(plan: LabPlan, error: unknown): string {
+  let message = error instanceof Error ? error.message : String(error)
+  for (const node of plan.nodes) {
+    if (!existsSync(node.logFile)) continue
+    const kept = join(tmpdir(), `weft-lab-${plan.runId}-${node.name}.log`)
+    try {
+      copyFileSync(node.logFile, kept)
+      message = message.split(node.logFile).join(kept)
+    } catch {
+      // Best effort: the message still has the last lines of the log.
+    }
+  }
+  return message
 }
 
 /** Opens a lab that is up (possibly made by another process) from its state.json. */

@@ -3,7 +3,7 @@
 // the only interface on the host is wh-<run> and host interface names never clash.
 import { mkdirSync } from 'node:fs'
 import { HOST_UNDERLAY_IP, LAB_CIDR, type LabPlan } from './plan.ts'
-import { ip, runCommand } from './sys.ts'
+import { inNetns, ip, runCommand } from './sys.ts'
 import { LabError } from './errors.ts'
 
 /** Installed on the host and left there: a stray packet to a lab address dies here instead of
@@ -71,6 +71,7 @@ function addNetns(netns: string): void {
 }
 
 function sysctl(netns: string, key: string, value: string): void {
-  const result = runCommand('ip', ['netns', 'exec', netns, 'sysctl', '-qw', `${key}=${value}`])
+  const [command, ...args] = inNetns(netns, ['sysctl', '-qw', `${key}=${value}`])
+  const result = runCommand(command as string, args)
   if (result.code !== 0) throw new LabError(`sysctl ${key}=${value} in ${netns} failed: ${result.stderr.trim()}`)
 }

@@ -29,6 +29,15 @@ export function ipQuiet(args: string[]): boolean {
   return runCommand('ip', args).code === 0
 }
 
+/**
+ * argv that runs `command` in a lab network namespace. nsenter changes only the network
+ * namespace; `ip netns exec` would also remount /sys, hiding /sys/fs/cgroup and /sys/fs/bpf from
+ * the command (the node daemon needs both).
+ */
+export function inNetns(netns: string, command: string[]): string[] {
+  return ['nsenter', `--net=/run/netns/${netns}`, '--', ...command]
+}
+
 export function listNetns(): string[] {
   // /run/netns is where `ip netns add` mounts the namespaces; reading it avoids parsing `ip netns`.
   try {
