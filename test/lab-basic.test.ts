@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import t from 'tap'
 
 import { LabBusyError, LabError, labDown, labUp, listLabs, openLab, parseTopology, topologyFromShorthand, type Lab } from '../src/lab/index.ts'
-import { requireLab, runLabCli, startIn, startLab, tcpClientScript, tcpServerScript, testRunId } from './helpers/lab.ts'
+import { labUpWhenFree, requireLab, runLabCli, startIn, startLab, tcpClientScript, tcpServerScript, testRunId } from './helpers/lab.ts'
 
 const topologyYaml = `nodes: [node1, node2]
 pods:
@@ -233,7 +233,7 @@ t.test('down cleans up after a crash that lost state.json', async (t) => {
   rmSync(join(lab.stateDir, 'state.json'))
   t.same(listLabs().map((l) => [l.runId, l.status]), [[lab.runId, 'partial']], 'ls still finds the run')
   t.throws(() => openLab(lab.runId), /has no state .*weft lab down --run-id/)
-  const cli = runLabCli(['down'])
+  const cli = runLabCli(['down', '--run-id', lab.runId])
   t.equal(cli.code, 0, `weft lab down finds the run without state (${cli.stderr.trim().split('\n').pop()})`)
   t.same(leftovers(lab.runId), [])
   t.notOk(alive(sleeper.pid))
@@ -279,7 +279,7 @@ t.test('a daemon that dies before it is ready fails up, which cleans up and keep
   const runId = testRunId()
   t.teardown(() => labDown(runId))
   await t.rejects(
-    labUp({ nodes: ['node1'] }, { runId, daemonCommand: () => ['sh', '-c', 'echo cannot start: no config; exit 3'] }),
+    labUpWhenFree(t, { nodes: ['node1'] }, { runId, daemonCommand: () => ['sh', '-c', 'echo cannot start: no config; exit 3'] }),
     { message: new RegExp(`node daemon node1 exited with code 3 before it was ready; see /tmp/weft-lab-${runId}-node1\\.log \\(last lines: cannot start: no config\\)`) },
   )
   t.same(leftovers(runId), [])

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
 
-import { labUp, type Lab, type LabUpOptions, type TopologyInput } from '../../src/lab/index.ts'
+import { LabBusyError, labDown, labUp, type Lab, type LabUpOptions, type TopologyInput } from '../../src/lab/index.ts'
 
 export const labCli = fileURLToPath(new URL('../../src/lab/cli.ts', import.meta.url))
 
@@ -43,11 +43,34 @@ export function testRunId(): string {
   return `t${[...randomBytes(5)].map((byte) => alphabet[byte % alphabet.length]).join('')}`
 }
 
+/** How long a test waits for another lab (another test run, someone's demo) to go down. */
+const WAIT_FOR_OTHER_LAB_MS = 60_000
+
+/**
+ * labUp, but when another lab is up (only one fits the address plan), waits up to a minute for
+ * it to go down before failing with LabBusyError's message.
+ */
+export async function labUpWhenFree(t: Test, topology: TopologyInput, options: LabUpOptions = {}): Promise<Lab> {
+  const deadline = Date.now() + WAIT_FOR_OTHER_LAB_MS
+  let announced = false
+  for (;;) {
+    try {
+      return await labUp(topology, options)
+    } catch (error) {
+      if (!(error instanceof LabBusyError) || Date.now() > deadline) throw error
+      if (!announced) t.comment(`waiting up to ${WAIT_FOR_OTHER_LAB_MS / 1000} s for lab ${error.otherRunId} to go down`)
+      announced = true
+      await new Promise((resolve) => setTimeout(resolve, 500))
+    }
+  }
+}
+
 /** Brings a lab up (daemons off unless asked) and takes it down in t's teardown. */
 export async function startLab(t: Test, topology: TopologyInput, options: LabUpOptions = {}): Promise<Lab> {
-  const lab = await labUp(topology, { runId: testRunId(), startDaemons: false, ...options })
-  t.teardown(() => lab.down())
-  return lab
+  const runId = options.runId ?? testRunId()
+  // Registered first: if up fails half-way (or the test is interrupted) the run is still removed.
+  t.teardown(() => labDown(runId))
+  return await labUpWhenFree(t, topology, { startDaemons: false, ...options, runId })
 }
 
 /**
