@@ -139,7 +139,7 @@ async function up(args: string[]): Promise<number> {
     startDaemons: !values['no-daemons'],
     onProgress: progress,
   })
-  printLab(lab, 'up')
+  printLab(lab)
   process.stderr.write(`lab ${lab.runId} is up: weft lab exec <pod> -- CMD; remove it with weft lab down --run-id ${lab.runId}\n`)
   return 0
 }
@@ -203,7 +203,7 @@ function ls(args: string[]): number {
   if (values.output === 'json') {
     process.stdout.write(`${JSON.stringify(lsDocument(lab), null, 2)}\n`)
   } else {
-    printLab(lab, 'up')
+    printLab(lab)
   }
   return 0
 }
@@ -223,8 +223,8 @@ function lsDocument(lab: Lab): unknown {
   }
 }
 
-function printLab(lab: Lab, status: string): void {
-  const lines = [`lab ${lab.runId} (${status})`, '']
+function printLab(lab: Lab): void {
+  const lines = [`lab ${lab.runId}: ${lab.nodes.length} node(s), ${lab.pods.length} pod(s); state in ${lab.stateDir}`, '']
   lines.push(
     ...table([
       ['NODE', 'ADDRESS', 'PROXY IP', 'POD RANGE', 'NAMESPACE', 'DAEMON'],
