@@ -151,6 +151,10 @@ t.test('a lab of two nodes', async (t) => {
       client.on('close', () => resolve(out.trim()))
     })
     t.equal(fromHost, '198.18.0.1', 'the host reaches pods through wh-<run>')
+    const outside = await lab.run('client', [node, '-e', tcpClientScript, '203.0.113.1', '80'], { timeoutMs: 5000 })
+    t.equal(outside.stdout.trim(), 'error ENETUNREACH', 'nothing outside the lab ranges is routable from a pod')
+    const outsideNode = await lab.run('node2', [node, '-e', tcpClientScript, '203.0.113.1', '80'], { timeoutMs: 5000 })
+    t.equal(outsideNode.stdout.trim(), 'error ENETUNREACH', 'nor from a node')
   })
 
   await t.test('exec runs in the pod netns and cgroup and passes the exit code', async (t) => {
