@@ -48,21 +48,44 @@ export function buildNetwork(plan: LabPlan, progress: (line: string) => void): v
     mkdirSync(node.daemonCgroup, { recursive: true })
   }
 
+  // Pods are the many: one `ip netns add` and one batch per pod, one batch per node for the veths.
   for (const pod of plan.pods) {
     const node = plan.nodes.find((n) => n.name === pod.node)
     if (!node) throw new LabError(`pod ${pod.name}: unknown node ${pod.node}`)
     progress(`lab ${plan.runId}: pod ${pod.name} on ${node.name}: ${pod.ip}${pod.enrolled ? '' : ' (not enrolled)'}`)
-    addNetns(pod.netns)
-    inNs(node.netns, ['link', 'add', pod.nodePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.netns])
-    inNs(node.netns, ['link', 'set', pod.nodePort, 'master', 'pods', 'up'])
-    inNs(pod.netns, ['addr', 'add', `${pod.ip}/24`, 'dev', 'eth0'])
-    inNs(pod.netns, ['link', 'set', 'eth0', 'up'])
-    // The only route out of a pod: lab addresses (pods, nodes, service VIPs) via its node.
-    inNs(pod.netns, ['route', 'add', LAB_CIDR, 'via', node.proxyIp])
+    ip(['netns', 'add', pod.netns])
     mkdirSync(pod.cgroup, { recursive: true })
+  }
+  for (const node of plan.nodes) {
+    const pods = plan.pods.filter((pod) => pod.node === node.name)
+    ipBatch(
+      node.netns,
+      pods.flatMap((pod) => [
+        `link add ${pod.nodePort} type veth peer name eth0 netns ${pod.netns}`,
+        `link set ${pod.nodePort} master pods up`,
+      ]),
+    )
+    for (const pod of pods) {
+      ipBatch(pod.netns, [
+        'link set lo up',
+        `addr add ${pod.ip}/24 dev eth0`,
+        'link set eth0 up',
+        // The only route out of a pod: lab addresses (pods, nodes, service VIPs) via its node.
+        `route add ${LAB_CIDR} via ${node.proxyIp}`,
+      ])
+    }
   }
 
   for (const route of hostRoutes(plan)) ip(['route', 'replace', ...route.split(' ')])
+}
+
+/** Several ip commands in one netns with one process (`ip -n NS -batch -`); stops at the first failure. */
+function ipBatch(netns: string, commands: string[]): void {
+  if (commands.length === 0) return
+  const result = runCommand('ip', ['-n', netns, '-batch', '-'], `${commands.join('\n')}\n`)
+  if (result.code !== 0) {
+    throw new LabError(`ip -n ${netns} -batch failed: ${result.stderr.trim().replace(/\s*\n\s*/g, '; ')} (commands: ${commands.join('; ')})`)
+  }
 }
 
 function addNetns(netns: string): void {
