@@ -12,6 +12,7 @@ import {
   isAlive,
   killCgroupTree,
   listNetns,
+  netnsPids,
   removeCgroupTree,
   runCommand,
   signal,
@@ -56,10 +57,7 @@ export function teardownRun(runId: string, progress: (line: string) => void = ()
 
   attempt('processes', () => {
     const pids = (): number[] => {
-      const all = new Set(cgroupTreePids(cgroupBase))
-      for (const netns of namespaces) {
-        for (const line of runCommand('ip', ['netns', 'pids', netns]).stdout.split('\n')) if (line) all.add(Number(line))
-      }
+      const all = new Set([...cgroupTreePids(cgroupBase), ...netnsPids(namespaces)])
       all.delete(process.pid)
       return [...all].filter(isAlive)
     }
@@ -99,7 +97,11 @@ export function teardownRun(runId: string, progress: (line: string) => void = ()
   })
 
   if (namespaces.length > 0) progress(`lab ${runId}: removing ${namespaces.length} network namespace(s)`)
-  for (const netns of namespaces) attempt(`netns ${netns}`, () => void ip(['netns', 'del', netns]))
+  // One ip process for all of them (-force: go on past failures), then each leftover alone for its error.
+  runCommand('ip', ['-force', '-batch', '-'], namespaces.map((netns) => `netns del ${netns}\n`).join(''))
+  for (const netns of listNetns().filter((name) => namespaces.includes(name))) {
+    attempt(`netns ${netns}`, () => void ip(['netns', 'del', netns]))
+  }
 
   attempt('cgroups', () => removeCgroupTree(cgroupBase))
   attempt('state', () => rmSync(labNames.stateDir(runId), { recursive: true, force: true }))

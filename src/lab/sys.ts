@@ -1,7 +1,7 @@
 // Small synchronous wrappers over the tools and kernel files the lab drives: iproute2, cgroup v2,
 // /proc. Setup and teardown are a sequence of short commands, so synchronous is simplest here.
 import { spawnSync } from 'node:child_process'
-import { existsSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, rmdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { LabError } from './errors.ts'
 
@@ -45,6 +45,29 @@ export function listNetns(): string[] {
   } catch {
     return []
   }
+}
+
+/** Pids of the processes in any of these network namespaces (one pass over /proc, like `ip netns pids`). */
+export function netnsPids(namespaces: string[]): number[] {
+  const inodes = new Set<bigint>()
+  for (const netns of namespaces) {
+    try {
+      inodes.add(statSync(`/run/netns/${netns}`, { bigint: true }).ino)
+    } catch {
+      // Gone already.
+    }
+  }
+  if (inodes.size === 0) return []
+  const pids: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      if (inodes.has(statSync(`/proc/${entry}/ns/net`, { bigint: true }).ino)) pids.push(Number(entry))
+    } catch {
+      // Exited meanwhile, or a kernel thread.
+    }
+  }
+  return pids
 }
 
 export function sleepSync(ms: number): void {
