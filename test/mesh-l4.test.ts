@@ -1,0 +1,160 @@
+// The L4 mesh end to end, as a platform engineer would check it: a lab of two nodes with their
+// daemons, real pods (namespaces + cgroups), real clients (curl, Node's net), the real kernel.
+import t from 'tap'
+import { readFileSync, existsSync, readdirSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { spawnSync } from 'node:child_process'
+import { daemonCommand, type Lab } from '../src/lab/index.ts'
+import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
+import { requireLab, startIn, startLab } from './helpers/lab.ts'
+
+const netprobe = fileURLToPath(new URL('./fixtures/netprobe.ts', import.meta.url))
+const node = process.execPath
+const EXCLUDED_PORT = 9090
+
+const topology = {
+  nodes: ['node1', 'node2'],
+  pods: [
+    { name: 'client', node: 'node1' },
+    { name: 'echo-a', node: 'node1', labels: { app: 'echo' } },
+    { name: 'echo-b', node: 'node2', labels: { app: 'echo' } },
+    { name: 'outsider', node: 'node1', enrolled: false },
+  ],
+}
+
+interface ProbeReply { ok: boolean; code?: string; reply?: { peer: string; local: string } }
+
+async function probe(lab: Lab, pod: string, mode: string, ...args: string[]): Promise<Record<string, unknown>> {
+  const result = await lab.run(pod, [node, netprobe, mode, ...args])
+  const line = result.stdout.trim().split('\n').pop() ?? ''
+  try {
+    return JSON.parse(line) as Record<string, unknown>
+  } catch {
+    throw new Error(`netprobe ${mode} in ${pod} printed ${JSON.stringify(result.stdout)} (stderr ${result.stderr})`)
+  }
+}
+const connect = (lab: Lab, pod: string, ip: string, port: number): Promise<ProbeReply> =>
+  probe(lab, pod, 'connect', ip, String(port)) as Promise<unknown> as Promise<ProbeReply>
+const peerIp = (r: ProbeReply): string | undefined => r.reply?.peer.replace(/^::ffff:/, '').split(':')[0]
+
+async function metrics(lab: Lab, nodeName: string): Promise<ReturnType<typeof parsePrometheusText>> {
+  const n = lab.nodes.find((x) => x.name === nodeName)!
+  const res = await fetch(`http://${n.address}:15020/metrics`)
+  return parsePrometheusText(await res.text())
+}
+
+function daemonLog(lab: Lab, nodeName: string): Array<Record<string, unknown>> {
+  const file = lab.nodes.find((x) => x.name === nodeName)!.logFile
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+}
+
+t.test('L4 mesh in a two-node lab', async (t) => {
+  if (!requireLab(t)) return
+  const lab = await startLab(t, topology, {
+    startDaemons: true,
+    daemonCommand: (plan, n) => [...daemonCommand(plan, n), '--exclude-port', String(EXCLUDED_PORT)],
+  })
+  const ip = (pod: string): string => lab.pods.find((p) => p.name === pod)!.ip
+  const proxyIp = (n: string): string => lab.nodes.find((x) => x.name === n)!.proxyIp
+  const node2 = lab.nodes.find((x) => x.name === 'node2')!
+
+  await startIn(t, lab, 'echo-a', [node, netprobe, 'serve', '8080'], /listening/)
+  await startIn(t, lab, 'echo-a', [node, netprobe, 'serve', String(EXCLUDED_PORT)], /listening/)
+  await startIn(t, lab, 'echo-b', [node, netprobe, 'serve', '8080'], /listening/)
+  await startIn(t, lab, 'echo-b', [node, netprobe, 'sink', '9000'], /listening/)
+  // A server in node2's own namespace, on the underlay (a bypassed range).
+  await startIn(t, lab, 'node2', [node, netprobe, 'serve', '7000', node2.address], /listening/)
+
+  t.test('(a) same node: curl gets the reply, and the server sees the proxy, not the client pod', async (t) => {
+    const curl = await lab.run('client', ['curl', '-s', '--http0.9', '--max-time', '5', `http://${ip('echo-a')}:8080/`])
+    t.equal(curl.code, 0, `curl exit code (stderr: ${curl.stderr})`)
+    const reply = JSON.parse(curl.stdout) as { peer: string }
+    t.equal(reply.peer.split(':')[0], proxyIp('node1'), 'the connection came from node1\'s proxy')
+    t.not(reply.peer.split(':')[0], ip('client'), 'not from the client pod')
+    const samples = await metrics(lab, 'node1')
+    t.ok(sumSamples(samples, 'weft_connections_opened_total', { direction: 'outbound', path: 'direct', source_workload: 'default/client', destination_workload: 'default/echo-a' }) >= 1,
+      'node1 counted the connection client -> echo-a, direct')
+  })
+
+  t.test('(b) across nodes, through the tunnel', async (t) => {
+    const curl = await lab.run('client', ['curl', '-s', '--http0.9', '--max-time', '5', `http://${ip('echo-b')}:8080/`])
+    t.equal(curl.code, 0, `curl exit code (stderr: ${curl.stderr})`)
+    const reply = JSON.parse(curl.stdout) as { peer: string }
+    t.equal(reply.peer.split(':')[0], proxyIp('node2'), 'the server sees node2\'s proxy (the tunnel\'s far end)')
+    t.ok(sumSamples(await metrics(lab, 'node1'), 'weft_connections_opened_total', { direction: 'outbound', path: 'tunnel', destination_workload: 'default/echo-b' }) >= 1,
+      'node1 sent it through the tunnel')
+    t.ok(sumSamples(await metrics(lab, 'node2'), 'weft_connections_opened_total', { direction: 'inbound', source_workload: 'default/client', destination_workload: 'default/echo-b' }) >= 1,
+      'node2 received it on the inbound tunnel, naming the source workload')
+  })
+
+  t.test('(c) an unenrolled pod is not redirected', async (t) => {
+    const same = await connect(lab, 'outsider', ip('echo-a'), 8080)
+    t.equal(peerIp(same), ip('outsider'), 'same node: the server sees the outsider itself')
+    const cross = await connect(lab, 'outsider', ip('echo-b'), 8080)
+    t.equal(peerIp(cross), ip('outsider'), 'across nodes: routed, not proxied')
+  })
+
+  t.test('(d) excluded ports and bypassed CIDRs go around the proxy', async (t) => {
+    const port = await connect(lab, 'client', ip('echo-a'), EXCLUDED_PORT)
+    t.equal(peerIp(port), ip('client'), `port ${EXCLUDED_PORT} is excluded: the server sees the client pod`)
+    const cidr = await connect(lab, 'client', node2.address, 7000)
+    t.equal(peerIp(cidr), ip('client'), 'the underlay range is bypassed: the node2 server sees the client pod')
+    const redirected = await connect(lab, 'client', ip('echo-a'), 8080)
+    t.equal(peerIp(redirected), proxyIp('node1'), 'while port 8080 on the same pod is still proxied')
+  })
+
+  t.test('(e) the client\'s getpeername shows the original destination', async (t) => {
+    for (const pod of ['echo-a', 'echo-b']) {
+      const r = await probe(lab, 'client', 'peer', ip(pod), '8080')
+      t.equal(String(r.remote).replace(/^::ffff:/, ''), `${ip(pod)}:8080`, `remote address of a connection to ${pod}`)
+    }
+  })
+
+  t.test('(i) 1 GiB through the tunnel arrives byte-exact while the proxies\' memory stays bounded', async (t) => {
+    const pids = lab.nodes.map((n) => lab.daemonPid(n.name)).filter((p): p is number => p !== undefined)
+    t.equal(pids.length, 2, 'both daemons are running')
+    const rss = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024
+    let peak = 0
+    const sampler = setInterval(() => { for (const pid of pids) peak = Math.max(peak, rss(pid)) }, 100)
+    const result = await probe(lab, 'client', 'send', ip('echo-b'), '9000', String(1 << 30)) as { sent: number; sha256: string; reply: { bytes: number; sha256: string } }
+    clearInterval(sampler)
+    t.equal(result.reply.bytes, 1 << 30, 'the sink received every byte')
+    t.equal(result.reply.sha256, result.sha256, 'and the same bytes (sha256)')
+    t.ok(peak > 0 && peak < 400 * 1024 * 1024, `peak proxy RSS ${(peak / 1048576).toFixed(0)} MiB stays under 400 MiB for a 1024 MiB transfer`)
+  })
+
+  t.test('(f) a SIGKILLed daemon fails closed, then adopts its pins and serves at once', async (t) => {
+    const loaded = daemonLog(lab, 'node1').find((l) => l.msg === 'loaded and attached BPF programs')
+    t.ok(loaded, 'the first start loaded the programs')
+    await lab.stopDaemon('node1', 'SIGKILL')
+    t.equal(lab.daemonPid('node1'), undefined, 'node1 daemon is gone')
+    const down = await connect(lab, 'client', ip('echo-a'), 8080)
+    t.same({ ok: down.ok, code: down.code }, { ok: false, code: 'ECONNREFUSED' }, 'with no proxy an enrolled pod\'s connect is refused')
+    const aroundTheProxy = await connect(lab, 'outsider', ip('echo-a'), 8080)
+    t.ok(aroundTheProxy.ok, 'the server itself was up all along (reached by the unenrolled pod)')
+    const cross = await connect(lab, 'client', ip('echo-b'), 8080)
+    t.equal(cross.code, 'ECONNREFUSED', 'cross-node connects fail closed too')
+
+    await lab.startDaemon('node1')
+    const adopted = daemonLog(lab, 'node1').filter((l) => l.msg === 'adopted pinned BPF programs and maps')
+    t.equal(adopted.length, 1, 'the restarted daemon adopted the pinned programs')
+    t.same(adopted[0]?.programIds, loaded?.programIds, 'the same program ids: nothing was reloaded')
+    const up = await connect(lab, 'client', ip('echo-a'), 8080)
+    t.equal(peerIp(up), proxyIp('node1'), 'the first connection after the restart is proxied')
+  })
+
+  t.test('(g) lab down leaves nothing of its run', async (t) => {
+    const runId = lab.runId
+    const cgroupRoot = lab.nodes[0]!.cgroupRoot.split('/nodes/')[0]!
+    await lab.down()
+    const netns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout
+    t.notMatch(netns, new RegExp(`weft-${runId}-`), 'no namespace')
+    const links = spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout
+    t.notMatch(links, new RegExp(`wh-${runId}`), 'no host link')
+    t.notOk(existsSync(cgroupRoot), 'no cgroup')
+    const pins = existsSync('/sys/fs/bpf/weft') ? readdirSync('/sys/fs/bpf/weft') : []
+    t.same(pins.filter((p) => p.includes(`-${runId}-`)), [], 'no BPF pin')
+    const ps = spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout
+    t.notMatch(ps, new RegExp(`lab-${runId}-`), 'no daemon process')
+  })
+})
