@@ -1,0 +1,20 @@
+// The resource model of weft's configuration: schemas for every kind, keys, parsing of YAML/JSON
+// files, validation of single resources (from files or from NATS), and the immutable snapshot a
+// node builds from the bucket's content. See README.md in this folder.
+export { CGROUP_ANNOTATION, ENROLLED_ANNOTATION, SERVICE_NAME_LABEL, endpointIsReady, podIsEnrolled, podIsReady, endpointSliceSchema, podSchema, serviceSchema } from './core.ts'
+export type { EndpointSlice, Pod, Service, ServicePort } from './core.ts'
+export { durationMs } from './common.ts'
+export { GATEWAY_API_VERSION, grpcRouteSchema, httpRouteSchema } from './gateway.ts'
+export type { GRPCRoute, HTTPRoute, Route } from './gateway.ts'
+export { WEFT_API_VERSION, authorizationPolicySchema, destinationPolicySchema, nodeSchema } from './weft.ts'
+export type { AuthorizationPolicy, DestinationPolicy, MeshNode } from './weft.ts'
+export { KINDS, isKind, kindInfo, knownKindsList } from './kinds.ts'
+export type { Kind, KindInfo, Resource, ResourceOfKind } from './kinds.ts'
+export { CLUSTER_SCOPE, ResourceKeyError, displayName, parseResourceKey, resourceKey } from './keys.ts'
+export type { ResourceKeyParts } from './keys.ts'
+export { DEFAULT_VALIDATION_CONTEXT, FieldError, formatPath, validateResource } from './validate.ts'
+export type { PathSegment, ValidationContext, ValidationResult } from './validate.ts'
+export { ResourceError, parseResourceDocuments } from './parse.ts'
+export type { ParsedResources } from './parse.ts'
+export { buildSnapshot, emptySnapshot, serviceAddress } from './snapshot.ts'
+export type { Endpoint, MeshSnapshot, NodeInfo, Rejection, ResourceWarning, ServiceTarget, Workload } from './snapshot.ts'

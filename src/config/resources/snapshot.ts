@@ -1,0 +1,328 @@
+// buildSnapshot: the resources stored in the KV bucket -> one immutable MeshSnapshot, resolved so
+// the connection path only does map lookups (services by VIP:port with their endpoints, workloads
+// by IP and by cgroup). Each resource is validated on its own: a bad one is rejected alone with
+// its reason and the rest apply. Problems between resources (a route to an unknown service) do
+// not reject anything; they are warnings naming the resource.
+import { endpointIsReady, podIsEnrolled, podIsReady, SERVICE_NAME_LABEL, CGROUP_ANNOTATION, type EndpointSlice, type Pod, type Service, type ServicePort } from './core.ts'
+import type { GRPCRoute, HTTPRoute, Route } from './gateway.ts'
+import { displayName, parseResourceKey, resourceKey } from './keys.ts'
+import type { Resource } from './kinds.ts'
+import { cidrContains, ipv4ToNumber, parseIpv4Cidr } from './net.ts'
+import { DEFAULT_VALIDATION_CONTEXT, validateResource, type ValidationContext } from './validate.ts'
+import type { AuthorizationPolicy, DestinationPolicy } from './weft.ts'
+
+export interface NodeInfo {
+  readonly name: string
+  readonly address: string
+  readonly proxyIp: string
+  readonly podCIDR: string
+  readonly labels: Readonly<Record<string, string>>
+}
+
+export interface Workload {
+  readonly key: string
+  readonly name: string
+  readonly namespace: string
+  readonly node: string
+  readonly ip: string
+  readonly labels: Readonly<Record<string, string>>
+  readonly serviceAccount: string
+  /** `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` */
+  readonly identity: string
+  readonly enrolled: boolean
+  readonly ready: boolean
+  /** cgroup v2 directory (annotation weft.dev/cgroup), when the pod has one. */
+  readonly cgroup: string | undefined
+  /** Named container ports, for Services whose targetPort is a name. */
+  readonly namedPorts: ReadonlyMap<string, number>
+}
+
+export interface Endpoint {
+  readonly ip: string
+  /** The resolved target port. */
+  readonly port: number
+  /** The node the endpoint runs on, when known (from the pod or the EndpointSlice). */
+  readonly node: string | undefined
+  /** The pod at this address, when it is a known workload. */
+  readonly workload: Workload | undefined
+}
+
+export interface ServiceTarget {
+  readonly key: string
+  readonly service: Service
+  readonly vip: string
+  readonly port: ServicePort
+  /** Ready endpoints, sorted by address then port, so round robin is the same on every node. */
+  readonly endpoints: readonly Endpoint[]
+}
+
+export interface Rejection { readonly key: string; readonly reason: string }
+export interface ResourceWarning { readonly key: string; readonly message: string }
+
+export interface MeshSnapshot {
+  readonly revision: number
+  /** Every applied resource by key. */
+  readonly resources: ReadonlyMap<string, Resource>
+  readonly rejected: readonly Rejection[]
+  readonly warnings: readonly ResourceWarning[]
+  readonly nodes: ReadonlyMap<string, NodeInfo>
+  readonly workloadsByIp: ReadonlyMap<string, Workload>
+  readonly workloadsByCgroup: ReadonlyMap<string, Workload>
+  /** Pods by node name (also for nodes with no Node resource yet). */
+  readonly podsByNode: ReadonlyMap<string, readonly Workload[]>
+  /** By `serviceAddress(vip, port)`, i.e. `198.19.0.10:80`. */
+  readonly services: ReadonlyMap<string, ServiceTarget>
+  /** By `namespace/name`. */
+  readonly servicesByName: ReadonlyMap<string, Service>
+  readonly endpointSlices: readonly EndpointSlice[]
+  readonly routes: readonly Route[]
+  readonly destinationPolicies: readonly DestinationPolicy[]
+  readonly authorizationPolicies: readonly AuthorizationPolicy[]
+}
+
+export function serviceAddress(vip: string, port: number): string {
+  return `${vip}:${port}`
+}
+
+export function emptySnapshot(revision = 0): MeshSnapshot {
+  return buildSnapshot(new Map(), DEFAULT_VALIDATION_CONTEXT, revision)
+}
+
+/**
+ * `resources` is the bucket's content as stored: key -> the parsed JSON value. Keys are visited
+ * in sorted order, so when two resources conflict (the same pod IP, the same VIP) every node
+ * rejects the same one: the later key.
+ */
+export function buildSnapshot(resources: ReadonlyMap<string, unknown>, ctx: ValidationContext = DEFAULT_VALIDATION_CONTEXT, revision: number = 0): MeshSnapshot {
+  const rejected: Rejection[] = []
+  const warnings: ResourceWarning[] = []
+  const applied = new Map<string, Resource>()
+  const reject = (key: string, reason: string): void => { rejected.push({ key, reason }) }
+
+  for (const key of [...resources.keys()].sort()) {
+    let parts
+    try {
+      parts = parseResourceKey(key)
+    } catch (err) {
+      reject(key, (err as Error).message)
+      continue
+    }
+    const result = validateResource(resources.get(key), ctx)
+    if (!result.ok) {
+      reject(key, result.errors.map(String).join('; '))
+      continue
+    }
+    const actualKey = resourceKey(result.resource)
+    if (actualKey !== key) {
+      reject(key, `the key names ${parts.kind} ${displayName(parts)} but the value is ${result.resource.kind} ${displayName(result.resource)} (its key would be ${actualKey})`)
+      continue
+    }
+    applied.set(key, result.resource)
+  }
+
+  const all = [...applied.entries()]
+  const ofKind = <K extends Resource['kind']>(kind: K): [string, Extract<Resource, { kind: K }>][] =>
+    all.filter((entry): entry is [string, Extract<Resource, { kind: K }>] => entry[1].kind === kind)
+  const drop = (key: string, reason: string): void => { applied.delete(key); reject(key, reason) }
+
+  // Nodes.
+  const nodes = new Map<string, NodeInfo>()
+  for (const [, node] of ofKind('Node')) {
+    nodes.set(node.metadata.name, { name: node.metadata.name, address: node.spec.address, proxyIp: node.spec.proxyIp, podCIDR: node.spec.podCIDR, labels: node.metadata.labels ?? {} })
+  }
+  const knownNodes = [...nodes.keys()].join(', ') || 'none'
+
+  // Workloads: one per pod, unique by IP and by cgroup.
+  const workloadsByIp = new Map<string, Workload>()
+  const workloadsByCgroup = new Map<string, Workload>()
+  const podsByNode = new Map<string, Workload[]>()
+  for (const [key, pod] of ofKind('Pod')) {
+    const workload = toWorkload(key, pod, ctx)
+    const sameIp = workloadsByIp.get(workload.ip)
+    if (sameIp) { drop(key, `status.podIP ${workload.ip} is already the address of pod ${sameIp.namespace}/${sameIp.name}`); continue }
+    const sameCgroup = workload.cgroup === undefined ? undefined : workloadsByCgroup.get(workload.cgroup)
+    if (sameCgroup) { drop(key, `cgroup ${workload.cgroup} is already the cgroup of pod ${sameCgroup.namespace}/${sameCgroup.name}`); continue }
+    workloadsByIp.set(workload.ip, workload)
+    if (workload.cgroup !== undefined) workloadsByCgroup.set(workload.cgroup, workload)
+    const onNode = podsByNode.get(workload.node) ?? []
+    onNode.push(workload)
+    podsByNode.set(workload.node, onNode)
+    const node = nodes.get(workload.node)
+    if (!node) {
+      warnings.push({ key, message: `pod ${workload.namespace}/${workload.name}: node "${workload.node}" is not a known Node (known: ${knownNodes})` })
+    } else {
+      const podRange = parseIpv4Cidr(node.podCIDR)
+      if (podRange && !cidrContains(podRange, workload.ip)) {
+        warnings.push({ key, message: `pod ${workload.namespace}/${workload.name}: podIP ${workload.ip} is outside the pod range ${node.podCIDR} of node ${node.name}` })
+      }
+    }
+  }
+
+  // Services: unique by VIP.
+  const servicesByName = new Map<string, Service>()
+  const serviceByVip = new Map<string, string>()
+  for (const [key, service] of ofKind('Service')) {
+    const other = serviceByVip.get(service.spec.clusterIP)
+    if (other !== undefined) { drop(key, `spec.clusterIP ${service.spec.clusterIP} is already the VIP of service ${other}`); continue }
+    serviceByVip.set(service.spec.clusterIP, displayName(service))
+    servicesByName.set(displayName(service), service)
+  }
+  const knownServicesIn = (namespace: string): string =>
+    [...servicesByName.values()].filter((s) => s.metadata.namespace === namespace).map((s) => s.metadata.name).join(', ') || 'none'
+
+  const endpointSlices = ofKind('EndpointSlice').map(([, slice]) => slice)
+  for (const [key, slice] of ofKind('EndpointSlice')) {
+    const serviceName = slice.metadata.labels?.[SERVICE_NAME_LABEL] ?? ''
+    if (!servicesByName.has(`${slice.metadata.namespace}/${serviceName}`)) {
+      warnings.push({ key, message: `endpointslice ${displayName(slice)}: ${SERVICE_NAME_LABEL} "${serviceName}" names no known service (known: ${knownServicesIn(slice.metadata.namespace)})` })
+    }
+  }
+
+  const services = new Map<string, ServiceTarget>()
+  for (const service of servicesByName.values()) {
+    const serviceKey = resourceKey(service)
+    const pods = selectPods(service, workloadsByIp)
+    const slices = endpointSlices.filter((s) => s.metadata.namespace === service.metadata.namespace && s.metadata.labels?.[SERVICE_NAME_LABEL] === service.metadata.name)
+    for (const port of service.spec.ports) {
+      const endpoints = new Map<string, Endpoint>()
+      for (const workload of pods) {
+        const target = typeof port.targetPort === 'number' ? port.targetPort : workload.namedPorts.get(port.targetPort)
+        if (target === undefined) {
+          warnings.push({ key: serviceKey, message: `service ${displayName(service)}: targetPort "${port.targetPort}" is not a named container port of pod ${workload.namespace}/${workload.name}; the pod is not an endpoint of port ${port.port}` })
+          continue
+        }
+        endpoints.set(`${workload.ip}:${target}`, { ip: workload.ip, port: target, node: workload.node, workload })
+      }
+      for (const slice of slices) {
+        // EndpointSlice ports are matched to Service ports by name, as kube-proxy does.
+        const slicePort = slice.ports?.find((p) => (p.name ?? '') === (port.name ?? ''))
+        if (slicePort?.port === undefined) continue
+        for (const endpoint of slice.endpoints) {
+          if (!endpointIsReady(endpoint)) continue
+          for (const ip of endpoint.addresses) {
+            const workload = workloadsByIp.get(ip)
+            endpoints.set(`${ip}:${slicePort.port}`, { ip, port: slicePort.port, node: endpoint.nodeName ?? workload?.node, workload })
+          }
+        }
+      }
+      const sorted = [...endpoints.values()].sort((a, b) => ipv4ToNumber(a.ip) - ipv4ToNumber(b.ip) || a.port - b.port)
+      services.set(serviceAddress(service.spec.clusterIP, port.port), { key: serviceKey, service, vip: service.spec.clusterIP, port, endpoints: sorted })
+    }
+  }
+
+  // Routes and policies: stored as they are; references to unknown services are warnings.
+  const routes: Route[] = []
+  for (const [key, route] of [...ofKind('HTTPRoute'), ...ofKind('GRPCRoute')].sort(([a], [b]) => a.localeCompare(b))) {
+    routes.push(route)
+    warnings.push(...routeWarnings(key, route, servicesByName, knownServicesIn))
+  }
+  const destinationPolicies: DestinationPolicy[] = []
+  for (const [key, policy] of ofKind('DestinationPolicy')) {
+    destinationPolicies.push(policy)
+    const namespace = policy.metadata.namespace
+    const target = policy.spec.targetRef?.name ?? policy.spec.host ?? ''
+    const resolved = policy.spec.targetRef ? servicesByName.has(`${namespace}/${target}`) : hostToService(target, namespace, servicesByName) !== undefined
+    if (!resolved) {
+      warnings.push({ key, message: `destination policy ${displayName(policy)}: ${policy.spec.targetRef ? 'targetRef' : 'host'} "${target}" names no known service (known: ${knownServicesIn(namespace)})` })
+    }
+  }
+  const authorizationPolicies: AuthorizationPolicy[] = []
+  for (const [key, policy] of ofKind('AuthorizationPolicy')) {
+    authorizationPolicies.push(policy)
+    const target = policy.spec.targetRef?.name
+    if (target !== undefined && !servicesByName.has(`${policy.metadata.namespace}/${target}`)) {
+      warnings.push({ key, message: `authorization policy ${displayName(policy)}: targetRef "${target}" names no known service (known: ${knownServicesIn(policy.metadata.namespace)})` })
+    }
+  }
+
+  return deepFreeze({
+    revision,
+    resources: applied,
+    rejected,
+    warnings,
+    nodes,
+    workloadsByIp,
+    workloadsByCgroup,
+    podsByNode,
+    services,
+    servicesByName,
+    endpointSlices,
+    routes,
+    destinationPolicies,
+    authorizationPolicies,
+  })
+}
+
+function toWorkload(key: string, pod: Pod, ctx: ValidationContext): Workload {
+  const namedPorts = new Map<string, number>()
+  for (const container of pod.spec.containers ?? []) {
+    for (const port of container.ports ?? []) if (port.name !== undefined) namedPorts.set(port.name, port.containerPort)
+  }
+  return {
+    key,
+    name: pod.metadata.name,
+    namespace: pod.metadata.namespace,
+    node: pod.spec.nodeName,
+    ip: pod.status.podIP,
+    labels: pod.metadata.labels ?? {},
+    serviceAccount: pod.spec.serviceAccountName,
+    identity: `spiffe://${ctx.trustDomain}/ns/${pod.metadata.namespace}/sa/${pod.spec.serviceAccountName}`,
+    enrolled: podIsEnrolled(pod),
+    ready: podIsReady(pod),
+    cgroup: pod.metadata.annotations?.[CGROUP_ANNOTATION],
+    namedPorts,
+  }
+}
+
+/** Ready pods in the service's namespace whose labels include the whole selector; none without a selector. */
+function selectPods(service: Service, workloadsByIp: ReadonlyMap<string, Workload>): Workload[] {
+  const selector = Object.entries(service.spec.selector ?? {})
+  if (selector.length === 0) return []
+  return [...workloadsByIp.values()].filter((w) => w.ready && w.namespace === service.metadata.namespace && selector.every(([k, v]) => w.labels[k] === v))
+}
+
+/** `reviews`, `reviews.shop`, `reviews.shop.svc` or `reviews.shop.svc.<domain>` -> that service. */
+function hostToService(host: string, namespace: string, servicesByName: ReadonlyMap<string, Service>): Service | undefined {
+  const [name = '', ns = namespace, svc] = host.split('.')
+  if (svc !== undefined && svc !== 'svc') return undefined
+  return servicesByName.get(`${ns}/${name}`)
+}
+
+function routeWarnings(key: string, route: HTTPRoute | GRPCRoute, servicesByName: ReadonlyMap<string, Service>, knownServicesIn: (ns: string) => string): ResourceWarning[] {
+  const warnings: ResourceWarning[] = []
+  const label = `${route.kind === 'GRPCRoute' ? 'grpc route' : 'route'} ${displayName(route)}`
+  for (const parent of route.spec.parentRefs) {
+    const namespace = parent.namespace ?? route.metadata.namespace
+    if (!servicesByName.has(`${namespace}/${parent.name}`)) {
+      warnings.push({ key, message: `${label}: parent "${parent.name}" names no known service (known: ${knownServicesIn(namespace)})` })
+    }
+  }
+  const backends = (route.spec.rules ?? []).flatMap((rule) => rule.backendRefs ?? [])
+  for (const backend of backends) {
+    const namespace = backend.namespace ?? route.metadata.namespace
+    const service = servicesByName.get(`${namespace}/${backend.name}`)
+    if (!service) {
+      warnings.push({ key, message: `${label}: backend "${backend.name}" names no known service (known: ${knownServicesIn(namespace)})` })
+    } else if (!service.spec.ports.some((p) => p.port === backend.port)) {
+      warnings.push({ key, message: `${label}: backend "${backend.name}" port ${backend.port} is not a port of the service (ports: ${service.spec.ports.map((p) => p.port).join(', ')})` })
+    }
+  }
+  return warnings
+}
+
+function refuseChange(): never {
+  throw new TypeError('a MeshSnapshot is immutable: build a new one with buildSnapshot')
+}
+
+/** Freezes objects and arrays; a Map's set, delete and clear throw, so a snapshot cannot change under a reader. */
+function deepFreeze<T>(value: T, seen = new Set<unknown>()): T {
+  if (typeof value !== 'object' || value === null || seen.has(value)) return value
+  seen.add(value)
+  if (value instanceof Map) {
+    for (const entry of value.values()) deepFreeze(entry, seen)
+    for (const method of ['set', 'delete', 'clear']) Object.defineProperty(value, method, { value: refuseChange })
+    return Object.freeze(value)
+  }
+  for (const entry of Object.values(value)) deepFreeze(entry, seen)
+  return Object.freeze(value)
+}
