@@ -1,0 +1,18 @@
+// The NATS layer: nats-server for weft (server.ts), the typed bus client (bus.ts), subject
+// permissions per identity (permissions.ts), contexts and option resolution (context.ts).
+export { connectBus, type Bus, type BusOptions, type ConfigEvent, type ConfigWatch, type NodeStatusEntry, type StoredResource, type WatchConfigOptions } from './bus.ts'
+export { BusError, type BusErrorKind } from './errors.ts'
+export { controlPermissions, nodePermissions, type SubjectPermissions } from './permissions.ts'
+export {
+  freePort,
+  NatsServerError,
+  renderNatsServerConfig,
+  startNatsServer,
+  type BusCredentials,
+  type NatsServer,
+  type NatsServerConfig,
+  type NatsUser,
+  type StartNatsServerOptions,
+  type TlsFiles,
+} from './server.ts'
+export { CONFIG_BUCKET, STATUS_BUCKET, inboxPrefixFor, kvSubject, statusSubject, streamOf } from './subjects.ts'

@@ -1,0 +1,34 @@
+// The names on the bus, declared once: buckets, their KV subjects and stream names, the status
+// subject, and the inbox prefix each identity uses (so a node's replies stay its own).
+
+/** Desired state: key `<kind>.<namespace>.<name>`, value the resource's JSON. */
+export const CONFIG_BUCKET = 'weft-config'
+/** Latest status per node: key the node name, value that node's status JSON. */
+export const STATUS_BUCKET = 'weft-status'
+
+/** The JetStream stream behind a KV bucket. */
+export function streamOf(bucket: string): string {
+  return `KV_${bucket}`
+}
+
+/** The subject a KV put/delete of `key` is published on (a bare PUB here is a put). */
+export function kvSubject(bucket: string, key: string): string {
+  return `$KV.${bucket}.${key}`
+}
+
+/** Every status is also published here, for whoever wants it live rather than from the bucket. */
+export function statusSubject(node: string): string {
+  return `weft.status.${node}`
+}
+
+/**
+ * Each identity gets its own reply inbox prefix, and may subscribe only there: a node cannot
+ * read replies meant for another client. Clients must connect with this `inboxPrefix`
+ * (connectBus does).
+ */
+export function inboxPrefixFor(user: string): string {
+  return `_INBOX_${user}`
+}
+
+/** Node names become subject tokens and user names: keep them to this. */
+export const NODE_NAME = /^[A-Za-z0-9_-]+$/
