@@ -1,0 +1,211 @@
+// The NATS layer against a real nats-server with JetStream and users: the config bucket, the
+// watch (initial state, changes, a server restart), statuses, and who may write what.
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Test } from 'tap'
+import t from 'tap'
+
+import { BusError, connectBus, freePort, renderNatsServerConfig, startNatsServer, type Bus, type BusCredentials, type ConfigEvent, type NatsServer, type StartNatsServerOptions } from '../src/bus/index.ts'
+
+/** A nats-server on loopback with a temp dir, stopped and removed in t's teardown. */
+async function natsFor(t: Test, options: Partial<StartNatsServerOptions> = {}): Promise<{ server: NatsServer; dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-bus-test-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const server = await startNatsServer({ dir, nodes: ['node1', 'node2'], ...options })
+  t.teardown(() => server.stop())
+  return { server, dir }
+}
+
+async function busFor(t: Test, credentials: BusCredentials): Promise<Bus> {
+  const bus = await connectBus(credentials)
+  t.teardown(() => bus.close())
+  return bus
+}
+
+async function eventually<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      const value = await probe()
+      if (value !== undefined) return value
+    } catch (error) {
+      if (Date.now() > deadline) throw error
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+async function rejection(promise: Promise<unknown>): Promise<BusError> {
+  try {
+    await promise
+  } catch (error) {
+    if (error instanceof BusError) return error
+    throw error
+  }
+  throw new Error('expected a rejection')
+}
+
+const reviews = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'reviews', namespace: 'default' }, spec: { clusterIP: '198.19.0.10', ports: [{ port: 80 }] } }
+
+t.test('the config generator writes JetStream, users with permissions and TLS', async (t) => {
+  const text = renderNatsServerConfig({
+    host: '127.0.0.1',
+    port: 4222,
+    storeDir: '/tmp/store',
+    users: [{ user: 'operator', pass: 'p"w', permissions: undefined }],
+    tls: { cert: '/c.pem', key: '/k.pem', ca: '/ca.pem', verifyClients: true },
+  })
+  t.match(text, 'listen: "127.0.0.1:4222"')
+  t.match(text, 'jetstream { store_dir: "/tmp/store" }')
+  t.match(text, '{ user: "operator", password: "p\\"w" }')
+  t.match(text, /tls \{\n {2}cert_file: "\/c.pem"\n {2}key_file: "\/k.pem"\n {2}ca_file: "\/ca.pem"\n {2}verify: true\n\}/)
+})
+
+t.test('resources: put, get, list by prefix, delete; revisions are the stream sequence', async (t) => {
+  const { server } = await natsFor(t)
+  const control = await busFor(t, server.credentials.control)
+  await control.configBucket()
+  t.equal(await control.configRevision(), 0, 'an empty bucket is at revision 0')
+  const first = await control.putResource('service.default.reviews', reviews)
+  const second = await control.putResource('service.default.ratings', '{"kind":"Service"}')
+  const third = await control.putResource('pod.default.reviews-v1', { kind: 'Pod' })
+  t.same([first, second, third], [1, 2, 3])
+  t.same(await control.getResource('service.default.reviews'), { key: 'service.default.reviews', value: JSON.stringify(reviews), revision: 1 })
+  t.equal(await control.getResource('service.default.nope'), null)
+  t.same((await control.listResources('service')).map((r) => r.key), ['service.default.ratings', 'service.default.reviews'])
+  t.same((await control.listResources()).map((r) => r.key), ['pod.default.reviews-v1', 'service.default.ratings', 'service.default.reviews'])
+  t.equal(await control.deleteResource('service.default.ratings'), 4, 'a delete gets a revision too')
+  t.equal(await control.getResource('service.default.ratings'), null)
+  t.same((await control.listResources('service')).map((r) => r.key), ['service.default.reviews'])
+  t.equal(await control.configRevision(), 4)
+})
+
+t.test('a watch delivers the current state, says when it is complete, then live changes', async (t) => {
+  const { server } = await natsFor(t)
+  const control = await busFor(t, server.credentials.control)
+  await control.putResource('service.default.reviews', reviews)
+  await control.putResource('service.default.gone', reviews)
+  await control.deleteResource('service.default.gone')
+  const node = await busFor(t, server.credentials.node('node1'))
+  const events: ConfigEvent[] = []
+  let initialRevision = -1
+  const watch = await node.watchConfig((event) => events.push(event), { initialDone: (revision) => (initialRevision = revision) })
+  t.teardown(() => watch.stop())
+  await eventually('the initial state', () => (initialRevision >= 0 ? true : undefined))
+  t.equal(initialRevision, 3, 'initial state is at the last revision (the delete)')
+  t.same(events, [{ key: 'service.default.reviews', value: JSON.stringify(reviews), revision: 1 }], 'only current values, no deleted ones')
+
+  events.length = 0
+  await control.putResource('route.default.reviews', { kind: 'HTTPRoute' })
+  await control.deleteResource('service.default.reviews')
+  await eventually('two changes', () => (events.length >= 2 ? true : undefined))
+  t.same(events, [
+    { key: 'route.default.reviews', value: '{"kind":"HTTPRoute"}', revision: 4 },
+    { key: 'service.default.reviews', value: null, revision: 5 },
+  ])
+  t.equal(watch.revision, 5)
+})
+
+t.test('a watch on an empty bucket is complete at once, at revision 0', async (t) => {
+  const { server } = await natsFor(t)
+  await (await busFor(t, server.credentials.control)).configBucket()
+  const node = await busFor(t, server.credentials.node('node1'))
+  const initial = await new Promise<number>((resolve) => void node.watchConfig(() => {}, { initialDone: resolve }).then((w) => t.teardown(() => w.stop())))
+  t.equal(initial, 0)
+})
+
+t.test('node credentials read configuration but cannot write it', async (t) => {
+  const { server } = await natsFor(t)
+  const control = await busFor(t, server.credentials.control)
+  await control.putResource('service.default.reviews', reviews)
+  const node = await busFor(t, server.credentials.node('node1'))
+  t.equal((await node.getResource('service.default.reviews'))?.revision, 1)
+  t.equal((await node.listResources()).length, 1)
+
+  const started = Date.now()
+  const put = await rejection(node.putResource('service.default.x', { kind: 'Service' }))
+  t.equal(put.kind, 'permission')
+  t.equal(put.message, 'nats: user node-node1 may not write configuration (permission denied on $KV.weft-config.service.default.x)')
+  t.ok(Date.now() - started < 1000, 'at once, not after a request timeout')
+  const del = await rejection(node.deleteResource('service.default.reviews'))
+  t.equal(del.message, 'nats: user node-node1 may not write configuration (permission denied on $KV.weft-config.service.default.reviews)')
+  t.equal((await control.getResource('service.default.reviews'))?.revision, 1, 'still there')
+  t.equal(node.connection.isClosed(), false, 'a denied publish does not cost the connection')
+})
+
+t.test('a node writes its own status and no other', async (t) => {
+  const { server } = await natsFor(t)
+  const control = await busFor(t, server.credentials.control)
+  await control.configBucket()
+  const live: Array<[string, unknown]> = []
+  const subscription = control.subscribeStatuses((node, status) => live.push([node, status]))
+  t.teardown(() => subscription.stop())
+  await control.connection.flush()
+
+  const node1 = await busFor(t, server.credentials.node('node1'))
+  await node1.publishStatus('node1', { revision: 7, rejected: [] })
+  const other = await rejection(node1.publishStatus('node2', { revision: 0 }))
+  t.equal(other.kind, 'permission')
+  t.match(other.message, /^nats: user node-node1 may not write this status \(permission denied on (weft\.status|\$KV\.weft-status)\.node2\)$/)
+
+  const statuses = await control.readStatuses()
+  t.same(statuses.map(({ node, status }) => ({ node, status })), [{ node: 'node1', status: { revision: 7, rejected: [] } }])
+  t.type(statuses[0]?.updated, Date)
+  await eventually('the live status', () => (live.length > 0 ? true : undefined))
+  t.same(live, [['node1', { revision: 7, rejected: [] }]], 'published on weft.status.node1 as well')
+})
+
+t.test('a watch survives nats-server being killed and restarted', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-bus-test-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const port = await freePort()
+  let server = await startNatsServer({ dir, port, nodes: ['node1'] })
+  t.teardown(() => server.stop())
+  const control = await busFor(t, server.credentials.control)
+  await control.putResource('service.default.reviews', reviews)
+  await control.putResource('service.default.ratings', reviews)
+
+  const node = await busFor(t, server.credentials.node('node1'))
+  const state = new Map<string, string>()
+  let initialDone = 0
+  let resyncs = 0
+  const watch = await node.watchConfig(
+    ({ key, value }) => (value === null ? state.delete(key) : state.set(key, value)),
+    { initialDone: () => initialDone++, onResync: () => resyncs++ },
+  )
+  t.teardown(() => watch.stop())
+  await eventually('the initial state', () => (initialDone === 1 ? true : undefined))
+  t.same([...state.keys()].sort(), ['service.default.ratings', 'service.default.reviews'])
+
+  await server.kill()
+  server = await startNatsServer({ dir, port, nodes: ['node1'], passwords: server.passwords })
+  // The control plane writes as soon as JetStream takes writes again.
+  const revision = await eventually('a put after the restart', () => control.putResource('route.default.reviews', { kind: 'HTTPRoute' }))
+  await eventually('the change after the restart', () => (state.has('route.default.reviews') ? true : undefined))
+  t.equal(revision, 3, 'the store survived the restart')
+  t.ok(resyncs >= 1, 'the watch said it resynced')
+  t.ok(initialDone >= 2, 'and when the resync was complete')
+  t.same([...state.keys()].sort(), ['route.default.reviews', 'service.default.ratings', 'service.default.reviews'])
+  await eventually('the watch revision', () => (watch.revision === 3 ? true : undefined))
+
+  await control.deleteResource('service.default.ratings')
+  await eventually('a later delete', () => (state.has('service.default.ratings') ? undefined : true))
+})
+
+t.test('a wrong password is one clear line', async (t) => {
+  const { server } = await natsFor(t)
+  const error = await rejection(connectBus({ ...server.credentials.node('node1'), pass: 'wrong' }))
+  t.equal(error.kind, 'auth')
+  t.equal(error.message, 'authorization violation for user node-node1: check --creds / WEFT_NATS_* or the current context')
+})
+
+t.test('no server is one clear line, within a few seconds', async (t) => {
+  const port = await freePort()
+  const started = Date.now()
+  const error = await rejection(connectBus({ servers: `nats://127.0.0.1:${port}`, user: 'operator', pass: 'x' }))
+  t.equal(error.kind, 'unreachable')
+  t.equal(error.message, `cannot reach NATS at nats://127.0.0.1:${port}: connection refused; is the lab up? (weft lab ls)`)
+  t.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`)
+})
