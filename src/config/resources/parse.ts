@@ -50,6 +50,10 @@ export interface ParsedResources {
 }
 
 export function parseResourceDocuments(text: string, fileName: string, ctx: ValidationContext = DEFAULT_VALIDATION_CONTEXT): ParsedResources {
+  const jsonError = /\.json$/i.test(fileName) ? strictJsonError(text) : undefined
+  if (jsonError) {
+    return { resources: [], errors: [new ResourceError({ file: fileName, documentIndex: 1, item: undefined, line: jsonError.line, column: jsonError.column, resource: undefined, path: '', message: `malformed JSON: ${jsonError.reason}` })] }
+  }
   const lineCounter = new LineCounter()
   const parsed = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
   const documents = Array.isArray(parsed) ? parsed : []
@@ -114,6 +118,19 @@ export function parseResourceDocuments(text: string, fileName: string, ctx: Vali
   return { resources, errors }
 }
 
+// YAML reads JSON, but also forgives what JSON does not (a missing value, a trailing comma):
+// a .json file must also satisfy JSON.parse.
+function strictJsonError(text: string): { line: number | undefined; column: number | undefined; reason: string } | undefined {
+  try {
+    JSON.parse(text)
+    return undefined
+  } catch (err) {
+    const message = (err as Error).message
+    const position = /\(line (\d+) column (\d+)\)/.exec(message)
+    return { line: position ? Number(position[1]) : undefined, column: position ? Number(position[2]) : undefined, reason: message.replace(/ in JSON at position \d+ \(line \d+ column \d+\)$/, '') }
+  }
+}
+
 function isList(value: unknown): value is { items: unknown[] } {
   if (typeof value !== 'object' || value === null) return false
   const { kind, items } = value as { kind?: unknown; items?: unknown }
@@ -126,7 +143,7 @@ export function describe(value: unknown): string | undefined {
   const { kind, metadata } = value as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } }
   const name = typeof metadata?.name === 'string' ? metadata.name : undefined
   const namespace = typeof metadata?.namespace === 'string' ? metadata.namespace : undefined
-  const kindText = typeof kind === 'string' ? kind : kind === undefined ? undefined : show(kind)
+  const kindText = typeof kind === 'string' ? kind : kind === undefined || kind === null ? undefined : show(kind)
   if (kindText === undefined && name === undefined) return undefined
   const nameText = name === undefined ? '(no name)' : kind === 'Node' ? name : `${namespace ?? 'default'}/${name}`
   return `${kindText ?? '(no kind)'} ${nameText}`
@@ -136,8 +153,11 @@ export function describe(value: unknown): string | undefined {
 function lineOf(doc: Document, lineCounter: LineCounter, path: readonly PathSegment[]): number | undefined {
   for (let length = path.length; length >= 0; length--) {
     const node = length === 0 ? doc.contents : doc.getIn(path.slice(0, length), true)
-    if (node && (isMap(node) || isSeq(node) || isScalar(node)) && node.range) {
-      return lineCounter.linePos(node.range[0]).line
+    // A map's range can start at a comment above it; its first key is where a reader looks.
+    const first = isMap(node) ? node.items[0]?.key : undefined
+    const located = isScalar(first) || isMap(first) || isSeq(first) ? first : node
+    if (located && (isMap(located) || isSeq(located) || isScalar(located)) && located.range) {
+      return lineCounter.linePos(located.range[0]).line
     }
   }
   return undefined

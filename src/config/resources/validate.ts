@@ -48,6 +48,9 @@ export function validateResource(value: unknown, ctx: ValidationContext = DEFAUL
     return { ok: false, errors: [new FieldError([], `expected a resource (an object with apiVersion, kind, metadata), got ${show(value)}`)] }
   }
   const { apiVersion, kind } = value as { apiVersion?: unknown; kind?: unknown }
+  if (kind === undefined || kind === null) {
+    return { ok: false, errors: [new FieldError(['kind'], `missing: expected one of the known kinds: ${knownKindsList()}`)] }
+  }
   if (!isKind(kind)) {
     const got = kind === undefined ? 'no kind' : `${show(kind)}`
     return { ok: false, errors: [new FieldError(['kind'], `unknown kind ${got}${apiVersion === undefined ? '' : ` (apiVersion ${show(apiVersion)})`}; known kinds: ${knownKindsList()}`)] }
