@@ -119,12 +119,12 @@ export function renderMarkdown(report: BenchReport): string {
   lines.push(o.cpuPinning ? `CPU pinning: load generator on CPU ${o.cpuPinning.loadGenerator}, proxies and servers on CPU ${o.cpuPinning.everythingElse}.` : 'CPU pinning: none (one CPU).', '')
   for (const workload of o.workloads) {
     lines.push(`## ${workload === 'http' ? 'HTTP GET, 1 KB response' : 'TCP echo, 1 KB'}`, '')
-    lines.push('| configuration | path | p50 | p90 | p99 | p99.9 | added p50 | added p99 | max req/s | proxy CPU s / 1k req | proxy RSS | requests | errors |')
-    lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |')
+    lines.push('| configuration | path | p50 | p90 | p99 | p99.9 | added p50 | added p99 | service p50 | service p99 | max req/s | proxy CPU s / 1k req | proxy RSS | requests | errors |')
+    lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |')
     for (const r of report.results.filter((x) => x.workload === workload)) {
       const name = titles.get(r.configuration) ?? r.configuration
       if (r.status !== 'measured' || !r.openLoop) {
-        lines.push(`| ${name} | ${r.path} | ${r.status}: ${r.reason ?? ''} | | | | | | | | | | |`)
+        lines.push(`| ${name} | ${r.path} | ${r.status}: ${r.reason ?? ''} | | | | | | | | | | | | |`)
         continue
       }
       const l = r.openLoop.latencyUs
@@ -133,6 +133,7 @@ export function renderMarkdown(report: BenchReport): string {
       lines.push([
         '', `${name}${r.flagged ? ' ⚠' : ''}`, r.path, us(l.p50), us(l.p90), us(l.p99), us(l.p999),
         added ? signedUs(added.p50) : '—', added ? signedUs(added.p99) : '—',
+        us(r.openLoop.serviceTimeUs.p50), us(r.openLoop.serviceTimeUs.p99),
         r.closedLoop ? Math.round(r.closedLoop.requestsPerSecond).toLocaleString('en-US') : '—',
         r.proxy ? r.proxy.cpuSecondsPer1000Requests.toFixed(3) : '—',
         r.proxy ? mib(r.proxy.rssBytes) : '—',
