@@ -8,7 +8,7 @@ import {
   serviceAddress, validateResource, type Resource,
 } from '../src/config/resources/index.ts'
 
-const service = (name: string, clusterIP: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+const service = (name: string, clusterIP: unknown, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   apiVersion: 'v1', kind: 'Service', metadata: { name },
   spec: { clusterIP, ports: [{ name: 'http', port: 80, targetPort: 8080, appProtocol: 'http' }], selector: { app: name }, ...extra },
 })
