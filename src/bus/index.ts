@@ -16,3 +16,13 @@ export {
   type TlsFiles,
 } from './server.ts'
 export { CONFIG_BUCKET, STATUS_BUCKET, inboxPrefixFor, kvSubject, statusSubject, streamOf } from './subjects.ts'
+export {
+  contextFilePath,
+  readContext,
+  removeContext,
+  resolveBusOptions,
+  writeContext,
+  type BusContext,
+  type BusFlags,
+  type ContextFile,
+} from './context.ts'
