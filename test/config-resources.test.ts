@@ -76,6 +76,7 @@ t.test('Pod: the subset weft reads, with the lab annotations', async (t) => {
     'metadata.annotations["weft.dev/enrolled"]: expected "true" or "false", got "yes"',
   ])
   t.same(errorsOf({ ...pod('client', '198.18.1.2', {}), metadata: { name: 'client', labels: { tier: 3 } } }), ['metadata.labels.tier: expected a label value (a string: quote numbers and booleans), got 3'])
+  t.same(errorsOf({ ...pod('client', '198.18.1.2', {}), metadata: { name: 'client', labels: { 'bad key!': 'x' } } }), ['metadata.labels["bad key!"]: expected a label key like "app" or "example.com/tier", got "bad key!"'])
   t.same(errorsOf({ ...pod('client', '198.18.1.2', {}), spec: { nodeName: 'node1', hostNetwork: true } }), ['spec.hostNetwork: unknown field (allowed: nodeName, serviceAccountName, containers)'])
   t.same(errorsOf({ ...pod('client', '198.18.1.2', {}), status: {} }), ['status.podIP: missing: expected an IPv4 address'])
 })

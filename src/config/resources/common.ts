@@ -37,17 +37,22 @@ export const objectName = z.string(expected('a name (lowercase letters, digits, 
 const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/
 const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/
 
+/** Like `expected`, for containers: only a wrong type gets this message; problems inside keep their own. */
+function expectedType(what: string): { error: (issue: { code?: string; input?: unknown }) => string | undefined } {
+  return { error: (issue) => issue.code === 'invalid_type' ? (issue.input === undefined ? `missing: expected ${what}` : `expected ${what}, got ${show(issue.input)}`) : undefined }
+}
+
 export const labelMap = z.record(
   z.string().regex(LABEL_KEY, expected('a label key like "app" or "example.com/tier"')),
   z.string(expected('a label value (a string: quote numbers and booleans)'))
     .regex(LABEL_VALUE, expected('a label value (at most 63 letters, digits, "-", "_", ".")')),
-  expected('a map of labels'),
+  expectedType('a map of labels'),
 )
 
 export const annotationMap = z.record(
   z.string().regex(LABEL_KEY, expected('an annotation key like "example.com/note"')),
   z.string(expected('an annotation value (a string: quote numbers and booleans)')),
-  expected('a map of annotations'),
+  expectedType('a map of annotations'),
 )
 
 // Fields the Kubernetes API server adds: accepted so `kubectl get -o yaml` output applies, ignored.

@@ -96,6 +96,11 @@ function genericMessage(issue: z.core.$ZodRawIssue): string | undefined {
       }
       return `got ${got}, which matches none of the allowed forms`
     }
+    case 'invalid_key': {
+      // A record's key failed its schema: that schema's message, about the key.
+      const inner = (issue as { issues?: { message?: string }[] }).issues?.[0]?.message
+      return inner ?? `bad key ${got}`
+    }
     case 'too_small':
       return issue.origin === 'array' ? `expected at least ${issue.minimum} item(s)` : issue.origin === 'string' ? `expected at least ${issue.minimum} character(s)` : `expected a number ≥ ${issue.minimum}, got ${got}`
     case 'too_big':
