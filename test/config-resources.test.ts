@@ -4,8 +4,8 @@
 import t from 'tap'
 
 import {
-  buildSnapshot, DEFAULT_VALIDATION_CONTEXT, durationMs, parseResourceDocuments, parseResourceKey, resourceKey, ResourceKeyError,
-  serviceAddress, validateResource, type Resource,
+  buildSnapshot, DEFAULT_VALIDATION_CONTEXT, durationMs, emptySnapshot, parseResourceDocuments, parseResourceKey, resourceKey, ResourceKeyError,
+  serviceAddress, snapshotCounts, validateResource, type Resource,
 } from '../src/config/resources/index.ts'
 
 const service = (name: string, clusterIP: unknown, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
@@ -309,6 +309,8 @@ t.test('snapshot: services by VIP:port with endpoints from ready pods matching t
   t.same([...snapshot.nodes.keys()], ['node1', 'node2'])
   t.equal(snapshot.nodes.get('node2')?.podCIDR, '198.18.2.0/24')
 
+  t.same(snapshotCounts(snapshot), { resources: 9, rejected: 0, warnings: 0, nodes: 2, workloads: 5, services: 2, endpoints: 3 })
+  t.same(snapshotCounts(emptySnapshot()), { resources: 0, rejected: 0, warnings: 0, nodes: 0, workloads: 0, services: 0, endpoints: 0 })
   t.ok(Object.isFrozen(snapshot) && Object.isFrozen(snapshot.rejected) && Object.isFrozen(reviews?.endpoints), 'immutable')
   t.throws(() => (snapshot.services as Map<string, unknown>).set('x', 1), /immutable/)
 })

@@ -16,5 +16,5 @@ export { DEFAULT_VALIDATION_CONTEXT, FieldError, formatPath, validateResource } 
 export type { PathSegment, ValidationContext, ValidationResult } from './validate.ts'
 export { ResourceError, parseResourceDocuments } from './parse.ts'
 export type { ParsedResources } from './parse.ts'
-export { buildSnapshot, emptySnapshot, serviceAddress } from './snapshot.ts'
-export type { Endpoint, MeshSnapshot, NodeInfo, Rejection, ResourceWarning, ServiceTarget, Workload } from './snapshot.ts'
+export { buildSnapshot, emptySnapshot, serviceAddress, snapshotCounts } from './snapshot.ts'
+export type { Endpoint, MeshSnapshot, NodeInfo, Rejection, ResourceWarning, ServiceTarget, SnapshotCounts, Workload } from './snapshot.ts'

@@ -80,6 +80,32 @@ export interface MeshSnapshot {
   readonly authorizationPolicies: readonly AuthorizationPolicy[]
 }
 
+export interface SnapshotCounts {
+  readonly resources: number
+  readonly rejected: number
+  readonly warnings: number
+  readonly nodes: number
+  readonly workloads: number
+  /** VIP:port entries. */
+  readonly services: number
+  readonly endpoints: number
+}
+
+/** The numbers a node reports on weft.status.<node>. */
+export function snapshotCounts(snapshot: MeshSnapshot): SnapshotCounts {
+  let endpoints = 0
+  for (const target of snapshot.services.values()) endpoints += target.endpoints.length
+  return {
+    resources: snapshot.resources.size,
+    rejected: snapshot.rejected.length,
+    warnings: snapshot.warnings.length,
+    nodes: snapshot.nodes.size,
+    workloads: snapshot.workloadsByIp.size,
+    services: snapshot.services.size,
+    endpoints,
+  }
+}
+
 export function serviceAddress(vip: string, port: number): string {
   return `${vip}:${port}`
 }
