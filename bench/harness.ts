@@ -5,7 +5,7 @@
 // down at the end, also after a failure.
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { cpus as osCpus, hostname, release, tmpdir, totalmem } from 'node:os'
+import { cpus as osCpus, hostname, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import hdr from 'hdr-histogram-js'
@@ -103,6 +103,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const started = new Date()
   const progress = options.onProgress
   const pinning = cpuPinning()
+  const loadAverageAtStart = loadavg()
   const flags: string[] = []
   const work = mkdtempSync(join(tmpdir(), 'weft-bench-'))
   const runIds = options.runIds ?? { main: randomRunId(), density: randomRunId() }
@@ -124,7 +125,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     startedAt: started.toISOString(),
     finishedAt: finished.toISOString(),
     durationSeconds: Math.round((finished.getTime() - started.getTime()) / 100) / 10,
-    machine: machineInfo(),
+    machine: { ...machineInfo(), loadAverageAtStart, loadAverageAtEnd: loadavg() },
     options: {
       profile: options.profile, rate: options.rate, connections: options.connections, rounds: options.rounds,
       sliceSeconds: options.sliceSeconds, warmupSeconds: options.warmupSeconds, closedLoopSeconds: options.closedLoopSeconds,
@@ -137,7 +138,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   }
 }
 
-function machineInfo(): BenchReport['machine'] {
+function machineInfo(): Omit<BenchReport['machine'], 'loadAverageAtStart' | 'loadAverageAtEnd'> {
   return {
     hostname: hostname(), kernel: release(), cpus: osCpus().length, cpuModel: osCpus()[0]?.model.trim() ?? 'unknown',
     memoryBytes: totalmem(), node: process.version,

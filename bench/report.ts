@@ -84,7 +84,7 @@ export interface BenchReport {
   startedAt: string
   finishedAt: string
   durationSeconds: number
-  machine: { hostname: string; kernel: string; cpus: number; cpuModel: string; memoryBytes: number; node: string; tools: Record<string, string> }
+  machine: { hostname: string; kernel: string; cpus: number; cpuModel: string; memoryBytes: number; node: string; tools: Record<string, string>; loadAverageAtStart: number[]; loadAverageAtEnd: number[] }
   options: {
     profile: 'quick' | 'default' | 'custom'
     rate: number
@@ -114,7 +114,7 @@ export function renderMarkdown(report: BenchReport): string {
   const o = report.options
   const lines: string[] = []
   lines.push(`# weft benchmark (${report.options.profile}, ${report.startedAt})`, '')
-  lines.push(`Machine: ${report.machine.cpus} × ${report.machine.cpuModel}, ${mib(report.machine.memoryBytes)} RAM, Linux ${report.machine.kernel}, Node ${report.machine.node}.`)
+  lines.push(`Machine: ${report.machine.cpus} × ${report.machine.cpuModel}, ${mib(report.machine.memoryBytes)} RAM, Linux ${report.machine.kernel}, Node ${report.machine.node}; load average ${report.machine.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')} at the start, ${report.machine.loadAverageAtEnd.map((v) => v.toFixed(2)).join(' ')} at the end (other work on the machine shows here).`)
   lines.push(`Open loop: ${o.rate} requests/s over ${o.connections} connections, ${o.rounds} interleaved round(s) of ${o.sliceSeconds} s per configuration (after ${o.warmupSeconds} s warm-up); latency from the intended send time. Closed loop: ${o.closedLoopConnections} connections, ${o.rounds} × ${o.closedLoopSeconds} s, wrk.`)
   lines.push(o.cpuPinning ? `CPU pinning: load generator on CPU ${o.cpuPinning.loadGenerator}, proxies and servers on CPU ${o.cpuPinning.everythingElse}.` : 'CPU pinning: none (one CPU).', '')
   for (const workload of o.workloads) {
