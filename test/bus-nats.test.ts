@@ -1,6 +1,7 @@
 // The NATS layer against a real nats-server with JetStream and users: the config bucket, the
 // watch (initial state, changes, a server restart), statuses, and who may write what.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
@@ -192,6 +193,41 @@ t.test('a watch survives nats-server being killed and restarted', async (t) => {
 
   await control.deleteResource('service.default.ratings')
   await eventually('a later delete', () => (state.has('service.default.ratings') ? undefined : true))
+})
+
+t.test('any NATS client can publish: a bare PUB on $KV.weft-config.<key> is a put', async (t) => {
+  const { server } = await natsFor(t)
+  // A node first: the server created the buckets, so nodes need no control plane to start.
+  const node = await busFor(t, server.credentials.node('node1'))
+  const events: ConfigEvent[] = []
+  const watch = await node.watchConfig((event) => events.push(event))
+  t.teardown(() => watch.stop())
+  const control = await busFor(t, server.credentials.control)
+  control.connection.publish('$KV.weft-config.service.default.reviews', JSON.stringify(reviews))
+  await control.connection.flush()
+  await eventually('the bare PUB', () => (events.length > 0 ? true : undefined))
+  t.same(events, [{ key: 'service.default.reviews', value: JSON.stringify(reviews), revision: 1 }])
+  t.equal((await control.getResource('service.default.reviews'))?.revision, 1)
+})
+
+t.test('TLS: the server config takes a certificate, the client a CA', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-bus-tls-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const openssl = (...args: string[]): void => {
+    const result = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' })
+    if (result.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${result.stderr}`)
+  }
+  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=weft test CA', '-keyout', 'ca.key', '-out', 'ca.pem')
+  openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr')
+  writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n')
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', 'san.ext', '-out', 'server.pem')
+  const { server } = await natsFor(t, { tls: { cert: join(dir, 'server.pem'), key: join(dir, 'server.key'), ca: join(dir, 'ca.pem') } })
+  t.match(server.url, /^tls:\/\//)
+  const node = await busFor(t, server.credentials.node('node1'))
+  t.same(await node.listResources(), [], 'connected over TLS, verified by the CA')
+  const untrusted = await rejection(connectBus({ ...server.credentials.node('node1'), tls: {} }))
+  t.equal(untrusted.kind, 'tls', 'a client that does not trust the CA does not connect')
+  t.match(untrusted.message, new RegExp(`^TLS to NATS at ${server.url} failed: .*certificate.*; check the CA and client certificate \\(tls in --creds or the context\\)$`))
 })
 
 t.test('a wrong password is one clear line', async (t) => {

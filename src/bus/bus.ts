@@ -1,6 +1,8 @@
 // The typed client weft uses for NATS: the config and status buckets, a watch that survives
 // NATS restarts, and errors translated to one line each (errors.ts).
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
+import { checkServerIdentity, type PeerCertificate } from 'node:tls'
 
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream'
 import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv'
@@ -24,6 +26,11 @@ export type BusOptions = {
   connectTimeoutMs?: number
   /** How long one request (a put, a get) waits for the server (default 5000 ms). */
   requestTimeoutMs?: number
+  /**
+   * Keep trying until a server answers instead of failing the first connect (a daemon that
+   * starts while NATS is down). Bad credentials still fail at once.
+   */
+  waitForServer?: boolean
 }
 
 /** One change to a resource. `value` is the JSON text as stored, null once deleted. */
@@ -89,10 +96,20 @@ function keyFilter(prefix: string | undefined): string {
   return prefix.endsWith('>') ? prefix : `${prefix}.>`
 }
 
-function readTls(tls: TlsFiles | undefined): { ca?: string; cert?: string; key?: string } | undefined {
+type ClientTls = { ca?: string; cert?: string; key?: string; checkServerIdentity?: (name: string, cert: PeerCertificate) => Error | undefined }
+
+function readTls(tls: TlsFiles | undefined, servers: string[]): ClientTls | undefined {
   if (!tls) return undefined
   const read = (file: string | undefined): string | undefined => (file === undefined ? undefined : readFileSync(file, 'utf8'))
-  return { ca: read(tls.ca), cert: read(tls.cert), key: read(tls.key) }
+  const files: ClientTls = { ca: read(tls.ca), cert: read(tls.cert), key: read(tls.key) }
+  // The client sends no server name for an IP address, and Node then checks the certificate
+  // against "localhost". The lab's NATS is an IP: check against that IP (a SAN IP entry).
+  const hosts = servers.map((server) => new URL(server.includes('://') ? server : `nats://${server}`).hostname.replace(/^\[|\]$/g, ''))
+  if (hosts.length === 1 && isIP(hosts[0]!) !== 0) {
+    const ip = hosts[0]!
+    files.checkServerIdentity = (_name, cert) => checkServerIdentity(ip, cert)
+  }
+  return files
 }
 
 function encode(json: unknown): string {
@@ -108,7 +125,7 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 export async function connectBus(options: BusOptions): Promise<Bus> {
   const serverList = Array.isArray(options.servers) ? options.servers : options.servers.split(',').map((s) => s.trim())
   const shown = serverList.join(',')
-  const tls = readTls(options.tls)
+  const tls = readTls(options.tls, serverList)
   let nc: NatsConnection
   try {
     nc = await connect({
@@ -120,6 +137,7 @@ export async function connectBus(options: BusOptions): Promise<Bus> {
       inboxPrefix: inboxPrefixFor(options.user ?? 'anonymous'),
       timeout: options.connectTimeoutMs ?? 3000,
       maxReconnectAttempts: -1,
+      waitOnFirstConnect: options.waitForServer === true,
       reconnectTimeWait: 500,
       pingInterval: 10_000,
     })

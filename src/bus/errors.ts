@@ -1,7 +1,7 @@
 // One clear line for each way talking to NATS goes wrong: what happened, to what, what to do.
 import { AuthorizationError, PermissionViolationError } from '@nats-io/transport-node'
 
-export type BusErrorKind = 'unreachable' | 'auth' | 'permission' | 'missing-bucket' | 'not-configured' | 'invalid' | 'other'
+export type BusErrorKind = 'unreachable' | 'tls' | 'auth' | 'permission' | 'missing-bucket' | 'not-configured' | 'invalid' | 'other'
 
 export class BusError extends Error {
   override name = 'BusError'
@@ -28,6 +28,11 @@ export function connectError(servers: string, user: string | undefined, error: u
   const text = messageChain(error)
   if (error instanceof AuthorizationError || /authorization violation|authentication/i.test(text)) {
     return new BusError('auth', `authorization violation for user ${user ?? '(none)'}: check --creds / WEFT_NATS_* or the current context`, { cause: error })
+  }
+  const tlsFailure = /(ERR_TLS_\w+|UNABLE_TO_\w+|CERT_\w+|SELF_SIGNED_\w+|DEPTH_ZERO_SELF_SIGNED_CERT|ERR_SSL_\w+)/.exec(text)
+  if (tlsFailure) {
+    const reason = text.split(' | ')[0]!.replace(/; if the root CA.*$/, '').trim()
+    return new BusError('tls', `TLS to NATS at ${servers} failed: ${reason}; check the CA and client certificate (tls in --creds or the context)`, { cause: error })
   }
   const reason = /ECONNREFUSED|connection refused/i.test(text)
     ? 'connection refused'

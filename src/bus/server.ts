@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { connect as connectTcp } from 'node:net'
 import { join } from 'node:path'
 
+import { connectBus } from './bus.ts'
 import { controlPermissions, nodePermissions, operatorPermissions, type SubjectPermissions } from './permissions.ts'
 import { NODE_NAME } from './subjects.ts'
 
@@ -81,6 +82,8 @@ export type StartNatsServerOptions = {
   binary?: string
   /** Extra nats-server arguments (`-V` traces every protocol message into the log). */
   args?: string[]
+  /** Create the weft-config and weft-status buckets once it is up, as operator (default true). */
+  createBuckets?: boolean
   /** How long to wait for it to accept connections. */
   readyTimeoutMs?: number
 }
@@ -118,6 +121,24 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
       server.close(() => (address !== null && typeof address === 'object' ? resolve(address.port) : reject(new Error('no port'))))
     })
   })
+}
+
+/** JetStream may still be recovering its store just after the port opens: retry until deadline. */
+async function createBuckets(operator: BusCredentials, deadline: number): Promise<void> {
+  const bus = await connectBus(operator)
+  try {
+    for (;;) {
+      try {
+        await bus.configBucket()
+        return
+      } catch (error) {
+        if (Date.now() > deadline) throw error
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+    }
+  } finally {
+    await bus.close()
+  }
 }
 
 function newPassword(): string {
@@ -186,6 +207,21 @@ export async function startNatsServer(options: StartNatsServerOptions): Promise<
       throw new NatsServerError(`nats-server did not accept connections on ${host}:${port} within ${options.readyTimeoutMs ?? 10_000} ms; see ${logFile}`)
     }
     await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+
+  const stopNow = async (): Promise<void> => {
+    if (exitCode === undefined) {
+      child.kill('SIGKILL')
+      await exited
+    }
+  }
+  if (options.createBuckets !== false) {
+    try {
+      await createBuckets({ servers: url, user: 'operator', pass: passwords.operator!, ...(options.tls?.ca ? { tls: { ca: options.tls.ca } } : {}) }, deadline)
+    } catch (error) {
+      await stopNow()
+      throw new NatsServerError(`nats-server on ${url} is up but the buckets could not be created: ${(error as Error).message}; see ${logFile}`)
+    }
   }
 
   const credentials = (user: string): BusCredentials => {
