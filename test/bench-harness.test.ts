@@ -1,0 +1,92 @@
+// The benchmark harness on a tiny load: the report has every configuration, every path and
+// workload, counts that add up, errors counted (never dropped), the density view, and the JSON,
+// Markdown and SVG files. No timing assertions: numbers on a shared machine are not a spec.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { labDown } from '../src/lab/index.ts'
+import { CONFIGURATIONS, runBench } from '../bench/harness.ts'
+import { SCHEMA_VERSION } from '../bench/report.ts'
+import { parseBenchArgs, writeReport } from '../bench/run.ts'
+import { readReport } from '../bench/harness.ts'
+import { requireLab, testRunId } from './helpers/lab.ts'
+
+t.test('options: --quick and overrides', async (t) => {
+  const quick = parseBenchArgs(['--quick'], () => {})
+  t.equal(quick.help, false)
+  if (!quick.help) {
+    t.equal(quick.options.profile, 'quick')
+    t.same(quick.options.densityPods, [1, 10])
+  }
+  const custom = parseBenchArgs(['--rate', '200', '--density', 'none', '--workloads', 'http'], () => {})
+  if (!custom.help) {
+    t.equal(custom.options.profile, 'custom')
+    t.equal(custom.options.rate, 200)
+    t.same(custom.options.densityPods, [])
+    t.same(custom.options.workloads, ['http'])
+  }
+  t.throws(() => parseBenchArgs(['--workloads', 'grpc'], () => {}), /--workloads: "grpc" is not http or echo/)
+  t.same(parseBenchArgs(['--help'], () => {}), { help: true })
+})
+
+t.test('a tiny run: structure and counts', async (t) => {
+  if (!requireLab(t)) return
+  const runIds = { main: testRunId(), density: testRunId() }
+  t.teardown(() => { labDown(runIds.main); labDown(runIds.density) })
+  const out = mkdtempSync(join(tmpdir(), 'weft-bench-test-'))
+  t.teardown(() => rmSync(out, { recursive: true, force: true }))
+  const rate = 100
+  const report = await runBench({
+    profile: 'custom', rate, connections: 2, rounds: 1, sliceSeconds: 0.3, warmupSeconds: 0.1,
+    closedLoopSeconds: 1, closedLoopConnections: 2, workloads: ['http', 'echo'], densityPods: [1, 2],
+    labWaitSeconds: 120, runIds, onProgress: (line) => t.comment(line),
+  })
+  const files = writeReport(report, out)
+
+  t.equal(report.schemaVersion, SCHEMA_VERSION)
+  t.same(report.configurations.map((c) => c.id), ['direct', 'weft-l4', 'weft-l7', 'sidecar', 'nginx', 'haproxy'])
+  // Every configuration x path x workload has a row: none is dropped.
+  t.equal(report.results.length, CONFIGURATIONS.length * 2 * 2)
+  for (const r of report.results) {
+    const where = `${r.configuration}/${r.path}/${r.workload}`
+    if (r.configuration === 'weft-l7') {
+      t.equal(r.status, 'not-available', `${where}: L7 reported as not available, not faked`)
+      continue
+    }
+    if ((r.configuration === 'nginx' || r.configuration === 'haproxy') && r.workload === 'echo') {
+      t.equal(r.status, 'not-applicable', where)
+      continue
+    }
+    t.equal(r.status, 'measured', `${where}: measured (${r.reason ?? ''})`)
+    const o = r.openLoop
+    if (!o) { t.fail(`${where}: no open-loop result`); continue }
+    t.equal(o.slices, 1, `${where}: one slice per round`)
+    t.equal(o.scheduled, Math.round(rate * 0.3), `${where}: the fixed rate times the measured time`)
+    t.equal(o.ok + o.errors.total, o.scheduled, `${where}: every scheduled request is ok or an error`)
+    t.equal(o.errors.total, o.errors.badStatus + o.errors.connectionErrors + o.errors.timeouts, `${where}: error kinds add up`)
+    t.equal(r.flagged, o.errors.total > 0 || (r.closedLoop?.errors ?? 0) > 0, `${where}: flagged exactly when something failed`)
+    t.ok(o.latencyUs.p50 <= o.latencyUs.p90 && o.latencyUs.p90 <= o.latencyUs.p99 && o.latencyUs.p99 <= o.latencyUs.p999, `${where}: percentiles ordered`)
+    t.equal(o.addedOverDirectUs === null, r.configuration === 'direct', `${where}: added-over-direct for all but direct`)
+    if (r.workload === 'http') {
+      t.ok(r.closedLoop && r.closedLoop.requests > 0, `${where}: closed loop ran`)
+    } else {
+      t.equal(r.closedLoop, null, `${where}: no closed loop for echo`)
+    }
+    if (r.configuration === 'direct') t.equal(r.proxy, null, `${where}: no proxy on the direct path`)
+    else t.ok(r.proxy && r.proxy.rssBytes > 0 && r.proxy.processes.length > 0, `${where}: proxy memory read`)
+  }
+  t.equal(report.density.status, 'measured', `density: ${report.density.reason ?? ''}`)
+  t.same(report.density.weft.map((p) => [p.pods, p.processes]), [[1, 1], [2, 1]], 'one weft proxy whatever the pods')
+  t.same(report.density.sidecar.map((p) => [p.pods, p.processes]), [[1, 1], [2, 2]], 'a proxy per pod')
+  t.ok(report.flags.some((f) => f.includes('weft L7')), 'the missing L7 configuration is flagged')
+
+  t.same(readReport(files.json).results.length, report.results.length, 'the JSON reads back')
+  const markdown = readFileSync(files.markdown, 'utf8')
+  t.match(markdown, /\| weft L4 \| same-node \|/)
+  t.match(markdown, /not-available: L7/)
+  const svg = readFileSync(files.svg, 'utf8')
+  t.match(svg, /^<svg /)
+  t.equal((svg.match(/<rect [^>]*><title>/g) ?? []).length, 4 * report.results.filter((r) => r.status === 'measured').length, 'four percentile bars per measured row')
+  t.ok(existsSync(join(out, 'latest.json')))
+})
