@@ -1,7 +1,7 @@
 // The inbound tunnel listener (:15008). Another node's proxy opens CONNECT streams here, one per
 // proxied connection; we connect to the named pod — only pods that run on this node — and join
 // the stream to that socket. Inbound policy (identity, authorization) will be applied here.
-import http2, { type Http2Server, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
+import http2, { type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import type { WorkloadSnapshot } from '../config/workloads.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { NodeMetrics } from '../telemetry/metrics.ts'
@@ -25,11 +25,14 @@ export class InboundListener {
   readonly connections = new ConnectionTracker()
   private readonly server: Http2Server
   private readonly options: InboundOptions
+  private readonly sessions = new Set<ServerHttp2Session>()
 
   constructor(options: InboundOptions) {
     this.options = options
     this.server = http2.createServer({ settings: tunnelSettings })
     this.server.on('session', (session) => {
+      this.sessions.add(session)
+      session.on('close', () => this.sessions.delete(session))
       session.on('error', (err) => options.log.debug('inbound: session error', { error: err }))
       session.setLocalWindowSize(TUNNEL_SESSION_WINDOW)
     })
@@ -51,7 +54,18 @@ export class InboundListener {
     })
   }
 
-  stop(): Promise<void> { return new Promise((resolve) => this.server.close(() => resolve())) }
+  address(): { address: string; port: number } {
+    const a = this.server.address()
+    if (a === null || typeof a === 'string') throw new Error('inbound listener is not listening')
+    return { address: a.address, port: a.port }
+  }
+
+  /** Stops accepting tunnels and sends GOAWAY on open ones: streams in flight finish, new ones go elsewhere. */
+  stop(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    for (const session of this.sessions) session.close()
+    return closed
+  }
 
   private refuse(stream: ServerHttp2Stream, status: number, reason: string, message: string): void {
     this.options.metrics.connectionErrors.inc({ direction: 'inbound', reason })

@@ -28,7 +28,12 @@ export interface SpliceOptions {
 /** Aborts a stream the way its peer will understand as a reset. */
 export function abort(stream: Duplex): void {
   if (stream.destroyed) return
-  if (stream instanceof Socket) stream.resetAndDestroy()
+  if (stream instanceof Socket) {
+    // A socket whose sending half was already shut down cannot be reset (libuv refuses, and the
+    // handle would never close): close it instead.
+    if (stream.writableEnded || stream.connecting) stream.destroy()
+    else stream.resetAndDestroy()
+  }
   else if (isHttp2Stream(stream)) stream.close(h2.NGHTTP2_CONNECT_ERROR)
   else stream.destroy()
 }
@@ -49,6 +54,7 @@ export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOpti
   }
   const failBoth = (why: SpliceOutcome): void => {
     if (outcome === 'closed') outcome = why
+    if (why === 'idle_timeout') { downstream.destroy(); upstream.destroy(); return } // a quiet close, not a reset
     abort(downstream)
     abort(upstream)
   }

@@ -85,8 +85,12 @@ export class TunnelPool {
     })
   }
 
+  /** Peers with an open tunnel connection (one per peer, however many streams). */
+  get peers(): string[] { return [...this.sessions.keys()] }
+
+  /** Closes every tunnel at once; callers drain their connections first. */
   close(): void {
-    for (const session of this.sessions.values()) session.close()
+    for (const session of this.sessions.values()) session.destroy()
     this.sessions.clear()
   }
 }

@@ -1,0 +1,179 @@
+// The proxy's byte path on loopback, without the kernel part: splice (half-close, resets, idle
+// timeout, backpressure) and the HTTP/2 CONNECT tunnel between two nodes' listeners.
+import t, { type Test } from 'tap'
+import net, { type Socket } from 'node:net'
+import { once } from 'node:events'
+import { splice, type SpliceResult } from '../src/datapath/splice.ts'
+import { connectDirect } from '../src/datapath/outbound.ts'
+import { InboundListener } from '../src/datapath/inbound.ts'
+import { TunnelError, TunnelPool } from '../src/datapath/tunnel.ts'
+import { WorkloadSnapshot } from '../src/config/workloads.ts'
+import { NodeMetrics } from '../src/telemetry/metrics.ts'
+import { createLogger } from '../src/telemetry/log.ts'
+
+const log = createLogger({ test: 'datapath' }, 'error')
+
+/** A TCP server on 127.0.0.1 with a per-connection handler; closed in teardown. */
+async function server(t: Test, onConnection: (s: Socket) => void): Promise<number> {
+  const sockets = new Set<Socket>()
+  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s)
+    s.on('close', () => sockets.delete(s))
+    s.on('error', () => {})
+    onConnection(s)
+  })
+  srv.listen(0, '127.0.0.1')
+  await once(srv, 'listening')
+  t.teardown(() => { srv.close(); for (const s of sockets) s.destroy() })
+  return (srv.address() as net.AddressInfo).port
+}
+
+/** A minimal proxy: accepts, connects to `upstreamPort`, splices; reports each splice result. */
+async function proxy(t: Test, upstreamPort: number, idleTimeoutMs = 0): Promise<{ port: number; results: SpliceResult[]; done: Promise<SpliceResult> }> {
+  const results: SpliceResult[] = []
+  let resolveDone: (r: SpliceResult) => void = () => {}
+  const done = new Promise<SpliceResult>((r) => { resolveDone = r })
+  const port = await server(t, (client) => {
+    client.pause()
+    void connectDirect('127.0.0.1', upstreamPort, 2000).then((upstream) => {
+      splice(client, upstream, { idleTimeoutMs, onDone: (r) => { results.push(r); resolveDone(r) } })
+    })
+  })
+  return { port, results, done }
+}
+
+function collect(socket: Socket): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let data = ''
+    socket.on('data', (d: Buffer) => { data += d.toString() })
+    socket.on('end', () => resolve(data))
+    socket.on('error', reject)
+  })
+}
+
+t.test('splice', async (t) => {
+  t.test('half-close: the client ends its half, the reply still comes back', async (t) => {
+    const upstream = await server(t, (s) => {
+      let got = ''
+      s.on('data', (d: Buffer) => { got += d.toString() })
+      s.on('end', () => s.end(`got ${got}`)) // answers only after the client's FIN arrived
+    })
+    const p = await proxy(t, upstream)
+    const client = net.connect({ port: p.port, host: '127.0.0.1', allowHalfOpen: true })
+    client.end('hello')
+    t.equal(await collect(client), 'got hello')
+    const result = await p.done
+    t.equal(result.outcome, 'closed')
+    t.same([result.bytesSent, result.bytesReceived], [5, 9], 'bytes counted both ways')
+  })
+
+  t.test('a reset from the upstream reaches the client as a reset', async (t) => {
+    const upstream = await server(t, (s) => { s.once('data', () => s.resetAndDestroy()) })
+    const p = await proxy(t, upstream)
+    const client = net.connect({ port: p.port, host: '127.0.0.1' })
+    client.write('x')
+    const [err] = await once(client, 'error') as [NodeJS.ErrnoException]
+    t.equal(err.code, 'ECONNRESET')
+    t.equal((await p.done).outcome, 'reset')
+  })
+
+  t.test('a reset from the client reaches the upstream as a reset', async (t) => {
+    let upstreamError: Promise<NodeJS.ErrnoException> | undefined
+    const upstream = await server(t, (s) => { upstreamError = once(s, 'error').then(([e]) => e as NodeJS.ErrnoException) ; s.write('ready') })
+    const p = await proxy(t, upstream)
+    const client = net.connect({ port: p.port, host: '127.0.0.1' })
+    await once(client, 'data')
+    client.resetAndDestroy()
+    t.equal((await upstreamError!).code, 'ECONNRESET')
+    t.equal((await p.done).outcome, 'reset')
+  })
+
+  t.test('an idle connection is closed after the idle timeout', async (t) => {
+    const upstream = await server(t, () => {})
+    const p = await proxy(t, upstream, 150)
+    const client = net.connect({ port: p.port, host: '127.0.0.1' })
+    client.on('error', () => {})
+    t.equal((await p.done).outcome, 'idle_timeout')
+  })
+
+  t.test('backpressure: a slow reader holds the sender, nothing is lost', async (t) => {
+    const total = 64 * 1024 * 1024
+    const upstream = await server(t, (s) => {
+      let n = 0
+      s.pause() // reads nothing for a while: the proxy must stop reading from the client
+      setTimeout(() => { s.resume() }, 300)
+      s.on('data', (d: Buffer) => { n += d.length })
+      s.on('end', () => s.end(String(n)))
+    })
+    const p = await proxy(t, upstream)
+    const client = net.connect({ port: p.port, host: '127.0.0.1', allowHalfOpen: true })
+    const chunk = Buffer.alloc(1 << 20, 7)
+    let sent = 0
+    const pump = (): void => {
+      while (sent < total) { sent += chunk.length; if (!client.write(chunk)) { client.once('drain', pump); return } }
+      client.end()
+    }
+    pump()
+    t.equal(await collect(client), String(total), 'the upstream received every byte')
+  })
+})
+
+t.test('tunnel: HTTP/2 CONNECT between two nodes\' listeners', async (t) => {
+  const snapshot = new WorkloadSnapshot(
+    [{ name: 'n2', address: '127.0.0.1', proxyIp: '127.0.0.1', podCidr: '127.0.0.0/8' }],
+    [{ name: 'web', namespace: 'default', node: 'n2', ip: '127.0.0.1', labels: {}, enrolled: true, cgroup: '' }])
+  const metrics = new NodeMetrics('n2', () => undefined)
+  const inbound = new InboundListener({ node: 'n2', listenIp: '127.0.0.1', port: 0, idleTimeoutMs: 0, connectTimeoutMs: 2000, snapshot: () => snapshot, metrics, log })
+  await inbound.listen()
+  const inboundPort = inbound.address().port
+  const pool = new TunnelPool(log, 2000)
+  t.teardown(async () => { pool.close(); await inbound.stop() })
+  const echoPort = await server(t, (s) => {
+    let got = ''
+    s.on('data', (d: Buffer) => { got += d.toString() })
+    s.on('end', () => s.end(`echo ${got}`))
+  })
+  const target = (destination: string) => ({ peerAddress: '127.0.0.1', peerPort: inboundPort, destination, sourceWorkload: 'default/client' })
+
+  t.test('a stream reaches a local workload, half-close included', async (t) => {
+    const stream = await pool.open(target(`127.0.0.1:${echoPort}`))
+    stream.end('over the tunnel')
+    let reply = ''
+    stream.on('data', (d: Buffer) => { reply += d.toString() })
+    await once(stream, 'end')
+    t.equal(reply, 'echo over the tunnel')
+    const text = await metrics.registry.metrics()
+    t.match(text, /weft_connections_opened_total\{direction="inbound",path="direct",source_workload="default\/client",destination_workload="default\/web",node="n2"\} 1/, 'the inbound side counted it with the source workload')
+  })
+
+  t.test('many streams share one tunnel connection per peer', async (t) => {
+    const streams = await Promise.all([1, 2, 3].map(() => pool.open(target(`127.0.0.1:${echoPort}`))))
+    t.same(pool.peers, [`127.0.0.1:${inboundPort}`])
+    for (const s of streams) s.close()
+  })
+
+  t.test('a destination that is not a workload on that node is refused', async (t) => {
+    const err = await pool.open(target(`127.0.0.2:${echoPort}`)).then(() => undefined, (e: unknown) => e)
+    t.ok(err instanceof TunnelError, 'a TunnelError')
+    t.match((err as Error).message, /answered 403 \(127\.0\.0\.2 is not a workload on node n2\)/)
+  })
+
+  t.test('a destination that refuses the connection is reported as such', async (t) => {
+    // A port that was just free: nothing listens there.
+    const probe = net.createServer()
+    probe.listen(0, '127.0.0.1'); await once(probe, 'listening')
+    const freePort = (probe.address() as net.AddressInfo).port
+    probe.close()
+    const err = await pool.open(target(`127.0.0.1:${freePort}`)).then(() => undefined, (e: unknown) => e)
+    t.ok(err instanceof TunnelError, 'a TunnelError')
+    t.match((err as Error).message, /answered 502 \(connect to 127\.0\.0\.1:\d+: connect ECONNREFUSED/)
+  })
+
+  t.test('a reset by the destination resets the stream', async (t) => {
+    const resetting = await server(t, (s) => { s.once('data', () => s.resetAndDestroy()) })
+    const stream = await pool.open(target(`127.0.0.1:${resetting}`))
+    stream.write('x')
+    const [err] = await once(stream, 'error') as [Error & { code?: string }]
+    t.match(err.message, /NGHTTP2_CONNECT_ERROR/, 'RST_STREAM with CONNECT_ERROR, as RFC 9113 prescribes for a TCP reset')
+  })
+})
