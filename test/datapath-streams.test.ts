@@ -7,7 +7,7 @@ import { splice, type SpliceResult } from '../src/datapath/splice.ts'
 import { connectDirect } from '../src/datapath/outbound.ts'
 import { InboundListener } from '../src/datapath/inbound.ts'
 import { TunnelError, TunnelPool } from '../src/datapath/tunnel.ts'
-import { WorkloadSnapshot } from '../src/config/workloads.ts'
+import { buildSnapshot } from '../src/config/resources/index.ts'
 import { NodeMetrics } from '../src/telemetry/metrics.ts'
 import { createLogger } from '../src/telemetry/log.ts'
 
@@ -119,9 +119,11 @@ t.test('splice', async (t) => {
 })
 
 t.test('tunnel: HTTP/2 CONNECT between two nodes\' listeners', async (t) => {
-  const snapshot = new WorkloadSnapshot(
-    [{ name: 'n2', address: '127.0.0.1', proxyIp: '127.0.0.1', podCidr: '127.0.0.0/8' }],
-    [{ name: 'web', namespace: 'default', node: 'n2', ip: '127.0.0.1', labels: {}, enrolled: true, cgroup: '' }])
+  const snapshot = buildSnapshot(new Map<string, unknown>([
+    ['node._.n2', { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'n2' }, spec: { address: '127.0.0.1', proxyIp: '127.0.0.1', podCIDR: '127.0.0.0/8' } }],
+    ['pod.default.web', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace: 'default' }, spec: { nodeName: 'n2' }, status: { podIP: '127.0.0.1' } }],
+  ]), undefined, 1)
+  t.same(snapshot.rejected, [], 'the test configuration is valid')
   const metrics = new NodeMetrics('n2', () => undefined)
   const inbound = new InboundListener({ node: 'n2', listenIp: '127.0.0.1', port: 0, idleTimeoutMs: 0, connectTimeoutMs: 2000, snapshot: () => snapshot, metrics, log })
   await inbound.listen()
@@ -143,7 +145,7 @@ t.test('tunnel: HTTP/2 CONNECT between two nodes\' listeners', async (t) => {
     await once(stream, 'end')
     t.equal(reply, 'echo over the tunnel')
     const text = await metrics.registry.metrics()
-    t.match(text, /weft_connections_opened_total\{direction="inbound",path="direct",source_workload="default\/client",destination_workload="default\/web",node="n2"\} 1/, 'the inbound side counted it with the source workload')
+    t.match(text, /weft_connections_opened_total\{direction="inbound",path="direct",source_workload="default\/client",destination_workload="default\/web",destination_service="none",node="n2"\} 1/, 'the inbound side counted it with the source workload')
   })
 
   t.test('many streams share one tunnel connection per peer', async (t) => {

@@ -1,7 +1,6 @@
 // `weft` command line: dispatches to the node daemon, the lab and the demo.
 // Errors meant for people are printed as one line, `weft: ...`, with a non-zero exit.
 import { ConfigError, nodeHelp, parseNodeArgs } from '../config/node-config.ts'
-import { WorkloadFileError } from '../config/workloads.ts'
 import { PreflightError } from '../daemon/preflight.ts'
 
 const usage = `usage: weft <command> [options]
@@ -16,8 +15,8 @@ Run as root: the daemon and the lab load BPF programs and create namespaces and 
 
 /** Errors whose message is already written for the user: printed as one line, no stack. */
 function isUserError(err: unknown): err is Error {
-  return err instanceof ConfigError || err instanceof PreflightError || err instanceof WorkloadFileError ||
-    (err instanceof Error && (err.name === 'LabError' || err.name === 'BpfError' || err.constructor.name === 'LabError' || err.constructor.name === 'BpfError'))
+  return err instanceof ConfigError || err instanceof PreflightError || 
+    (err instanceof Error && (err.name === 'LabError' || err.name === 'BpfError' || err.name === 'BusError' || err.constructor.name === 'LabError' || err.constructor.name === 'BpfError'))
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -28,8 +28,14 @@ export interface NodeConfig {
   bypassCidrs: string[]
   /** Destination ports never intercepted (repeatable). Default none. */
   excludedPorts: number[]
-  /** Workload list (interim local stand-in for the NATS registry); reloaded when it changes. Required. */
-  workloadsFile: string
+  /** NATS connection (URL and credentials): flags, then WEFT_NATS_* variables, then the current context. */
+  nats: { url: string | undefined; creds: string | undefined; context: string | undefined }
+  /** Service VIPs live in this range: a Service's clusterIP must be inside it; it is always intercepted. Default 198.19.0.0/16. */
+  vipCidr: string
+  /** Republish this node's status this often even when nothing changed. Default 5000. */
+  statusIntervalMs: number
+  /** Only follow configuration and report status: no BPF, no listeners (the convergence benchmark runs many such nodes). */
+  configOnly: boolean
   /** Close a forwarded connection after this long with no bytes either way. Default 3600000 (1 h). */
   idleTimeoutMs: number
   /** On SIGTERM, how long to let open connections finish before closing them. Default 10000. */
@@ -56,7 +62,12 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
   'intercept-cidr': { type: 'string', multiple: true, arg: 'CIDR', help: 'intercept connections to this range (repeatable)' },
   'bypass-cidr': { type: 'string', multiple: true, arg: 'CIDR', help: 'never intercept this range (repeatable)' },
   'exclude-port': { type: 'string', multiple: true, arg: 'PORT', help: 'never intercept this destination port (repeatable)' },
-  workloads: { type: 'string', arg: 'FILE', help: 'workload list (JSON), reloaded on change (required)' },
+  nats: { type: 'string', arg: 'URL', help: 'NATS server(s) carrying the configuration (default: WEFT_NATS_URL or the current context)' },
+  creds: { type: 'string', arg: 'FILE', help: 'NATS credentials file, JSON {servers?, user, pass} (default: WEFT_NATS_USER/PASSWORD or the context)' },
+  context: { type: 'string', arg: 'NAME', help: 'use this context from the weft config file' },
+  'vip-cidr': { type: 'string', arg: 'CIDR', help: 'service VIP range; always intercepted (default 198.19.0.0/16)' },
+  'status-interval': { type: 'string', arg: 'MS', help: 'republish status at least this often (default 5000)' },
+  'config-only': { type: 'boolean', help: 'follow configuration and report status only: no BPF, no listeners' },
   'idle-timeout': { type: 'string', arg: 'MS', help: 'close connections idle this long (default 3600000)' },
   'drain-timeout': { type: 'string', arg: 'MS', help: 'on SIGTERM, let connections finish this long (default 10000)' },
   'connect-timeout': { type: 'string', arg: 'MS', help: 'upstream connect / tunnel stream timeout (default 5000)' },
@@ -65,9 +76,11 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
 }
 
 export function nodeHelp(): string {
-  const lines = ['usage: weft node --name NAME --node-ip IP --proxy-ip IP --cgroup-root DIR --workloads FILE [options]',
+  const lines = ['usage: weft node --name NAME --node-ip IP --proxy-ip IP --cgroup-root DIR [--nats URL --creds FILE] [options]',
+    '       weft node --name NAME --config-only [--nats URL --creds FILE]',
     '       weft node --name NAME [--pin-dir DIR] --uninstall', '',
-    'Runs the node daemon: loads (or adopts) the eBPF interception, then proxies enrolled pods\' connections.', '',
+    'Runs the node daemon: loads (or adopts) the eBPF interception, follows the mesh configuration on',
+    'NATS, and proxies enrolled pods\' connections. Status goes to weft.status.<name>.', '',
     'options:']
   for (const [name, spec] of Object.entries(nodeOptionSpecs)) {
     const flag = `--${name}${spec.arg ? ' ' + spec.arg : ''}`
@@ -120,8 +133,14 @@ export function parseNodeArgs(argv: string[]): ParsedNodeArgs {
   if (!/^[a-z0-9][a-z0-9.-]{0,62}$/.test(name)) throw new ConfigError(`--name: "${name}" must be lowercase letters, digits, '.' and '-'`)
   const pinDir = str('pin-dir') ?? `/sys/fs/bpf/weft/${name}`
   const uninstall = values.uninstall === true
+  const nats = { url: str('nats'), creds: str('creds'), context: str('context') }
+  const vipCidr = checkCidr(str('vip-cidr') ?? '198.19.0.0/16', 'vip-cidr')
+  const statusIntervalMs = millis(str('status-interval'), 'status-interval', 5_000)
   if (uninstall) {
-    return { help: false, config: { ...defaults(), name, pinDir, uninstall, nodeIp: '', proxyIp: '', cgroupRoot: '', workloadsFile: '' } }
+    return { help: false, config: { ...defaults(), name, pinDir, uninstall, nodeIp: '', proxyIp: '', cgroupRoot: '', nats, vipCidr, statusIntervalMs, configOnly: false } }
+  }
+  if (values['config-only'] === true) {
+    return { help: false, config: { ...defaults(), name, pinDir, uninstall, nodeIp: str('node-ip') ?? '', proxyIp: str('proxy-ip') ?? '', cgroupRoot: '', nats, vipCidr, statusIntervalMs, configOnly: true } }
   }
   return {
     help: false,
@@ -138,7 +157,10 @@ export function parseNodeArgs(argv: string[]): ParsedNodeArgs {
       interceptCidrs: list('intercept-cidr').map((c) => checkCidr(c, 'intercept-cidr')),
       bypassCidrs: list('bypass-cidr').map((c) => checkCidr(c, 'bypass-cidr')),
       excludedPorts: list('exclude-port').map((p) => port(p, 'exclude-port', 0)),
-      workloadsFile: required(str('workloads'), 'workloads'),
+      nats,
+      vipCidr,
+      statusIntervalMs,
+      configOnly: false,
       idleTimeoutMs: millis(str('idle-timeout'), 'idle-timeout', 3_600_000),
       drainTimeoutMs: millis(str('drain-timeout'), 'drain-timeout', 10_000),
       connectTimeoutMs: millis(str('connect-timeout'), 'connect-timeout', 5_000),
@@ -147,7 +169,7 @@ export function parseNodeArgs(argv: string[]): ParsedNodeArgs {
   }
 }
 
-function defaults(): Omit<NodeConfig, 'name' | 'pinDir' | 'uninstall' | 'nodeIp' | 'proxyIp' | 'cgroupRoot' | 'workloadsFile'> {
+function defaults(): Omit<NodeConfig, 'name' | 'pinDir' | 'uninstall' | 'nodeIp' | 'proxyIp' | 'cgroupRoot' | 'nats' | 'vipCidr' | 'statusIntervalMs' | 'configOnly'> {
   return {
     outboundPort: 15001, inboundPort: 15008, adminPort: 15020, bpfObject: undefined,
     interceptCidrs: [], bypassCidrs: [], excludedPorts: [],

@@ -1,11 +1,14 @@
 // The node daemon: installs (or adopts) the eBPF interception for this node's workload cgroup,
-// then serves the outbound, inbound and admin listeners until SIGTERM, when it drains.
-import { watch, type FSWatcher } from 'node:fs'
-import { basename, dirname, join } from 'node:path'
+// follows the mesh configuration on NATS, and serves the outbound, inbound and admin listeners
+// until SIGTERM, when it drains. Without configuration (NATS down at start) it serves nothing
+// new: enrolled pods' connections are refused (fail closed) until the first snapshot applies.
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { resolveBusOptions } from '../bus/index.ts'
 import { NodeInterception, cgroupIdOf } from '../bpf/index.ts'
+import { ConfigAgent } from '../config/agent.ts'
 import type { NodeConfig } from '../config/node-config.ts'
-import { readWorkloadFile, WorkloadSnapshot } from '../config/workloads.ts'
+import { DEFAULT_VALIDATION_CONTEXT, type MeshSnapshot } from '../config/resources/index.ts'
 import { InboundListener } from '../datapath/inbound.ts'
 import { OutboundListener } from '../datapath/outbound.ts'
 import { TunnelPool } from '../datapath/tunnel.ts'
@@ -22,8 +25,34 @@ export function uninstallNode(config: NodeConfig): void {
   NodeInterception.uninstall(config.pinDir)
 }
 
+function busOptions(config: NodeConfig): ReturnType<typeof resolveBusOptions> {
+  return resolveBusOptions({
+    ...(config.nats.url !== undefined ? { nats: config.nats.url } : {}),
+    ...(config.nats.creds !== undefined ? { creds: config.nats.creds } : {}),
+    ...(config.nats.context !== undefined ? { context: config.nats.context } : {}),
+  }, process.env)
+}
+
+/** Resolves when SIGTERM or SIGINT arrives. */
+function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'))
+    process.once('SIGINT', () => resolve('SIGINT'))
+  })
+}
+
 export async function runNode(config: NodeConfig): Promise<void> {
   const log = createLogger({ node: config.name })
+  const validation = { ...DEFAULT_VALIDATION_CONTEXT, vipCidr: config.vipCidr }
+  const bus = busOptions(config)
+  if (config.configOnly) {
+    const agent = new ConfigAgent({ node: config.name, bus, validation, statusIntervalMs: config.statusIntervalMs, log, onSnapshot: () => {}, readiness: () => ({ ready: true, reason: 'config-only' }) })
+    void agent.start().catch((err: unknown) => { log.error('cannot follow configuration', { error: err }); process.exit(1) })
+    await untilSignal()
+    await agent.stop()
+    return
+  }
+
   checkRoot()
   checkKernel()
   checkBpfFs(config.pinDir)
@@ -31,84 +60,85 @@ export async function runNode(config: NodeConfig): Promise<void> {
   const objectPath = config.bpfObject ?? defaultBpfObject
   checkBpfObject(objectPath)
 
-  let snapshot = readWorkloadFile(config.workloadsFile)
+  // Service VIPs are always intercepted: a VIP routes nowhere without the proxy.
   const settings = {
     proxyIp: config.proxyIp, proxyPort: config.outboundPort,
-    interceptCidrs: config.interceptCidrs, bypassCidrs: config.bypassCidrs, excludedPorts: config.excludedPorts,
+    interceptCidrs: [...new Set([...config.interceptCidrs, config.vipCidr])], bypassCidrs: config.bypassCidrs, excludedPorts: config.excludedPorts,
   }
   const interception = NodeInterception.open({ pinDir: config.pinDir, cgroupRoot: config.cgroupRoot, objectPath, ...settings })
   log.info(interception.adopted ? 'adopted pinned BPF programs and maps' : 'loaded and attached BPF programs',
-    { pinDir: config.pinDir, cgroupRoot: config.cgroupRoot, programIds: interception.programIds() })
-  enroll(interception, snapshot, config.name, log)
+    { pinDir: config.pinDir, cgroupRoot: config.cgroupRoot, programIds: interception.programIds(), updatedPrograms: interception.updatedPrograms })
 
   const metrics = new NodeMetrics(config.name, () => interception)
   const tunnels = new TunnelPool(log, config.connectTimeoutMs)
-  const common = { node: config.name, idleTimeoutMs: config.idleTimeoutMs, connectTimeoutMs: config.connectTimeoutMs, snapshot: () => snapshot, metrics, log }
+  let snapshot: MeshSnapshot | undefined
+  const current = (): MeshSnapshot => snapshot!
+  const common = { node: config.name, idleTimeoutMs: config.idleTimeoutMs, connectTimeoutMs: config.connectTimeoutMs, snapshot: current, metrics, log }
   const outbound = new OutboundListener({ ...common, listenIp: config.proxyIp, port: config.outboundPort, inboundPort: config.inboundPort, originalDestinations: interception, tunnels })
   const inbound = new InboundListener({ ...common, listenIp: config.nodeIp, port: config.inboundPort })
   let readiness: Readiness = { ready: false, reason: 'starting' }
-  const admin = new AdminServer({ listenIp: '0.0.0.0', port: config.adminPort, registry: metrics.registry, readiness: () => readiness })
-  await admin.listen()
-  await outbound.listen()
-  await inbound.listen()
-  readiness = { ready: true, reason: 'ready' }
-  log.info('serving', { outbound: `${config.proxyIp}:${config.outboundPort}`, inbound: `${config.nodeIp}:${config.inboundPort}`, admin: `0.0.0.0:${config.adminPort}` })
+  let serving = false
+  let listening: Promise<void> | undefined
 
-  const watcher = watchWorkloads(config.workloadsFile, log, (next) => {
-    snapshot = next
-    enroll(interception, snapshot, config.name, log)
-  })
-
-  await new Promise<void>((resolve) => {
-    let stopping = false
-    const stop = (signal: string): void => {
-      if (stopping) return
-      stopping = true
-      readiness = { ready: false, reason: 'draining' }
-      log.info('draining', { signal, outbound: outbound.connections.size, inbound: inbound.connections.size, deadlineMs: config.drainTimeoutMs })
-      watcher.close()
-      void Promise.all([outbound.stop(), inbound.stop()])
-      void Promise.all([outbound.connections.drain(config.drainTimeoutMs), inbound.connections.drain(config.drainTimeoutMs)]).then(([o, i]) => {
-        log.info('stopped', { abortedAtDeadline: o.abortedAtDeadline + i.abortedAtDeadline })
-        tunnels.close()
-        admin.close()
-        interception.close() // pins stay: interception (failing closed) outlives the process
-        resolve()
+  const agent = new ConfigAgent({
+    node: config.name, bus, validation, statusIntervalMs: config.statusIntervalMs, log,
+    readiness: () => readiness,
+    onSnapshot: (next) => {
+      snapshot = next
+      enroll(interception, next, config.name, log)
+      // The first configuration opens the listeners; until then connections are refused.
+      listening ??= Promise.all([outbound.listen(), inbound.listen()]).then(() => {
+        serving = true
+        log.info('serving', { outbound: `${config.proxyIp}:${config.outboundPort}`, inbound: `${config.nodeIp}:${config.inboundPort}`, admin: `0.0.0.0:${config.adminPort}` })
+      }, (err: unknown) => {
+        log.error('cannot open the listeners', { error: err })
+        process.exit(1)
       })
-    }
-    process.on('SIGTERM', () => stop('SIGTERM'))
-    process.on('SIGINT', () => stop('SIGINT'))
+    },
   })
+  const admin = new AdminServer({
+    listenIp: '0.0.0.0', port: config.adminPort, registry: metrics.registry,
+    readiness: () => {
+      if (readiness.reason === 'draining') return readiness
+      if (!serving) return { ready: false, reason: agent.waitingReason() }
+      return agent.nats === 'connected'
+        ? { ready: true, reason: `ready: configuration revision ${snapshot?.revision ?? 0}` }
+        : { ready: true, reason: `ready: serving configuration revision ${snapshot?.revision ?? 0}; NATS unreachable, keeping it` }
+    },
+  })
+  await admin.listen()
+  readiness = { ready: true, reason: 'ready' }
+  agent.start().catch((err: unknown) => {
+    // Bad credentials or a refused permission: nothing will change by waiting.
+    log.error('cannot follow configuration', { error: (err as Error).message })
+    process.exit(1)
+  })
+
+  const signal = await untilSignal()
+  readiness = { ready: false, reason: 'draining' }
+  log.info('draining', { signal, outbound: outbound.connections.size, inbound: inbound.connections.size, deadlineMs: config.drainTimeoutMs })
+  await agent.publishStatus()
+  if (serving) { void outbound.stop(); void inbound.stop() }
+  const [o, i] = await Promise.all([outbound.connections.drain(config.drainTimeoutMs), inbound.connections.drain(config.drainTimeoutMs)])
+  log.info('stopped', { abortedAtDeadline: o.abortedAtDeadline + i.abortedAtDeadline })
+  tunnels.close()
+  admin.close()
+  await agent.stop()
+  interception.close() // pins stay: interception (failing closed) outlives the process
 }
 
-/** Makes the enrolled-cgroups map equal to this node's enrolled workloads. */
-function enroll(interception: NodeInterception, snapshot: WorkloadSnapshot, node: string, log: Logger): void {
+/** Makes the enrolled-cgroups map equal to this node's enrolled pods. */
+function enroll(interception: NodeInterception, snapshot: MeshSnapshot, node: string, log: Logger): void {
   const ids: bigint[] = []
-  for (const w of snapshot.workloadsOn(node)) {
+  for (const w of snapshot.podsByNode.get(node) ?? []) {
     if (!w.enrolled) continue
-    if (!w.cgroup) { log.warn('enrolled workload has no cgroup; its traffic is not intercepted', { workload: `${w.namespace}/${w.name}` }); continue }
+    if (!w.cgroup) { log.warn('enrolled pod has no cgroup (annotation weft.dev/cgroup); its traffic is not intercepted', { workload: `${w.namespace}/${w.name}` }); continue }
     try {
       ids.push(cgroupIdOf(w.cgroup))
     } catch (err) {
-      log.warn('cannot find the cgroup of an enrolled workload; its traffic is not intercepted', { workload: `${w.namespace}/${w.name}`, cgroup: w.cgroup, error: err })
+      log.warn('cannot find the cgroup of an enrolled pod; its traffic is not intercepted', { workload: `${w.namespace}/${w.name}`, cgroup: w.cgroup, error: err })
     }
   }
   interception.setEnrolledCgroups(ids)
-  log.info('workloads applied', { workloads: snapshot.workloads.length, enrolledHere: ids.length })
-}
-
-function watchWorkloads(file: string, log: Logger, apply: (s: WorkloadSnapshot) => void): FSWatcher {
-  let timer: NodeJS.Timeout | undefined
-  // Watch the directory: writers replace the file by rename, which a file watch would lose.
-  return watch(dirname(file), (_event, name) => {
-    if (name !== basename(file)) return
-    clearTimeout(timer)
-    timer = setTimeout(() => {
-      try {
-        apply(readWorkloadFile(file))
-      } catch (err) {
-        log.error('workload file rejected; keeping the previous workloads', { error: err })
-      }
-    }, 50)
-  })
+  log.debug('enrolled cgroups', { count: ids.length })
 }

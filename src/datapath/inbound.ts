@@ -2,7 +2,7 @@
 // proxied connection; we connect to the named pod — only pods that run on this node — and join
 // the stream to that socket. Inbound policy (identity, authorization) will be applied here.
 import http2, { type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
-import type { WorkloadSnapshot } from '../config/workloads.ts'
+import type { MeshSnapshot } from '../config/resources/index.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { NodeMetrics } from '../telemetry/metrics.ts'
 import { ConnectionTracker } from './connections.ts'
@@ -16,7 +16,7 @@ export interface InboundOptions {
   port: number
   idleTimeoutMs: number
   connectTimeoutMs: number
-  snapshot: () => WorkloadSnapshot
+  snapshot: () => MeshSnapshot
   metrics: NodeMetrics
   log: Logger
 }
@@ -93,7 +93,7 @@ export class InboundListener {
       return
     }
     const sourceWorkload = String(headers[SOURCE_WORKLOAD_HEADER] ?? 'unknown')
-    const labels = { source_workload: sourceWorkload, destination_workload: `${target.namespace}/${target.name}` }
+    const labels = { source_workload: sourceWorkload, destination_workload: `${target.namespace}/${target.name}`, destination_service: 'none' }
     let upstream
     try {
       upstream = await connectDirect(ip, Number(portText), this.options.connectTimeoutMs)

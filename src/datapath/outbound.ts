@@ -2,10 +2,12 @@
 // connect here; for each accepted connection we look up where the pod meant to go (the
 // original destination, keyed by the pod's address and port) and forward the bytes:
 // to a pod on this node (or any address we do not know) directly, to a pod on another node
-// through the HTTP/2 tunnel to that node's inbound listener.
+// through the HTTP/2 tunnel to that node's inbound listener. A destination that is a service
+// VIP:port is first resolved to one of the service's ready endpoints.
 import net, { type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import type { WorkloadSnapshot } from '../config/workloads.ts'
+import { serviceAddress, type MeshSnapshot } from '../config/resources/index.ts'
+import { RoundRobinBalancer } from './balancer.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { NodeMetrics, Path } from '../telemetry/metrics.ts'
 import { ConnectionTracker } from './connections.ts'
@@ -23,7 +25,7 @@ export interface OutboundOptions {
   inboundPort: number
   idleTimeoutMs: number
   connectTimeoutMs: number
-  snapshot: () => WorkloadSnapshot
+  snapshot: () => MeshSnapshot
   originalDestinations: OriginalDestinationSource
   tunnels: TunnelPool
   metrics: NodeMetrics
@@ -34,6 +36,7 @@ export class OutboundListener {
   readonly connections = new ConnectionTracker()
   private readonly server: net.Server
   private readonly options: OutboundOptions
+  private readonly balancer = new RoundRobinBalancer()
 
   constructor(options: OutboundOptions) {
     this.options = options
@@ -73,12 +76,29 @@ export class OutboundListener {
     }
     const snapshot = current()
     const source = snapshot.workloadsByIp.get(peerIp)
-    const target = snapshot.workloadsByIp.get(original.ip)
-    const labels = {
-      source_workload: source ? `${source.namespace}/${source.name}` : 'unknown',
-      destination_workload: target ? `${target.namespace}/${target.name}` : 'unknown',
+    const sourceLabel = source ? `${source.namespace}/${source.name}` : 'unknown'
+    // A service VIP: choose one of its ready endpoints.
+    const service = snapshot.services.get(serviceAddress(original.ip, original.port))
+    let destinationIp = original.ip
+    let destinationPort = original.port
+    if (service) {
+      const endpoint = this.balancer.pick(service)
+      if (!endpoint) {
+        metrics.connectionErrors.inc({ direction: 'outbound', reason: 'no_endpoints' })
+        log.warn('outbound: service has no ready endpoint, resetting the client', { service: `${service.service.metadata.namespace}/${service.service.metadata.name}`, vip: `${original.ip}:${original.port}`, source_workload: sourceLabel })
+        abort(socket)
+        return
+      }
+      destinationIp = endpoint.ip
+      destinationPort = endpoint.port
     }
-    const destination = `${original.ip}:${original.port}`
+    const target = snapshot.workloadsByIp.get(destinationIp)
+    const labels = {
+      source_workload: sourceLabel,
+      destination_workload: target ? `${target.namespace}/${target.name}` : 'unknown',
+      destination_service: service ? `${service.service.metadata.namespace}/${service.service.metadata.name}` : 'none',
+    }
+    const destination = `${destinationIp}:${destinationPort}`
     const remoteNode = target && target.node !== this.options.node ? snapshot.nodes.get(target.node) : undefined
     const path: Path = remoteNode ? 'tunnel' : 'direct'
 
@@ -88,7 +108,7 @@ export class OutboundListener {
         ? await this.options.tunnels.open({
           peerAddress: remoteNode.address, peerPort: this.options.inboundPort, destination, sourceWorkload: labels.source_workload,
         })
-        : await connectDirect(original.ip, original.port, this.options.connectTimeoutMs)
+        : await connectDirect(destinationIp, destinationPort, this.options.connectTimeoutMs)
     } catch (err) {
       const reason = err instanceof TunnelError ? err.reason : ((err as NodeJS.ErrnoException).code ?? 'connect_failed').toLowerCase()
       metrics.connectionErrors.inc({ direction: 'outbound', reason })

@@ -10,8 +10,9 @@ export interface BpfCounterSource {
   counters(): Record<string, bigint>
 }
 
-const connectionLabels = ['direction', 'path', 'source_workload', 'destination_workload'] as const
-const byteLabels = ['direction', 'source_workload', 'destination_workload', 'flow'] as const
+/** destination_service is `namespace/name` when the pod dialled a service VIP, `none` otherwise. */
+const connectionLabels = ['direction', 'path', 'source_workload', 'destination_workload', 'destination_service'] as const
+const byteLabels = ['direction', 'source_workload', 'destination_workload', 'destination_service', 'flow'] as const
 
 export class NodeMetrics {
   readonly registry = new Registry()

@@ -1,0 +1,174 @@
+// The node's side of configuration: follows the weft-config bucket on NATS (a watch, never a
+// poll), keeps every resource as stored, and on each change builds a new immutable MeshSnapshot
+// that the daemon swaps in. Each node validates every resource on its own: one bad resource is
+// rejected alone (listed in the status) and the rest apply. With NATS down the last snapshot
+// stays in force; on reconnect the watch resyncs to the current revision.
+import { connectBus, type Bus, type BusOptions, type ConfigWatch } from '../bus/index.ts'
+import { buildSnapshot, snapshotCounts, type MeshSnapshot, type ValidationContext } from './resources/index.ts'
+import type { Logger } from '../telemetry/log.ts'
+
+export type NatsState = 'connecting' | 'connected' | 'disconnected'
+
+/** What a node publishes on weft.status.<node> and in the weft-status bucket. */
+export interface NodeStatus {
+  node: string
+  revision: number
+  appliedAt: string | undefined
+  ready: boolean
+  reason: string
+  nats: NatsState
+  rejected: Array<{ key: string; reason: string }>
+  warnings: Array<{ key: string; message: string }>
+  counts: ReturnType<typeof snapshotCounts> | undefined
+  updatedAt: string
+}
+
+export interface ConfigAgentOptions {
+  node: string
+  bus: BusOptions
+  validation: ValidationContext
+  statusIntervalMs: number
+  log: Logger
+  /** Called with every new snapshot; must not throw (errors are logged). */
+  onSnapshot: (snapshot: MeshSnapshot) => void
+  /** The daemon's own readiness, reported in the status. */
+  readiness: () => { ready: boolean; reason: string }
+}
+
+export class ConfigAgent {
+  private readonly options: ConfigAgentOptions
+  private readonly stored = new Map<string, string>()
+  private bus: Bus | undefined
+  private watch: ConfigWatch | undefined
+  private statusTimer: NodeJS.Timeout | undefined
+  private initialLoaded = false
+  private pendingRevision = 0
+  private rebuildQueued = false
+  private stopped = false
+  private appliedAt: string | undefined
+  snapshot: MeshSnapshot | undefined
+  nats: NatsState = 'connecting'
+
+  constructor(options: ConfigAgentOptions) {
+    this.options = options
+  }
+
+  private get servers(): string {
+    const s = this.options.bus.servers
+    return Array.isArray(s) ? s.join(',') : s
+  }
+
+  /** Why the node has no configuration yet, for /readyz and the log. */
+  waitingReason(): string {
+    return this.nats === 'connected'
+      ? 'waiting for configuration: loading the weft-config bucket'
+      : `waiting for configuration: NATS at ${this.servers} is unreachable (retrying)`
+  }
+
+  /** Connects in the background (retrying while NATS is down) and starts the watch. */
+  async start(): Promise<void> {
+    const { log } = this.options
+    log.info('connecting to NATS', { servers: this.servers, user: this.options.bus.user })
+    const nagging = setInterval(() => {
+      if (this.nats !== 'connected') log.warn('still waiting for NATS; serving nothing new until configuration arrives', { servers: this.servers })
+    }, 10_000)
+    try {
+      this.bus = await connectBus({ ...this.options.bus, name: `weft-node ${this.options.node}`, waitForServer: true })
+    } finally {
+      clearInterval(nagging)
+    }
+    if (this.stopped) { await this.bus.close(); return }
+    this.nats = 'connected'
+    log.info('connected to NATS', { servers: this.servers })
+    void this.followConnection(this.bus)
+    this.watch = await this.bus.watchConfig((event) => {
+      if (event.value === null) this.stored.delete(event.key)
+      else this.stored.set(event.key, event.value)
+      this.pendingRevision = Math.max(this.pendingRevision, event.revision)
+      if (this.initialLoaded) this.queueRebuild()
+    }, {
+      initialDone: (revision) => {
+        this.pendingRevision = Math.max(this.pendingRevision, revision)
+        this.initialLoaded = true
+        this.queueRebuild()
+      },
+      onResync: () => log.info('configuration watch resyncing after a NATS interruption'),
+      onError: (error) => log.warn('configuration watch trouble; retrying', { error: error.message }),
+    })
+    this.statusTimer = setInterval(() => { void this.publishStatus() }, this.options.statusIntervalMs)
+  }
+
+  private async followConnection(bus: Bus): Promise<void> {
+    for await (const status of bus.connection.status()) {
+      if (status.type === 'disconnect' && this.nats !== 'disconnected') {
+        this.nats = 'disconnected'
+        this.options.log.warn('lost NATS; keeping the last configuration', { revision: this.snapshot?.revision })
+      } else if (status.type === 'reconnect') {
+        this.nats = 'connected'
+        this.options.log.info('reconnected to NATS; resyncing configuration')
+        void this.publishStatus()
+      }
+    }
+  }
+
+  /** Many changes in one burst (an apply of a whole file) make one snapshot. */
+  private queueRebuild(): void {
+    if (this.rebuildQueued) return
+    this.rebuildQueued = true
+    setImmediate(() => {
+      this.rebuildQueued = false
+      this.rebuild()
+    })
+  }
+
+  private rebuild(): void {
+    const { log } = this.options
+    const snapshot = buildSnapshot(new Map(this.stored), this.options.validation, this.pendingRevision)
+    const previous = this.snapshot
+    this.snapshot = snapshot
+    this.appliedAt = new Date().toISOString()
+    for (const r of snapshot.rejected) {
+      if (!previous?.rejected.some((p) => p.key === r.key && p.reason === r.reason)) log.warn('resource rejected', { key: r.key, reason: r.reason })
+    }
+    try {
+      this.options.onSnapshot(snapshot)
+    } catch (err) {
+      log.error('applying the configuration failed; keeping what is in force', { revision: snapshot.revision, error: err })
+    }
+    log.info('configuration applied', { revision: snapshot.revision, ...snapshotCounts(snapshot) })
+    void this.publishStatus()
+  }
+
+  status(): NodeStatus {
+    const own = this.options.readiness()
+    const s = this.snapshot
+    return {
+      node: this.options.node,
+      revision: s?.revision ?? 0,
+      appliedAt: this.appliedAt,
+      ready: own.ready,
+      reason: own.reason,
+      nats: this.nats,
+      rejected: s ? s.rejected.map((r) => ({ key: r.key, reason: r.reason })) : [],
+      warnings: s ? s.warnings.map((w) => ({ key: w.key, message: w.message })) : [],
+      counts: s ? snapshotCounts(s) : undefined,
+      updatedAt: new Date().toISOString(),
+    }
+  }
+
+  async publishStatus(): Promise<void> {
+    if (!this.bus || this.nats !== 'connected') return
+    try {
+      await this.bus.publishStatus(this.options.node, this.status())
+    } catch (err) {
+      this.options.log.warn('cannot publish status', { error: (err as Error).message })
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    clearInterval(this.statusTimer)
+    await this.watch?.stop().catch(() => {})
+    await this.bus?.close().catch(() => {})
+  }
+}
