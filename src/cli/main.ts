@@ -8,7 +8,12 @@ const usage = `usage: weft <command> [options]
 commands:
   node      run the node daemon (eBPF interception + node proxy)   weft node --help
   lab       simulated nodes and pods on this machine               weft lab --help
+  control   the control plane (workload registry over NATS)        weft control --help
   demo      a 2-node lab with HTTP servers and live traffic stats  weft demo --help
+  apply     validate and publish resources to NATS                 weft apply --help
+  get       show resources stored on NATS                          weft get --help
+  delete    delete resources from NATS                             weft delete --help
+  status    what every node applied: revision, lag, rejections     weft status --help
   help      show this help
 
 Run as root: the daemon and the lab load BPF programs and create namespaces and cgroups.`
@@ -38,9 +43,20 @@ async function main(argv: string[]): Promise<number> {
       const { runLabCommand } = await import('../lab/cli.ts')
       return runLabCommand(rest)
     }
+    case 'control': {
+      const { runControlCommand } = await import('../control/cli.ts')
+      return runControlCommand(rest)
+    }
     case 'demo': {
       const { runDemoCommand } = await import('../demo/index.ts')
       return runDemoCommand(rest)
+    }
+    case 'apply':
+    case 'get':
+    case 'delete':
+    case 'status': {
+      const { runConfigCommand } = await import('./config-commands.ts')
+      return runConfigCommand(command, rest)
     }
     case undefined:
     case 'help':
@@ -49,7 +65,7 @@ async function main(argv: string[]): Promise<number> {
       console.log(usage)
       return command === undefined ? 2 : 0
     default:
-      console.error(`weft: unknown command "${command}" (commands: node, lab, demo; see weft --help)`)
+      console.error(`weft: unknown command "${command}" (commands: node, lab, demo, apply, get, delete, status; see weft --help)`)
       return 2
   }
 }
