@@ -1,12 +1,21 @@
-// The lab as its users see it: topology validation, what `up` builds, pods talking by pod IP,
-// exec, `weft lab ls`, and `down` removing exactly its own run, also after a crash.
+// The lab as its users see it: topology validation, what `up` builds, NATS and weft control in
+// the lab, pods talking by pod IP, exec, `weft lab ls`, and `down` removing exactly its own run,
+// also after a crash.
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 
-import { LabBusyError, LabError, labDown, labUp, listLabs, openLab, parseTopology, topologyFromShorthand, type Lab } from '../src/lab/index.ts'
+import { BusError, connectBus, readContext, resolveBusOptions, type Bus } from '../src/bus/index.ts'
+import { requestRegister } from '../src/control/index.ts'
+import { daemonCommand, LabBusyError, LabError, labDown, labUp, listLabs, openLab, parseTopology, topologyFromShorthand, type Lab } from '../src/lab/index.ts'
 import { labUpWhenFree, requireLab, runLabCli, startIn, startLab, tcpClientScript, tcpServerScript, testRunId } from './helpers/lab.ts'
+
+// The lab records its context in the weft config file: keep this test's contexts out of the user's.
+const configDir = mkdtempSync(join(tmpdir(), 'weft-lab-test-config-'))
+process.env.WEFT_CONFIG = join(configDir, 'config.json')
+t.teardown(() => rmSync(configDir, { recursive: true, force: true }))
 
 const topologyYaml = `nodes: [node1, node2]
 pods:
@@ -111,12 +120,10 @@ t.test('a lab of two nodes', async (t) => {
     t.ok(existsSync(join(node1.daemonCgroup, 'cgroup.procs')), 'daemon cgroup outside the workload root')
     t.equal(node1.pinDir, `/sys/fs/bpf/weft/lab-${run}-node1`)
 
-    const workloads = JSON.parse(readFileSync(lab.workloadsFile, 'utf8'))
-    t.same(workloads.nodes[1], { name: 'node2', address: '198.18.0.3', proxyIp: '198.18.2.1', podCidr: '198.18.2.0/24' })
-    t.same(workloads.workloads[3], {
-      name: 'outsider', namespace: 'default', node: 'node1', ip: '198.18.1.4', labels: {}, enrolled: false,
-      cgroup: join(cgroup2(), `weft-${run}`, 'nodes', 'node1', 'outsider'),
-    })
+    t.notOk(existsSync(join(lab.stateDir, 'workloads.json')), 'no local workload file: the workloads are on NATS')
+    const argv = daemonCommand(lab.plan, node1)
+    t.same(argv.slice(argv.indexOf('--nats'), argv.indexOf('--nats') + 4), ['--nats', 'nats://198.18.0.254:4222', '--creds', `/run/weft/labs/${run}/creds/node-node1.json`], 'daemons read NATS as their node')
+    t.notOk(argv.includes('--workloads'))
     t.same(openLab(run).pods, lab.pods, 'openLab reads the same lab back from state.json')
     t.same(listLabs().map((l) => [l.runId, l.status]), [[run, 'up']])
 
@@ -125,6 +132,111 @@ t.test('a lab of two nodes', async (t) => {
       t.notMatch(routes.stdout, /default/, `${target} has no default route`)
     }
     t.match((await lab.run('echo-b', ['ip', 'route', 'show'])).stdout, /198\.18\.0\.0\/15 via 198\.18\.2\.1 dev eth0/)
+  })
+
+  await t.test('NATS with JetStream and auth runs in the lab, with weft control', async (t) => {
+    t.equal(lab.natsUrl, 'nats://198.18.0.254:4222')
+    const natsPid = lab.natsPid()
+    t.ok(natsPid, 'nats-server runs')
+    t.match(readFileSync(`/proc/${natsPid}/cmdline`, 'utf8'), /^nats-server\0-c\0/, 'it is nats-server')
+    t.equal(readFileSync(`/proc/${natsPid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1], `/weft-${run}/control/nats`, 'in a cgroup of the run')
+    const underlayInode = statSync(`/run/netns/weft-${run}-ul`).ino
+    t.equal(spawnSync('readlink', [`/proc/${natsPid}/ns/net`], { encoding: 'utf8' }).stdout.trim(), `net:[${underlayInode}]`, 'in the underlay netns')
+    t.match((await lab.run('node2', ['ip', '-4', 'route', 'get', '198.18.0.254'])).stdout, /dev underlay/, 'nodes reach it on the underlay')
+    const conf = readFileSync(join(lab.stateDir, 'nats', 'nats-server.conf'), 'utf8')
+    t.match(conf, /listen: "198\.18\.0\.254:4222"/)
+    t.match(conf, new RegExp(`store_dir: "/run/weft/labs/${run}/nats/jetstream"`))
+    t.match(conf, /user: "node-node1"/)
+    t.match(conf, /user: "node-node2"/)
+
+    for (const user of ['operator', 'control', 'node-node1', 'node-node2']) {
+      const file = lab.credsFile(user)
+      t.equal(file, `/run/weft/labs/${run}/creds/${user}.json`)
+      t.equal(statSync(file).mode & 0o777, 0o600, `${user}.json is 0600`)
+      t.match(JSON.parse(readFileSync(file, 'utf8')), { servers: ['nats://198.18.0.254:4222'], user, pass: /.{8,}/ })
+    }
+    t.throws(() => lab.credsFile('node-node9'), /no NATS user "node-node9" \(users: operator, control, node-node1, node-node2\)/)
+
+    const context = readContext()
+    t.equal(context.current, `lab-${run}`, 'the lab context is current')
+    t.match(context.contexts[`lab-${run}`], { servers: 'nats://198.18.0.254:4222', user: 'operator' })
+    t.ok(lab.contextIsCurrent())
+
+    const controlPid = lab.controlPid()
+    t.ok(controlPid, 'weft control runs')
+    t.equal(readFileSync(`/proc/${controlPid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1], `/weft-${run}/control/plane`)
+    t.match(readFileSync(join(lab.stateDir, 'control.log'), 'utf8'), /"msg":"registered pod\.default\.client"/, 'the pods were registered through it')
+  })
+
+  await t.test('the operator lists the registered nodes and pods over NATS from the host, with no flags', async (t) => {
+    // resolveBusOptions with no flags and no WEFT_NATS_* is what weft get/apply do: the current context.
+    const env = { ...process.env, WEFT_NATS_URL: undefined, WEFT_NATS_USER: undefined, WEFT_NATS_PASSWORD: undefined }
+    const options = resolveBusOptions({}, env)
+    t.match(options, { servers: 'nats://198.18.0.254:4222', user: 'operator' })
+    const bus = await connectBus(options)
+    t.teardown(() => bus.close())
+    const pods = await bus.listResources('pod')
+    t.same(pods.map((p) => p.key), ['pod.default.client', 'pod.default.echo-a', 'pod.default.echo-b', 'pod.default.outsider'])
+    const outsider = JSON.parse(pods[3]?.value ?? '{}')
+    t.same(outsider, {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name: 'outsider',
+        namespace: 'default',
+        labels: {},
+        annotations: { 'weft.dev/cgroup': join(cgroup2(), `weft-${run}`, 'nodes', 'node1', 'outsider'), 'weft.dev/enrolled': 'false' },
+      },
+      spec: { nodeName: 'node1', serviceAccountName: 'default' },
+      status: { podIP: '198.18.1.4', phase: 'Running' },
+    })
+    t.same(JSON.parse(pods[2]?.value ?? '{}').metadata.labels, { app: 'echo' }, 'labels from the topology file')
+    const nodes = await bus.listResources('node')
+    t.same(nodes.map((n) => JSON.parse(n.value)), [
+      { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'node1' }, spec: { address: '198.18.0.2', proxyIp: '198.18.1.1', podCIDR: '198.18.1.0/24' } },
+      { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'node2' }, spec: { address: '198.18.0.3', proxyIp: '198.18.2.1', podCIDR: '198.18.2.0/24' } },
+    ])
+  })
+
+  await t.test("a node's credentials read configuration but cannot write it", async (t) => {
+    const node: Bus = await lab.connect('node-node1')
+    t.teardown(() => node.close())
+    t.equal((await node.listResources('pod')).length, 4, 'reads')
+    const refused = await node.putResource('pod.default.client', '{}').then(() => undefined, (error: unknown) => error)
+    t.ok(refused instanceof BusError && refused.kind === 'permission', 'a permission error')
+    t.equal((refused as Error).message, 'nats: user node-node1 may not write configuration (permission denied on $KV.weft-config.pod.default.client)')
+  })
+
+  await t.test('NATS killed mid-traffic comes back on the same address with the same store and credentials', async (t) => {
+    const operator = await lab.connect()
+    t.teardown(() => operator.close())
+    const before = await operator.configRevision()
+    const oldPid = lab.natsPid()
+    await lab.stopNats('SIGKILL')
+    t.equal(lab.natsPid(), undefined, 'stopped')
+    t.notOk(alive(oldPid))
+    const down = await connectBus({ ...JSON.parse(readFileSync(lab.credsFile('operator'), 'utf8')), servers: lab.natsUrl, connectTimeoutMs: 1000 }).then(() => undefined, (error: unknown) => error)
+    t.match(down, { kind: 'unreachable', message: /^cannot reach NATS at nats:\/\/198\.18\.0\.254:4222: .*is the lab up/ }, 'while it is down, clients are told')
+    await lab.startNats()
+    t.ok(lab.natsPid() && lab.natsPid() !== oldPid, 'running again, a new process')
+    const deadline = Date.now() + 15_000
+    let revision = 0
+    for (;;) {
+      try {
+        revision = await operator.configRevision()
+        break
+      } catch (error) {
+        if (Date.now() > deadline) throw error
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      }
+    }
+    t.equal(revision, before, 'the existing client reconnected and the store kept every revision')
+    t.equal((await operator.listResources('pod')).length, 4)
+    const reply = await requestRegister(operator, { ...(lab.resources()[2] as object), metadata: { name: 'late', namespace: 'default', labels: {} }, status: { podIP: '198.18.1.99' } }, { waitForControlMs: 15_000 })
+    t.match(reply, { ok: true, key: 'pod.default.late' }, 'weft control reconnected and serves again')
+    await lab.stopNats()
+    await lab.startNats()
+    t.ok(lab.natsPid(), 'a clean stop and start works too')
   })
 
   await t.test('a second lab is refused, naming the first and how to remove it', async (t) => {
@@ -173,6 +285,8 @@ t.test('a lab of two nodes', async (t) => {
     t.equal(ls.code, 0, ls.stderr)
     const listed = JSON.parse(ls.stdout)
     t.equal(listed.runId, run)
+    t.match(listed.nats, { url: 'nats://198.18.0.254:4222', context: `lab-${run}`, current: true, pid: lab.natsPid() })
+    t.match(runLabCli(['ls']).stdout, new RegExp(`NATS nats://198\\.18\\.0\\.254:4222 \\(pid \\d+\\), context lab-${run} \\(current\\)`), 'ls shows the NATS URL and context')
     t.match(listed.nodes[0], { name: 'node1', address: '198.18.0.2', namespace: `weft-${run}-node1` })
     t.same(
       listed.pods.map((p: { name: string; node: string; ip: string; labels: object; enrolled: boolean }) => [p.name, p.node, p.ip, p.labels, p.enrolled]),
@@ -212,8 +326,14 @@ t.test('a lab of two nodes', async (t) => {
     mkdirSync(join(lab.node('node1').pinDir, 'links'), { recursive: true })
     await new Promise((resolve) => setTimeout(resolve, 200))
 
+    const natsPid = lab.natsPid()
+    const controlPid = lab.controlPid()
     lab.down()
     t.same(leftovers(run), [], 'nothing of the run is left')
+    t.notOk(alive(natsPid), 'nats-server is gone')
+    t.notOk(alive(controlPid), 'weft control is gone')
+    t.notOk(`lab-${run}` in readContext().contexts, 'its context is removed')
+    t.equal(readContext().current, undefined, 'and no context is current')
     t.notOk(alive(inPod.pid), 'the pod process is gone')
     t.notOk(alive(stubborn.pid), 'the process ignoring SIGTERM is gone too')
     lab.down()
@@ -288,5 +408,5 @@ t.test('a daemon that dies before it is ready fails up, which cleans up and keep
   )
   t.same(leftovers(runId), [])
   t.match(readFileSync(`/tmp/weft-lab-${runId}-node1.log`, 'utf8'), /cannot start: no config/)
-  rmSync(`/tmp/weft-lab-${runId}-node1.log`, { force: true })
+  for (const name of ['node1', 'control', 'nats-server']) rmSync(`/tmp/weft-lab-${runId}-${name}.log`, { force: true })
 })

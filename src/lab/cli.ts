@@ -2,6 +2,7 @@
 // one line on stderr starting with `weft: ` and a non-zero exit.
 import { readFileSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { controlPids, labContextIsCurrent, natsPids } from './control-plane.ts'
 import { daemonPids } from './daemons.ts'
 import { LabError } from './errors.ts'
 import { labDown, labDownAll, labUp, listLabs, openLab, type Lab } from './lab.ts'
@@ -12,8 +13,9 @@ const HELP: Record<string, string> = {
   lab: `Usage: weft lab <command> [options]
 
 Simulated Kubernetes nodes and pods on this machine: network namespaces joined by veths and
-bridges, a cgroup per pod, a weft node daemon per node. Addresses are in 198.18.0.0/15 only.
-One lab may be up at a time. Needs root.
+bridges, a cgroup per pod, a weft node daemon per node, and the control plane: NATS with
+JetStream on 198.18.0.254:4222 and weft control, which registers the nodes and pods. Addresses
+are in 198.18.0.0/15 only. One lab may be up at a time. Needs root.
 
 Commands:
   up     build a lab (and start its node daemons)       weft lab up --help
@@ -22,7 +24,10 @@ Commands:
   ls     show a lab's nodes and pods                    weft lab ls --help`,
   up: `Usage: weft lab up [-f FILE | --nodes N --pods M] [--run-id ID] [--no-daemons]
 
-Builds a lab and starts one weft node daemon per node (logs in /run/weft/labs/<run>/<node>.log).
+Builds a lab: starts NATS (nats://198.18.0.254:4222, credentials in /run/weft/labs/<run>/creds/)
+and weft control, registers every node and pod through it, records the context lab-<run> as
+current (so weft apply|get|delete|status need no flags), and starts one weft node daemon per node
+(logs in /run/weft/labs/<run>/<node>.log, control.log, nats/nats-server.log).
 
   -f, --file FILE   topology in YAML or JSON:
                       nodes: [node1, node2]
@@ -36,8 +41,8 @@ Builds a lab and starts one weft node daemon per node (logs in /run/weft/labs/<r
   --no-daemons      build the network and cgroups only`,
   down: `Usage: weft lab down [--run-id ID | --all]
 
-Removes a lab: its processes, BPF pins, network namespaces, host link and routes, cgroups and
-state. Works after a crash too, and does nothing if the lab is gone already. Without --run-id,
+Removes a lab: its processes (daemons, NATS, weft control), BPF pins, network namespaces, host
+link and routes, cgroups, state and its context. Works after a crash too, and does nothing if the lab is gone already. Without --run-id,
 removes the one lab that is up.
 
   --run-id ID   the lab to remove
@@ -50,8 +55,8 @@ a node's network namespace. stdin/stdout/stderr and the exit code are passed thr
   --run-id ID   the lab (default: the one lab that is up)`,
   ls: `Usage: weft lab ls [--run-id ID] [-o json]
 
-Shows a lab's nodes (name, underlay address, proxy ip, pod range, namespace, daemon pid) and pods
-(name, node, ip, enrolled, labels).
+Shows a lab's NATS URL and context, and its nodes (name, underlay address, proxy ip, pod range,
+namespace, daemon pid) and pods (name, node, ip, enrolled, labels).
 
   --run-id ID   the lab (default: the one lab that is up)
   -o json       machine-readable output`,
@@ -140,7 +145,15 @@ async function up(args: string[]): Promise<number> {
     onProgress: progress,
   })
   printLab(lab)
-  process.stderr.write(`lab ${lab.runId} is up: weft lab exec <pod> -- CMD; remove it with weft lab down --run-id ${lab.runId}\n`)
+  process.stderr.write(
+    [
+      `lab ${lab.runId} is up. The context ${lab.contextName} is current, so these reach its NATS with no flags:`,
+      '  weft apply -f examples/mesh.yaml     publish services and policies',
+      '  weft status                          what each node applied',
+      '  weft get pods -A                     the registered pods',
+      `Run things in it with weft lab exec <pod> -- CMD; remove it with weft lab down --run-id ${lab.runId}`,
+    ].join('\n') + '\n',
+  )
   return 0
 }
 
@@ -211,6 +224,8 @@ function ls(args: string[]): number {
 function lsDocument(lab: Lab): unknown {
   return {
     runId: lab.runId,
+    nats: { url: lab.natsUrl, pid: natsPids(lab.plan)[0] ?? null, context: lab.contextName, current: labContextIsCurrent(lab.plan) },
+    control: { pid: controlPids(lab.plan)[0] ?? null, log: lab.plan.control.logFile },
     nodes: lab.nodes.map((n) => ({
       name: n.name,
       address: n.address,
@@ -224,7 +239,12 @@ function lsDocument(lab: Lab): unknown {
 }
 
 function printLab(lab: Lab): void {
-  const lines = [`lab ${lab.runId}: ${lab.nodes.length} node(s), ${lab.pods.length} pod(s); state in ${lab.stateDir}`, '']
+  const current = labContextIsCurrent(lab.plan) ? 'current' : 'not current'
+  const lines = [
+    `lab ${lab.runId}: ${lab.nodes.length} node(s), ${lab.pods.length} pod(s); state in ${lab.stateDir}`,
+    `NATS ${lab.natsUrl} (pid ${natsPids(lab.plan)[0] ?? '-'}), context ${lab.contextName} (${current}); weft control pid ${controlPids(lab.plan)[0] ?? '-'}`,
+    '',
+  ]
   lines.push(
     ...table([
       ['NODE', 'ADDRESS', 'PROXY IP', 'POD RANGE', 'NAMESPACE', 'DAEMON'],

@@ -1,13 +1,14 @@
 // The node daemons: one `weft node` per lab node, inside the node's netns and in
 // <cg2>/weft-<run>/daemons/<node> (outside every workload root, so the proxy's own sockets are
-// never intercepted), logging to <state dir>/<node>.log.
+// never intercepted), reading its configuration from the lab's NATS as `node-<name>`, logging to
+// <state dir>/<node>.log.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, openSync, readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { LabError } from './errors.ts'
-import { ADMIN_PORT, LAB_CIDR, UNDERLAY_CIDR, type LabNode, type LabPlan } from './plan.ts'
+import { ADMIN_PORT, credsFile, LAB_CIDR, UNDERLAY_CIDR, type LabNode, type LabPlan } from './plan.ts'
 import { inNetns, isAlive } from './sys.ts'
 
 const REPO_ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
@@ -26,7 +27,9 @@ export function daemonCommand(plan: LabPlan, node: LabNode): string[] {
     '--proxy-ip', node.proxyIp,
     '--cgroup-root', node.cgroupRoot,
     '--pin-dir', node.pinDir,
-    '--workloads', plan.workloadsFile,
+    // The configuration (the registered nodes and pods, services, ...) comes from the lab's NATS.
+    '--nats', plan.nats.url,
+    '--creds', credsFile(plan, `node-${node.name}`),
     '--intercept-cidr', LAB_CIDR,
     '--bypass-cidr', UNDERLAY_CIDR,
   ]

@@ -3,6 +3,7 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs'
 import { LabError } from './errors.ts'
 import { HOST_LINK_PREFIX, labNames, NETNS_PREFIX, PIN_ROOT, RUN_ID_PATTERN, STATE_ROOT } from './plan.ts'
+import { removeLabContext } from './control-plane.ts'
 import { readState } from './state.ts'
 import {
   cgroup2Mount,
@@ -105,6 +106,7 @@ export function teardownRun(runId: string, progress: (line: string) => void = ()
 
   attempt('cgroups', () => removeCgroupTree(cgroupBase))
   attempt('state', () => rmSync(labNames.stateDir(runId), { recursive: true, force: true }))
+  attempt(`context ${labNames.contextName(runId)}`, () => removeLabContext(runId))
 
   if (problems.length > 0) {
     throw new LabError(`lab ${runId}: could not remove everything: ${problems.join('; ')}; fix the cause and run \`weft lab down --run-id ${runId}\` again`)

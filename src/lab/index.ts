@@ -14,5 +14,5 @@ export {
   type RunOptions,
   type RunResult,
 } from './lab.ts'
-export { ADMIN_PORT, HOST_UNDERLAY_IP, LAB_CIDR, planLab, type LabNode, type LabPlan, type LabPod } from './plan.ts'
+export { ADMIN_PORT, HOST_UNDERLAY_IP, LAB_CIDR, NATS_ADDRESS, NATS_PORT, NATS_URL, labResources, planLab, type LabControl, type LabNats, type LabNatsUser, type LabNode, type LabPlan, type LabPod } from './plan.ts'
 export { daemonCommand, type DaemonCommand } from './daemons.ts'

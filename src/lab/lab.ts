@@ -1,5 +1,5 @@
 // A running lab: bring it up from a topology, open it again from state.json, run things in its
-// pods and nodes, start and stop its daemons, take it down.
+// pods and nodes, start and stop its daemons, its NATS and weft control, take it down.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs'
@@ -8,9 +8,22 @@ import { join } from 'node:path'
 import { daemonCommand, daemonPids, spawnDaemon, stopDaemonProcesses, waitDaemonReady, type DaemonCommand } from './daemons.ts'
 import { checkRunId, findRunIds, teardownRun } from './down.ts'
 import { LabBusyError, LabError } from './errors.ts'
+import type { Bus } from '../bus/index.ts'
+import {
+  connectLab,
+  controlPids,
+  labContextIsCurrent,
+  natsPids,
+  registerLab,
+  startControl,
+  startNats,
+  stopControl,
+  stopNats,
+  writeLabContext,
+} from './control-plane.ts'
 import { buildNetwork, ensureHostUnreachableRoute, hostRoutes } from './network.ts'
-import { labNames, planLab, type LabNode, type LabPlan, type LabPod } from './plan.ts'
-import { readState, writeState, writeWorkloads, type LabState } from './state.ts'
+import { credsFile, labNames, labResources, planLab, type LabNatsUser, type LabNode, type LabPlan, type LabPod } from './plan.ts'
+import { readState, STATE_VERSION, writeState, type LabState } from './state.ts'
 import { cgroup2Mount, inNetns, listNetns } from './sys.ts'
 import { validateTopology, type TopologyInput } from './topology.ts'
 
@@ -43,7 +56,10 @@ export class Lab {
   readonly nodes: readonly LabNode[]
   readonly pods: readonly LabPod[]
   readonly stateDir: string
-  readonly workloadsFile: string
+  /** The lab's NATS (`nats://198.18.0.254:4222`), reachable from the host and every node. */
+  readonly natsUrl: string
+  /** The context `up` recorded (and made current) for `weft apply|get|delete|status`. */
+  readonly contextName: string
   readonly plan: LabPlan
   readonly #daemons = new Map<string, ChildProcess>()
   readonly #daemonCommand: DaemonCommand
@@ -55,7 +71,60 @@ export class Lab {
     this.nodes = plan.nodes
     this.pods = plan.pods
     this.stateDir = plan.stateDir
-    this.workloadsFile = plan.workloadsFile
+    this.natsUrl = plan.nats.url
+    this.contextName = plan.nats.contextName
+  }
+
+  /** The `--creds` file of a NATS user: `operator`, `control` or `node-<name>`. */
+  credsFile(user: string): string {
+    const users = ['operator', 'control', ...this.nodes.map((n) => `node-${n.name}`)]
+    if (!users.includes(user)) throw new LabError(`lab ${this.runId}: no NATS user "${user}" (users: ${users.join(', ')})`)
+    return credsFile(this.plan, user as LabNatsUser)
+  }
+
+  /** A bus client of the lab's NATS as one of its users (default operator); close it when done. */
+  connect(user = 'operator'): Promise<Bus> {
+    this.credsFile(user)
+    return connectLab(this.plan, user as LabNatsUser)
+  }
+
+  /** The Nodes and Pods `up` registers through weft control. */
+  resources(): unknown[] {
+    return labResources(this.plan)
+  }
+
+  /** Stops nats-server (SIGTERM; SIGKILL to simulate a crash) and waits until it has exited. */
+  stopNats(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    return stopNats(this.plan, signal)
+  }
+
+  /** Starts nats-server again: same address, port, store and credentials. */
+  startNats(): Promise<void> {
+    return startNats(this.plan)
+  }
+
+  /** nats-server's pid, from its cgroup. */
+  natsPid(): number | undefined {
+    return natsPids(this.plan)[0]
+  }
+
+  /** weft control's pid, from its cgroup. */
+  controlPid(): number | undefined {
+    return controlPids(this.plan)[0]
+  }
+
+  stopControl(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    return stopControl(this.plan, signal)
+  }
+
+  /** Starts weft control again (it serves once it has connected; requests wait for it). */
+  startControl(): void {
+    startControl(this.plan)
+  }
+
+  /** Whether this lab's context is the current one. */
+  contextIsCurrent(): boolean {
+    return labContextIsCurrent(this.plan)
   }
 
   node(name: string): LabNode {
@@ -156,7 +225,7 @@ export async function labUp(topologyInput: TopologyInput, options: LabUpOptions 
 
   const plan = planLab(topology, runId, cgroup2Mount())
   const state: LabState = {
-    version: 1,
+    version: STATE_VERSION,
     createdAt: new Date().toISOString(),
     complete: false,
     daemons: options.startDaemons ?? true,
@@ -177,7 +246,13 @@ export async function labUp(topologyInput: TopologyInput, options: LabUpOptions 
     progress(`lab ${runId}: up with ${plan.nodes.length} node(s), ${plan.pods.length} pod(s)`)
     ensureHostUnreachableRoute()
     buildNetwork(plan, progress)
-    writeWorkloads(plan)
+    progress(`lab ${runId}: NATS with JetStream on ${plan.nats.url} (underlay netns; log ${join(plan.nats.dir, 'nats-server.log')})`)
+    await startNats(plan)
+    writeLabContext(plan)
+    progress(`lab ${runId}: context ${plan.nats.contextName} is current (weft apply|get|delete|status need no flags)`)
+    progress(`lab ${runId}: starting weft control (log ${plan.control.logFile})`)
+    startControl(plan)
+    await registerLab(plan, progress)
     writeState({ ...state, complete: true })
     if (state.daemons) {
       for (const node of plan.nodes) {
@@ -199,16 +274,21 @@ export async function labUp(topologyInput: TopologyInput, options: LabUpOptions 
   }
 }
 
-/** The state dir goes with the failed lab: copy the daemon logs to the temp dir and point the
- *  error message there instead. */
+/** The state dir goes with the failed lab: copy the daemon, control and NATS logs to the temp dir
+ *  and point the error message there instead. */
 function keepDaemonLogs(plan: LabPlan, error: unknown): string {
   let message = error instanceof Error ? error.message : String(error)
-  for (const node of plan.nodes) {
-    if (!existsSync(node.logFile)) continue
-    const kept = join(tmpdir(), `weft-lab-${plan.runId}-${node.name}.log`)
+  const logs: [string, string][] = [
+    ...plan.nodes.map((node): [string, string] => [node.name, node.logFile]),
+    ['control', plan.control.logFile],
+    ['nats-server', join(plan.nats.dir, 'nats-server.log')],
+  ]
+  for (const [name, logFile] of logs) {
+    if (!existsSync(logFile)) continue
+    const kept = join(tmpdir(), `weft-lab-${plan.runId}-${name}.log`)
     try {
-      copyFileSync(node.logFile, kept)
-      message = message.split(node.logFile).join(kept)
+      copyFileSync(logFile, kept)
+      message = message.split(logFile).join(kept)
     } catch {
       // Best effort: the message still has the last lines of the log.
     }
@@ -245,6 +325,8 @@ export function labDownAll(onProgress?: (line: string) => void): string[] {
 
 export interface LabSummary {
   runId: string
+  natsUrl?: string
+  context?: string
   /** `up`: state.json complete; `partial`: being built, crashed, or leftovers without state. */
   status: 'up' | 'partial'
   createdAt?: string
@@ -262,6 +344,8 @@ export function listLabs(): LabSummary[] {
       return {
         runId,
         status: state.complete ? 'up' : 'partial',
+        natsUrl: state.plan.nats.url,
+        context: state.plan.nats.contextName,
         createdAt: state.createdAt,
         nodes: state.plan.nodes.map((n) => n.name),
         pods: state.plan.pods.map((p) => p.name),

@@ -29,6 +29,10 @@ export function buildNetwork(plan: LabPlan, progress: (line: string) => void): v
   inNs(ul, ['link', 'set', 'host', 'master', 'br0', 'up'])
   ip(['addr', 'add', `${HOST_UNDERLAY_IP}/24`, 'dev', plan.hostLink])
   ip(['link', 'set', plan.hostLink, 'up'])
+  // NATS and weft control live in the underlay netns, on the bridge: every node and the host reach them on-link.
+  inNs(ul, ['addr', 'add', `${plan.nats.address}/24`, 'dev', 'br0'])
+  mkdirSync(plan.nats.cgroup, { recursive: true })
+  mkdirSync(plan.control.cgroup, { recursive: true })
 
   for (const node of plan.nodes) {
     progress(`lab ${plan.runId}: node ${node.name} in ${node.netns}: underlay ${node.address}, proxy ip ${node.proxyIp}, pods ${node.podCidr}`)

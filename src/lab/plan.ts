@@ -5,7 +5,9 @@
 //                         underlay netns weft-<run>-ul, bridge br0, 198.18.0.0/24
 //   node i: netns weft-<run>-<node>, `underlay` 198.18.0.(i+1), bridge `pods` 198.18.i.1 (proxy ip)
 //   pod j on node i: netns weft-<run>-<pod>, `eth0` 198.18.i.(j+1), route 198.18.0.0/15 via 198.18.i.1
+//   NATS (and weft control) in the underlay netns on br0's 198.18.0.254
 import { join } from 'node:path'
+import { CGROUP_ANNOTATION, ENROLLED_ANNOTATION, WEFT_API_VERSION } from '../config/resources/index.ts'
 import type { Topology } from './topology.ts'
 
 /** Everything the lab addresses lives in here; lab namespaces route nothing else. */
@@ -20,6 +22,12 @@ export const PIN_ROOT = '/sys/fs/bpf/weft'
 export const NETNS_PREFIX = 'weft-'
 export const UNDERLAY_SUFFIX = 'ul'
 export const HOST_LINK_PREFIX = 'wh-'
+/** nats-server listens here, on the underlay bridge: nodes and the host (through wh-<run>) reach it. */
+export const NATS_ADDRESS = '198.18.0.254'
+export const NATS_PORT = 4222
+export const NATS_URL = `nats://${NATS_ADDRESS}:${NATS_PORT}`
+/** The NATS users the lab writes creds files for besides one `node-<name>` per node. */
+export type LabNatsUser = 'operator' | 'control' | `node-${string}`
 
 export interface LabNode {
   name: string
@@ -54,6 +62,27 @@ export interface LabPod {
   nodePort: string
 }
 
+export interface LabNats {
+  url: string
+  address: string
+  port: number
+  /** Config file, log and JetStream store (`<state>/nats`). */
+  dir: string
+  storeDir: string
+  /** `--creds` files, one per user (`<state>/creds/<user>.json`, 0600). */
+  credsDir: string
+  /** nats-server's cgroup (`<cg2>/weft-<run>/control/nats`): down kills what is in it. */
+  cgroup: string
+  /** The context the lab records for `weft apply|get|delete|status`. */
+  contextName: string
+}
+
+export interface LabControl {
+  /** weft control's cgroup (`<cg2>/weft-<run>/control/plane`). */
+  cgroup: string
+  logFile: string
+}
+
 export interface LabPlan {
   runId: string
   cgroupMount: string
@@ -61,7 +90,8 @@ export interface LabPlan {
   cgroupBase: string
   stateDir: string
   stateFile: string
-  workloadsFile: string
+  nats: LabNats
+  control: LabControl
   underlayNetns: string
   hostLink: string
   nodes: LabNode[]
@@ -77,6 +107,7 @@ export const labNames = {
   pinDirPrefix: (runId: string): string => `lab-${runId}-`,
   pinDir: (runId: string, node: string): string => join(PIN_ROOT, `lab-${runId}-${node}`),
   stateDir: (runId: string): string => join(STATE_ROOT, runId),
+  contextName: (runId: string): string => `lab-${runId}`,
 }
 
 export function planLab(topology: Topology, runId: string, cgroupMount: string): LabPlan {
@@ -122,7 +153,17 @@ export function planLab(topology: Topology, runId: string, cgroupMount: string):
     cgroupBase,
     stateDir,
     stateFile: join(stateDir, 'state.json'),
-    workloadsFile: join(stateDir, 'workloads.json'),
+    nats: {
+      url: NATS_URL,
+      address: NATS_ADDRESS,
+      port: NATS_PORT,
+      dir: join(stateDir, 'nats'),
+      storeDir: join(stateDir, 'nats', 'jetstream'),
+      credsDir: join(stateDir, 'creds'),
+      cgroup: join(cgroupBase, 'control', 'nats'),
+      contextName: labNames.contextName(runId),
+    },
+    control: { cgroup: join(cgroupBase, 'control', 'plane'), logFile: join(stateDir, 'control.log') },
     underlayNetns: labNames.underlayNetns(runId),
     hostLink: labNames.hostLink(runId),
     nodes,
@@ -130,18 +171,33 @@ export function planLab(topology: Topology, runId: string, cgroupMount: string):
   }
 }
 
-/** The node daemon's workload list (read by `weft node --workloads`; the format is the daemon's). */
-export function workloadsDocument(plan: LabPlan): unknown {
-  return {
-    nodes: plan.nodes.map((n) => ({ name: n.name, address: n.address, proxyIp: n.proxyIp, podCidr: n.podCidr })),
-    workloads: plan.pods.map((p) => ({
-      name: p.name,
-      namespace: p.namespace,
-      node: p.node,
-      ip: p.ip,
-      labels: p.labels,
-      enrolled: p.enrolled,
-      cgroup: p.cgroup,
-    })),
-  }
+/** The `--creds` file of one NATS user of the lab. */
+export function credsFile(plan: LabPlan, user: LabNatsUser): string {
+  return join(plan.nats.credsDir, `${user}.json`)
+}
+
+/**
+ * What the lab registers through weft control: one `weft.dev/v1alpha1` Node per node and one
+ * `v1` Pod per pod (labels from the topology, the pod's cgroup and enrollment as annotations).
+ */
+export function labResources(plan: LabPlan): unknown[] {
+  const nodes = plan.nodes.map((node) => ({
+    apiVersion: WEFT_API_VERSION,
+    kind: 'Node',
+    metadata: { name: node.name },
+    spec: { address: node.address, proxyIp: node.proxyIp, podCIDR: node.podCidr },
+  }))
+  const pods = plan.pods.map((pod) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: pod.name,
+      namespace: pod.namespace,
+      labels: { ...pod.labels },
+      annotations: { [CGROUP_ANNOTATION]: pod.cgroup, [ENROLLED_ANNOTATION]: String(pod.enrolled) },
+    },
+    spec: { nodeName: pod.node, serviceAccountName: 'default' },
+    status: { podIP: pod.ip, phase: 'Running' },
+  }))
+  return [...nodes, ...pods]
 }

@@ -1,10 +1,11 @@
-// /run/weft/labs/<run>/: state.json (what ls/exec/down need), workloads.json (for the daemons),
-// and the daemons' logs. Files are replaced atomically so a reader never sees half a file.
+// /run/weft/labs/<run>/: state.json (what ls/exec/down need), the daemons' and control's logs,
+// nats/ (nats-server's config, log and store) and creds/ (one --creds file per NATS user). Files are replaced atomically so a reader never sees half a file.
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { LabError } from './errors.ts'
-import { labNames, type LabPlan, workloadsDocument } from './plan.ts'
+import { labNames, type LabPlan } from './plan.ts'
 
-export const STATE_VERSION = 1
+/** 2: NATS and weft control (plan.nats, plan.control); no workloads.json. */
+export const STATE_VERSION = 2
 
 export interface LabState {
   version: number
@@ -27,11 +28,6 @@ export function writeJsonAtomic(file: string, value: unknown): void {
 export function writeState(state: LabState): void {
   mkdirSync(state.plan.stateDir, { recursive: true })
   writeJsonAtomic(state.plan.stateFile, state)
-}
-
-export function writeWorkloads(plan: LabPlan): void {
-  mkdirSync(plan.stateDir, { recursive: true })
-  writeJsonAtomic(plan.workloadsFile, workloadsDocument(plan))
 }
 
 export function readState(runId: string): LabState {
