@@ -148,7 +148,7 @@ async function up(args: string[]): Promise<number> {
   process.stderr.write(
     [
       `lab ${lab.runId} is up. The context ${lab.contextName} is current, so these reach its NATS with no flags:`,
-      '  weft apply -f examples/mesh.yaml     publish services and policies',
+      '  weft apply -f examples/mesh.yaml     publish services (mesh.yaml goes with examples/lab.yaml)',
       '  weft status                          what each node applied',
       '  weft get pods -A                     the registered pods',
       `Run things in it with weft lab exec <pod> -- CMD; remove it with weft lab down --run-id ${lab.runId}`,
