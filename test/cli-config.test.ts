@@ -232,7 +232,7 @@ t.test('--partial publishes the good resources and still fails', async (t) => {
   t.same(lines(r.stdout), ['service/default/good-one configured (revision 1)', 'service/default/good-two configured (revision 2)', 'config revision 2'])
   t.match(r.stderr, /document 2 \(Service default\/wrong-type\): spec\.selector/)
   t.match(r.stderr, /document 4 \(Service default\/ratings\): spec\.ports\[0\]\.port/)
-  t.match(r.stderr, /^weft: 3 invalid resources were not published/m)
+  t.match(r.stderr, /^weft: 3 invalid resources were not published; the 2 valid ones were \(--partial\)$/m)
   const bus = await s.bus(s.server.credentials.operator)
   t.same((await bus.listResources()).map((entry) => entry.key), ['service.default.good-one', 'service.default.good-two'])
 

@@ -344,7 +344,7 @@ async function apply(parsed: ParsedOptions, io: Io): Promise<number> {
     if (json) report(results, revision)
     else io.out(`config revision ${revision}`)
     if (failed) {
-      io.err(`weft: ${invalidDocuments} invalid ${invalidDocuments === 1 ? 'resource was' : 'resources were'} not published (--partial published the ${declared.length} valid)`)
+      io.err(`weft: ${invalidDocuments} invalid ${invalidDocuments === 1 ? 'resource was' : 'resources were'} not published; the ${declared.length} valid ${declared.length === 1 ? 'one was' : 'ones were'} (--partial)`)
       return 1
     }
     return 0
