@@ -2,7 +2,9 @@
 // down in teardown (also when the test fails), and small tools to run things in pods and nodes.
 import { spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
 
@@ -47,10 +49,21 @@ export function testRunId(): string {
 const WAIT_FOR_OTHER_LAB_MS = 60_000
 
 /**
+ * `up` records the lab's context (and makes it current) in the weft config file: a test process
+ * gets its own file in the temp dir unless WEFT_CONFIG says otherwise, so tests never change the
+ * user's contexts. Child processes (weft lab, weft apply) inherit it.
+ */
+export function isolateContexts(): string {
+  process.env.WEFT_CONFIG ??= join(mkdtempSync(join(tmpdir(), 'weft-test-config-')), 'config.json')
+  return process.env.WEFT_CONFIG
+}
+
+/**
  * labUp, but when another lab is up (only one fits the address plan), waits up to a minute for
  * it to go down before failing with LabBusyError's message.
  */
 export async function labUpWhenFree(t: Test, topology: TopologyInput, options: LabUpOptions = {}): Promise<Lab> {
+  isolateContexts()
   const deadline = Date.now() + WAIT_FOR_OTHER_LAB_MS
   let announced = false
   for (;;) {
