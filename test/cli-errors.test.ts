@@ -29,11 +29,9 @@ function oneClearLine(t: Test, r: { code: number; stderr: string }, pattern: Reg
 
 const tmp = mkdtempSync(join(tmpdir(), 'weft-cli-'))
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }))
-const workloads = join(tmp, 'workloads.json')
-writeFileSync(workloads, JSON.stringify({ nodes: [], workloads: [] }))
 const cgroupMount = findCgroup2Mount() ?? '/sys/fs/cgroup'
 const nodeArgs = (extra: string[]): string[] => ['node', '--name', 'clitest', '--node-ip', '198.18.0.2', '--proxy-ip', '198.18.1.1',
-  '--cgroup-root', cgroupMount, '--workloads', workloads, '--pin-dir', '/sys/fs/bpf/weft/clitest', ...extra]
+  '--cgroup-root', cgroupMount, '--nats', 'nats://127.0.0.1:1', '--pin-dir', '/sys/fs/bpf/weft/clitest', ...extra]
 
 t.test('the daemon refuses to start without root', async (t) => {
   const r = run(nodeArgs([]), 65534)

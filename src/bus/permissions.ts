@@ -6,6 +6,8 @@ import { CONFIG_BUCKET, STATUS_BUCKET, inboxPrefixFor, kvSubject, statusSubject,
 export type SubjectPermissions = {
   publish: { allow: string[] }
   subscribe: { allow: string[] }
+  /** Lets the user answer requests (publish to the requester's reply subject, once). */
+  allowResponses?: boolean
 }
 
 /** Read-only access to a KV bucket: open it, get keys, watch it, list keys. */
@@ -53,7 +55,9 @@ export function controlPermissions(user: string): SubjectPermissions {
         `${kvSubject(CONFIG_BUCKET, '>')}`,
       ],
     },
-    subscribe: { allow: [`${inboxPrefixFor(user)}.>`, 'weft.status.>'] },
+    // weft.control.>: the control plane serves the workload registry (register/deregister).
+    subscribe: { allow: [`${inboxPrefixFor(user)}.>`, 'weft.status.>', 'weft.control.>'] },
+    allowResponses: true,
   }
 }
 

@@ -36,7 +36,8 @@ function quote(value: string): string {
 
 function permissionsBlock(permissions: SubjectPermissions): string {
   const list = (subjects: string[]): string => `[${subjects.map(quote).join(', ')}]`
-  return `permissions: { publish: { allow: ${list(permissions.publish.allow)} }, subscribe: { allow: ${list(permissions.subscribe.allow)} } }`
+  const responses = permissions.allowResponses === true ? ', allow_responses: true' : ''
+  return `permissions: { publish: { allow: ${list(permissions.publish.allow)} }, subscribe: { allow: ${list(permissions.subscribe.allow)} }${responses} }`
 }
 
 /** The text of a nats-server config file for `config`. */

@@ -65,7 +65,7 @@ async function main(argv: string[]): Promise<number> {
       console.log(usage)
       return command === undefined ? 2 : 0
     default:
-      console.error(`weft: unknown command "${command}" (commands: node, lab, demo, apply, get, delete, status; see weft --help)`)
+      console.error(`weft: unknown command "${command}" (commands: node, control, lab, demo, apply, get, delete, status; see weft --help)`)
       return 2
   }
 }

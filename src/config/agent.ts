@@ -37,7 +37,9 @@ export interface ConfigAgentOptions {
 
 export class ConfigAgent {
   private readonly options: ConfigAgentOptions
-  private readonly stored = new Map<string, string>()
+  /** Every resource as stored, parsed; a value that is not JSON is kept as its parse error. */
+  private readonly stored = new Map<string, unknown>()
+  private readonly unparsable = new Map<string, string>()
   private bus: Bus | undefined
   private watch: ConfigWatch | undefined
   private statusTimer: NodeJS.Timeout | undefined
@@ -82,8 +84,16 @@ export class ConfigAgent {
     log.info('connected to NATS', { servers: this.servers })
     void this.followConnection(this.bus)
     this.watch = await this.bus.watchConfig((event) => {
-      if (event.value === null) this.stored.delete(event.key)
-      else this.stored.set(event.key, event.value)
+      this.stored.delete(event.key)
+      this.unparsable.delete(event.key)
+      if (event.value !== null) {
+        // Any NATS client may publish: a value that is not JSON is rejected alone.
+        try {
+          this.stored.set(event.key, JSON.parse(event.value))
+        } catch (err) {
+          this.unparsable.set(event.key, `not valid JSON: ${(err as Error).message}`)
+        }
+      }
       this.pendingRevision = Math.max(this.pendingRevision, event.revision)
       if (this.initialLoaded) this.queueRebuild()
     }, {
@@ -123,7 +133,9 @@ export class ConfigAgent {
 
   private rebuild(): void {
     const { log } = this.options
-    const snapshot = buildSnapshot(new Map(this.stored), this.options.validation, this.pendingRevision)
+    const built = buildSnapshot(new Map(this.stored), this.options.validation, this.pendingRevision)
+    const snapshot: MeshSnapshot = this.unparsable.size === 0 ? built
+      : { ...built, rejected: [...built.rejected, ...[...this.unparsable].map(([key, reason]) => ({ key, reason }))] }
     const previous = this.snapshot
     this.snapshot = snapshot
     this.appliedAt = new Date().toISOString()

@@ -44,8 +44,8 @@ function untilSignal(): Promise<string> {
 export async function runNode(config: NodeConfig): Promise<void> {
   const log = createLogger({ node: config.name })
   const validation = { ...DEFAULT_VALIDATION_CONTEXT, vipCidr: config.vipCidr }
-  const bus = busOptions(config)
   if (config.configOnly) {
+    const bus = busOptions(config)
     const agent = new ConfigAgent({ node: config.name, bus, validation, statusIntervalMs: config.statusIntervalMs, log, onSnapshot: () => {}, readiness: () => ({ ready: true, reason: 'config-only' }) })
     void agent.start().catch((err: unknown) => { log.error('cannot follow configuration', { error: err }); process.exit(1) })
     await untilSignal()
@@ -59,6 +59,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   checkCgroup(config.cgroupRoot)
   const objectPath = config.bpfObject ?? defaultBpfObject
   checkBpfObject(objectPath)
+  const bus = busOptions(config)
 
   // Service VIPs are always intercepted: a VIP routes nowhere without the proxy.
   const settings = {
