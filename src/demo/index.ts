@@ -1,7 +1,8 @@
 // `weft demo`: the mesh at work in one command. Builds a lab of 2 nodes x 2 pods, runs a small
 // HTTP server in every pod and a client in the first pod that calls the other three by pod IP
-// (one on its own node, two across nodes through the tunnel), and prints, every second, what
-// each node proxy forwarded, read from its /metrics. Ctrl-C (or --duration) tears it all down.
+// (one on its own node, two across nodes through the tunnel) and by the VIP of a Service applied
+// over NATS (balanced across them), and prints, every second, what each node proxy forwarded,
+// read from its /metrics. Ctrl-C (or --duration) tears it all down.
 import type { ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
@@ -12,12 +13,20 @@ import { parsePrometheusText, sumSamples } from '../telemetry/prometheus-text.ts
 
 const here = dirname(fileURLToPath(import.meta.url))
 const SERVER_PORT = 8080
+const SERVICE_VIP = '198.19.0.20'
+
+/** The demo's one Service: the web pods behind a VIP, published like `weft apply` would. */
+const webService = {
+  apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'default' },
+  spec: { clusterIP: SERVICE_VIP, selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: SERVER_PORT, appProtocol: 'http' }] },
+}
 
 export const demoHelp = `usage: weft demo [--duration SECONDS] [--run-id ID]
 
 Builds a lab of 2 nodes x 2 pods (client and web-a on node1, web-b and web-c on node2), starts an
-HTTP server in each pod, and a client in "client" that calls the other three by pod IP on a new
-connection each time. Every second it prints, per node proxy, the connections and bytes it
+HTTP server in each pod, applies a Service "web" (VIP ${SERVICE_VIP}:80) over the lab's NATS, and
+runs a client in "client" that calls the other three by pod IP and the VIP, a new connection
+each time. Every second it prints, per node proxy, the connections and bytes it
 forwarded (direct to a pod on the same node, or through the HTTP/2 tunnel to another node) and
 the client's successful and failed calls. Ctrl-C, or the end of --duration, removes the lab.`
 
@@ -75,14 +84,18 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     for (const pod of lab.pods) {
       children.push(lab.exec(pod.name, [process.execPath, join(here, 'http-server.ts'), pod.name, String(SERVER_PORT)], { stdio: 'ignore' }))
     }
-    const targets = lab.pods.filter((p) => p.name !== 'client').map((p) => `${p.ip}:${SERVER_PORT}`)
+    const bus = await lab.connect('operator')
+    const revision = await bus.putResource('service.default.web', webService)
+    await bus.close()
+    console.error(`  applied service default/web (VIP ${SERVICE_VIP}:80) at config revision ${revision}`)
+    const targets = [...lab.pods.filter((p) => p.name !== 'client').map((p) => `${p.ip}:${SERVER_PORT}`), `${SERVICE_VIP}:80`]
     await new Promise((r) => setTimeout(r, 500)) // let the servers bind
     const client = lab.exec('client', [process.execPath, join(here, 'http-client.ts'), ...targets], { stdio: ['ignore', 'pipe', 'inherit'] })
     children.push(client)
     let calls: Record<string, { ok: number; failed: number; lastError?: string }> = {}
     if (client.stdout) createInterface({ input: client.stdout }).on('line', (line) => { try { calls = JSON.parse(line) } catch { /* partial line */ } })
 
-    console.log(`\nclient ${lab.pods.find((p) => p.name === 'client')?.ip} calls ${lab.pods.filter((p) => p.name !== 'client').map((p) => `${p.name} ${p.ip} (${p.node})`).join(', ')}`)
+    console.log(`\nclient ${lab.pods.find((p) => p.name === 'client')?.ip} calls ${lab.pods.filter((p) => p.name !== 'client').map((p) => `${p.name} ${p.ip} (${p.node})`).join(', ')}, and service web at ${SERVICE_VIP}:80`)
     console.log('Every connection is redirected by eBPF to the client\'s node proxy; cross-node ones ride the HTTP/2 tunnel.\n')
     const previous = new Map<string, NodeTotals>()
     const started = Date.now()
