@@ -21,7 +21,7 @@ import {
   BODY_BYTES, ECHO_PORT, HTTP_PORT, PROXY_PORTS, echoServerScript, haproxyConfig, nginxProxyConfig, nginxServerConfig,
   startInLab, stopProcess, toolVersion, writeConfig, type Started,
 } from './servers.ts'
-import { startSidecars, stopSidecar, writeSidecarWorkloads, type Sidecar } from './sidecar.ts'
+import { sidecarConnections, startSidecars, stopSidecar, type Sidecar } from './sidecar.ts'
 
 const LOADGEN = fileURLToPath(new URL('./loadgen.ts', import.meta.url))
 
@@ -66,6 +66,10 @@ const TOPOLOGY: TopologyInput = {
     { name: 'sidecar', node: 'node1', enrolled: false },
     { name: 'srv1', node: 'node1', enrolled: false },
     { name: 'srv2', node: 'node2', enrolled: false },
+    // The sidecar model's servers (same servers, same nodes): a pod with a sidecar is on its
+    // sidecar's "node" for every proxy (bench/sidecar.ts), so srv1/srv2 stay the node daemons'.
+    { name: 'ssrv1', node: 'node1', enrolled: false },
+    { name: 'ssrv2', node: 'node2', enrolled: false },
   ],
 }
 
@@ -182,13 +186,15 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
     const node1 = lab.node('node1')
     const srv1 = lab.pod('srv1')
     const srv2 = lab.pod('srv2')
-    for (const srv of [srv1, srv2]) {
+    const ssrv1 = lab.pod('ssrv1')
+    const ssrv2 = lab.pod('ssrv2')
+    for (const srv of [srv1, srv2, ssrv1, ssrv2]) {
       const dir = join(work, `nginx-${srv.name}`)
       const conf = writeConfig(dir, 'nginx.conf', nginxServerConfig(dir, srv.ip))
       processes.push(await startInLab(lab, srv.name, `nginx server`, ['nginx', '-p', dir, '-c', conf, '-e', join(dir, 'error.log')], other, { host: srv.ip, port: HTTP_PORT }, join(dir, 'out.log')))
       processes.push(await startInLab(lab, srv.name, 'echo server', [process.execPath, '-e', echoServerScript, srv.ip, String(ECHO_PORT)], other, { host: srv.ip, port: ECHO_PORT }, join(work, `echo-${srv.name}.log`)))
     }
-    progress('servers up: nginx (1 KB) and TCP echo in srv1 (node1) and srv2 (node2)')
+    progress('servers up: nginx (1 KB) and TCP echo in srv1 and ssrv1 (node1), srv2 and ssrv2 (node2)')
     const nginxDir = join(work, 'nginx-proxy')
     const nginxConf = writeConfig(nginxDir, 'nginx.conf', nginxProxyConfig(nginxDir, node1.proxyIp, srv1.ip, srv2.ip))
     const nginxProxy = await startInLab(lab, 'node1', 'nginx proxy', ['nginx', '-p', nginxDir, '-c', nginxConf, '-e', join(nginxDir, 'error.log')], other, { host: node1.proxyIp, port: PROXY_PORTS.nginx['same-node'] }, join(nginxDir, 'out.log'))
@@ -197,10 +203,7 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
     const haproxy = await startInLab(lab, 'node1', 'haproxy', ['haproxy', '-f', haproxyConf, '-db'], other, { host: node1.proxyIp, port: PROXY_PORTS.haproxy['same-node'] }, join(work, 'haproxy', 'out.log'))
     processes.push(haproxy)
     progress('node-level proxies up: nginx and haproxy in node1')
-    const sidecarPods = [lab.pod('sidecar'), srv1, srv2]
-    const sidecarWorkloads = join(work, 'sidecar-workloads.json')
-    writeSidecarWorkloads(sidecarWorkloads, sidecarPods)
-    sidecars = await startSidecars(lab, sidecarPods, sidecarWorkloads, work, other)
+    sidecars = await startSidecars(lab, [lab.pod('sidecar'), ssrv1, ssrv2], work, other)
     progress(`sidecars up: ${sidecars.map((s) => s.name).join(', ')}`)
 
     const daemon = (node: string): number[] => { const pid = lab.daemonPid(node); return pid ? [pid] : [] }
@@ -209,6 +212,7 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
     for (const workload of options.workloads) {
       for (const path of ['same-node', 'cross-node'] as const) {
         const server = path === 'same-node' ? srv1 : srv2
+        const sidecarServer = path === 'same-node' ? ssrv1 : ssrv2
         const port = workload === 'http' ? HTTP_PORT : ECHO_PORT
         const base = { path, workload, port }
         scenarios.push({ ...base, configuration: 'direct', client: 'plain', host: server.ip, proxies: () => ({ pids: [], labels: [] }) })
@@ -217,8 +221,8 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
           proxies: () => (path === 'same-node' ? { pids: daemon('node1'), labels: ['weft node1'] } : { pids: [...daemon('node1'), ...daemon('node2')], labels: ['weft node1', 'weft node2'] }),
         })
         scenarios.push({
-          ...base, configuration: 'sidecar', client: 'sidecar', host: server.ip,
-          proxies: () => ({ pids: [...sidecarPid('sidecar'), ...sidecarPid(server.name)], labels: ['weft sidecar (client pod)', `weft sidecar (${server.name})`] }),
+          ...base, configuration: 'sidecar', client: 'sidecar', host: sidecarServer.ip,
+          proxies: () => ({ pids: [...sidecarPid('sidecar'), ...sidecarPid(sidecarServer.name)], labels: ['weft sidecar (client pod)', `weft sidecar (${sidecarServer.name})`] }),
         })
         if (workload === 'http') {
           scenarios.push({ ...base, configuration: 'nginx', client: 'plain', host: node1.proxyIp, port: PROXY_PORTS.nginx[path], proxies: () => ({ pids: withChildren(nginxProxy.pid), labels: ['nginx master+worker'] }) })
@@ -245,6 +249,7 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
         }
       }
     }
+    await checkSidecarPath(sidecars, flags, progress)
     const httpScenarios = scenarios.filter((s) => s.workload === 'http')
     done = 0
     for (let round = 1; round <= options.rounds; round++) {
@@ -273,6 +278,25 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
     await Promise.all(sidecars.map(stopSidecar))
     await Promise.all(processes.map((p) => stopProcess(p.child)))
     lab.down(progress)
+  }
+}
+
+/** The sidecar rows are only the sidecar model if the traffic took it: the client's sidecar
+ *  tunnelled (never connected directly) and each server's sidecar accepted from the tunnel.
+ *  Anything else is flagged, not hidden. */
+async function checkSidecarPath(sidecars: Sidecar[], flags: string[], progress: (line: string) => void): Promise<void> {
+  for (const sidecar of sidecars) {
+    try {
+      const c = await sidecarConnections(sidecar)
+      const client = sidecar.pod.name === 'sidecar'
+      const problem = client
+        ? (c.outboundTunnel === 0 ? 'the client sidecar tunnelled no connection' : c.outboundDirect > 0 ? `the client sidecar connected ${c.outboundDirect} directly (not through the server's sidecar)` : undefined)
+        : (c.inbound === 0 ? `${sidecar.name} accepted no tunnelled connection` : undefined)
+      progress(`sidecar path: ${sidecar.name}: outbound tunnel ${c.outboundTunnel}, outbound direct ${c.outboundDirect}, inbound ${c.inbound}`)
+      if (problem) flags.push(`sidecar: ${problem}: its rows do not measure the sidecar model`)
+    } catch (error) {
+      flags.push(`sidecar: cannot read ${sidecar.name}'s metrics to check the path: ${(error as Error).message}`)
+    }
   }
 }
 
@@ -393,7 +417,8 @@ function summarise(options: BenchOptions, accumulators: Map<string, Accumulator>
 
 const DENSITY_METHOD = [
   'One node, a server pod, and N client pods. weft: the N pods are enrolled and share the node\'s one proxy;',
-  'sidecar: N other pods, each with its own `weft node` instance (the same proxy code, one per pod).',
+  'sidecar: N other pods and a second server pod, each with its own `weft node` instance (the same proxy code, one per pod: N + 1 processes),',
+  'each client sidecar tunnelling to the server\'s sidecar.',
   'Each active pod runs wrk (2 connections, 1 thread) against the server at once; RSS (VmRSS, user space only:',
   'BPF maps and socket buffers are kernel memory and not counted) is sampled while they run and the largest total is kept.',
 ].join(' ')
@@ -406,6 +431,9 @@ async function runDensity(options: BenchOptions, runId: string, work: string, pi
     nodes: ['node1'],
     pods: [
       { name: 'srv', node: 'node1', enrolled: false },
+      // The sidecar model's server: it has a sidecar too (a pod with a sidecar is on its sidecar's
+      // "node" for every proxy, bench/sidecar.ts), so srv stays the node proxy's.
+      { name: 'ssrv', node: 'node1', enrolled: false },
       ...Array.from({ length: maxPods }, (_, i) => ({ name: `m${i + 1}`, node: 'node1', enrolled: true })),
       ...Array.from({ length: maxPods }, (_, i) => ({ name: `s${i + 1}`, node: 'node1', enrolled: false })),
     ],
@@ -415,13 +443,16 @@ async function runDensity(options: BenchOptions, runId: string, work: string, pi
   const processes: Started[] = []
   let sidecars: Sidecar[] = []
   try {
-    progress(`density: a lab with one node, ${maxPods} enrolled pods, ${maxPods} sidecar pods and a server`)
+    progress(`density: a lab with one node, ${maxPods} enrolled pods, ${maxPods} sidecar pods and a server for each model`)
     lab = await labUpWhenFree(topology, runId, options, true)
     pinDaemons(lab, pinning?.everythingElse)
     const srv = lab.pod('srv')
-    const dir = join(work, 'density-nginx')
-    const conf = writeConfig(dir, 'nginx.conf', nginxServerConfig(dir, srv.ip))
-    processes.push(await startInLab(lab, 'srv', 'nginx server', ['nginx', '-p', dir, '-c', conf, '-e', join(dir, 'error.log')], pinning?.everythingElse, { host: srv.ip, port: HTTP_PORT }, join(dir, 'out.log')))
+    const ssrv = lab.pod('ssrv')
+    for (const server of [srv, ssrv]) {
+      const dir = join(work, `density-nginx-${server.name}`)
+      const conf = writeConfig(dir, 'nginx.conf', nginxServerConfig(dir, server.ip))
+      processes.push(await startInLab(lab, server.name, 'nginx server', ['nginx', '-p', dir, '-c', conf, '-e', join(dir, 'error.log')], pinning?.everythingElse, { host: server.ip, port: HTTP_PORT }, join(dir, 'out.log')))
+    }
     const daemonPid = lab.daemonPid('node1')
     for (const n of counts) {
       const pods = Array.from({ length: n }, (_, i) => (lab as Lab).pod(`m${i + 1}`))
@@ -430,13 +461,13 @@ async function runDensity(options: BenchOptions, runId: string, work: string, pi
       progress(`density weft: ${n} pod(s), one proxy: ${(point.rssBytes / 1048576).toFixed(1)} MiB, ${point.requests} requests, ${point.errors} errors`)
     }
     const sidecarPods = Array.from({ length: maxPods }, (_, i) => (lab as Lab).pod(`s${i + 1}`))
-    const workloads = join(work, 'density-sidecars.json')
-    writeSidecarWorkloads(workloads, sidecarPods)
+    progress('density sidecar: starting the server\'s sidecar')
+    sidecars.push(...(await startSidecars(lab, [ssrv], work, pinning?.everythingElse)))
     for (const n of counts) {
-      const more = sidecarPods.slice(sidecars.length, n)
+      const more = sidecarPods.slice(sidecars.length - 1, n)
       progress(`density sidecar: starting ${more.length} more sidecar(s)`)
-      sidecars.push(...(await startSidecars(lab, more, workloads, work, pinning?.everythingElse)))
-      const point = await densityLoad(lab, sidecarPods.slice(0, n), srv, () => sidecars.map((s) => s.pid), pinning?.loadGenerator)
+      sidecars.push(...(await startSidecars(lab, more, work, pinning?.everythingElse)))
+      const point = await densityLoad(lab, sidecarPods.slice(0, n), ssrv, () => sidecars.map((s) => s.pid), pinning?.loadGenerator)
       result.sidecar.push(point)
       progress(`density sidecar: ${n} pod(s), ${point.processes} proxies: ${(point.rssBytes / 1048576).toFixed(1)} MiB, ${point.requests} requests, ${point.errors} errors`)
     }

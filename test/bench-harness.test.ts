@@ -78,8 +78,9 @@ t.test('a tiny run: structure and counts', async (t) => {
   }
   t.equal(report.density.status, 'measured', `density: ${report.density.reason ?? ''}`)
   t.same(report.density.weft.map((p) => [p.pods, p.processes]), [[1, 1], [2, 1]], 'one weft proxy whatever the pods')
-  t.same(report.density.sidecar.map((p) => [p.pods, p.processes]), [[1, 1], [2, 2]], 'a proxy per pod')
+  t.same(report.density.sidecar.map((p) => [p.pods, p.processes]), [[1, 2], [2, 3]], 'a proxy per pod: each client pod and the server pod')
   t.ok(report.flags.some((f) => f.includes('weft L7')), 'the missing L7 configuration is flagged')
+  t.same(report.flags.filter((f) => f.startsWith('sidecar:')), [], 'the sidecar rows took the sidecar path (client sidecar tunnelled to the servers\' sidecars)')
 
   t.same(readReport(files.json).results.length, report.results.length, 'the JSON reads back')
   const markdown = readFileSync(files.markdown, 'utf8')
