@@ -53,7 +53,7 @@ export const CONFIGURATIONS: ConfigurationInfo[] = [
   { id: 'direct', title: 'direct (no mesh)', available: true, description: 'An unenrolled client pod connects straight to the server pod: the floor every other row is compared with.' },
   { id: 'weft-l4', title: 'weft L4', available: true, description: 'An enrolled client pod: eBPF redirects its connect to the node proxy (one `weft node` per node), which splices bytes to the server pod (same node) or through the pooled HTTP/2 CONNECT tunnel to the destination node\'s proxy (cross node: two proxies).' },
   { id: 'weft-l7', title: 'weft L7 (HTTP, metrics on)', available: false, reason: 'L7 (issue 4) has not landed: the node proxy is L4 (opaque TCP) today', description: 'Will be the same path as weft L4 with the HTTP pipeline in the node proxy.' },
-  { id: 'sidecar', title: 'sidecar (weft proxy per pod)', available: true, description: 'The sidecar model built from weft\'s own proxy so only the architecture differs: a `weft node` instance in the client pod (eBPF at the pod\'s cgroup intercepts the client\'s outbound) tunnels over HTTP/2 CONNECT to a second instance in the server pod, which connects to the app over the pod\'s own address. Two proxies on every path, same node or not. Not measured: mTLS (weft has none yet) and iptables redirection (eBPF here).' },
+  { id: 'sidecar', title: 'sidecar (weft proxy per pod)', available: true, description: 'The sidecar model built from weft\'s own proxy so only the architecture differs: a `weft node` instance in the client pod (eBPF at the pod\'s cgroup intercepts the client\'s outbound) tunnels over HTTP/2 CONNECT to a second instance in the server pod (ssrv1/ssrv2: the same servers as srv1/srv2, kept apart because a pod with a sidecar is on its sidecar\'s node for every proxy), which connects to the app over the pod\'s own address. Two proxies on every path, same node or not. Each sidecar reads NATS with operator creds (bench only). Not measured: mTLS (weft has none yet) and iptables redirection (eBPF here).' },
   { id: 'nginx', title: 'nginx (node L7 hop)', available: true, description: 'nginx (one worker) in the client node\'s namespace as an HTTP reverse proxy with keep-alive upstream pools; the client addresses it explicitly (no transparent interception). One proxy on either path. HTTP only.' },
   { id: 'haproxy', title: 'haproxy (node L7 hop)', available: true, description: 'haproxy (one thread, HTTP mode, keep-alive and connection reuse) in the client node\'s namespace, addressed explicitly. One proxy on either path. HTTP only.' },
 ]
@@ -416,10 +416,10 @@ function summarise(options: BenchOptions, accumulators: Map<string, Accumulator>
 }
 
 const DENSITY_METHOD = [
-  'One node, a server pod, and N client pods. weft: the N pods are enrolled and share the node\'s one proxy;',
+  'One node; for each model a server pod and N client pods. weft: the N pods are enrolled and share the node\'s one proxy;',
   'sidecar: N other pods and a second server pod, each with its own `weft node` instance (the same proxy code, one per pod: N + 1 processes),',
   'each client sidecar tunnelling to the server\'s sidecar.',
-  'Each active pod runs wrk (2 connections, 1 thread) against the server at once; RSS (VmRSS, user space only:',
+  'Each active pod runs wrk (2 connections, 1 thread) against its model\'s server at once; RSS (VmRSS, user space only:',
   'BPF maps and socket buffers are kernel memory and not counted) is sampled while they run and the largest total is kept.',
 ].join(' ')
 
