@@ -7,8 +7,8 @@ import { encodeGrpcMessage, GRPC_STATUS, grpcMeshError, grpcStatusForHttp, httpM
 t.test('HTTP: 503 for capacity, naming the cause and the destination', async (t) => {
   t.same(httpMeshError({ kind: 'no-healthy-endpoint', destination: 'default/reviews' }),
     { status: 503, headers: { 'weft-error': 'no healthy endpoint for default/reviews' } })
-  t.same(httpMeshError({ kind: 'breaker-open', destination: 'default/reviews', limit: 'requests', max: 100 }),
-    { status: 503, headers: { 'weft-error': 'circuit breaker open for default/reviews: requests at its limit of 100' } })
+  t.same(httpMeshError({ kind: 'breaker-open', destination: 'default/reviews', limit: 'maxRequests', max: 100 }),
+    { status: 503, headers: { 'weft-error': 'circuit breaker open for default/reviews: maxRequests at its limit of 100' } })
   t.same(httpMeshError({ kind: 'retry-budget-exhausted', destination: 'shop/ratings' }),
     { status: 503, headers: { 'weft-error': 'retry budget exhausted for shop/ratings' } })
 })
@@ -34,7 +34,7 @@ t.test('gRPC: trailers-only answers with UNAVAILABLE or DEADLINE_EXCEEDED and th
       'weft-error': 'no healthy endpoint for default/ratings',
     },
   })
-  t.equal(grpcMeshError({ kind: 'breaker-open', destination: 'a/b', limit: 'pending requests', max: 1 }).headers['grpc-status'], String(GRPC_STATUS.UNAVAILABLE))
+  t.equal(grpcMeshError({ kind: 'breaker-open', destination: 'a/b', limit: 'maxPendingRequests', max: 1 }).headers['grpc-status'], String(GRPC_STATUS.UNAVAILABLE))
   t.equal(grpcMeshError({ kind: 'retry-budget-exhausted', destination: 'a/b' }).headers['grpc-status'], String(GRPC_STATUS.UNAVAILABLE))
   t.equal(grpcMeshError({ kind: 'timeout', destination: 'a/b', timeout: 'request', ms: 5 }).headers['grpc-status'], String(GRPC_STATUS.DEADLINE_EXCEEDED))
   t.equal(grpcMeshError({ kind: 'no-route', destination: 'a/b', path: '/x.Y/Z' }).headers['grpc-status'], String(GRPC_STATUS.UNIMPLEMENTED))

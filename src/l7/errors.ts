@@ -27,7 +27,7 @@ export type MeshErrorCause =
   | { readonly kind: 'no-route'; readonly destination: string; readonly path: string }
   | { readonly kind: 'no-backend'; readonly destination: string; readonly route: string }
   | { readonly kind: 'no-healthy-endpoint'; readonly destination: string }
-  | { readonly kind: 'breaker-open'; readonly destination: string; readonly limit: string; readonly max: number }
+  | { readonly kind: 'breaker-open'; readonly destination: string; /** The policy field: maxRequests, ... */ readonly limit: string; readonly max: number }
   | { readonly kind: 'retry-budget-exhausted'; readonly destination: string }
   | { readonly kind: 'timeout'; readonly destination: string; readonly timeout: 'request' | 'backendRequest'; readonly ms: number }
   | { readonly kind: 'fault-abort'; readonly destination: string; readonly status: number }
