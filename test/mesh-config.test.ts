@@ -4,7 +4,7 @@
 // change made once it is back propagates; a node's credentials cannot write configuration.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -59,10 +59,16 @@ async function statuses(bus: Bus): Promise<Map<string, { revision: number; rejec
 
 async function waitForNodes(bus: Bus, revision: number, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
+  let last = 'no status read yet'
   for (;;) {
-    const s = await statuses(bus)
-    if (['node1', 'node2'].every((n) => (s.get(n)?.revision ?? 0) >= revision)) return
-    if (Date.now() > deadline) throw new Error(`nodes did not reach revision ${revision}: ${JSON.stringify([...s].map(([n, v]) => [n, v.revision]))}`)
+    try {
+      const s = await statuses(bus)
+      if (['node1', 'node2'].every((n) => (s.get(n)?.revision ?? 0) >= revision)) return
+      last = JSON.stringify([...s].map(([n, v]) => [n, v.revision]))
+    } catch (err) {
+      last = (err as Error).message // JetStream may still be starting after a NATS restart: try again
+    }
+    if (Date.now() > deadline) throw new Error(`nodes did not reach revision ${revision}: ${last}`)
     await new Promise((r) => setTimeout(r, 100))
   }
 }
@@ -153,5 +159,31 @@ t.test('configuration over NATS in a two-node lab', async (t) => {
     const seen = new Set<string>()
     for (let i = 0; i < 4; i++) seen.add(await callVip(lab))
     t.same([...seen], ['echo-c'], 'the change applied: only the canary answers')
+  })
+
+  t.test('a node that starts while NATS is down says so, and serves once configuration arrives', async (t) => {
+    await lab.stopDaemon('node2')
+    await lab.stopNats('SIGKILL')
+    const starting = lab.startDaemon('node2')
+    starting.catch(() => {})
+    const node2 = lab.nodes.find((n) => n.name === 'node2')!
+    let readyz: { status: number; text: string } | undefined
+    for (let i = 0; i < 50; i++) {
+      try {
+        const res = await fetch(`http://${node2.address}:15020/readyz`)
+        readyz = { status: res.status, text: await res.text() }
+        if (/unreachable/.test(readyz.text)) break
+      } catch { /* not listening yet */ }
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    t.equal(readyz?.status, 503, 'not ready without configuration')
+    t.match(readyz?.text, /waiting for configuration: NATS at nats:\/\/198\.18\.0\.254:4222 is unreachable/, '/readyz says why')
+    await new Promise((r) => setTimeout(r, 2500))
+    t.match(readFileSync(node2.logFile, 'utf8'), /NATS unreachable; waiting for configuration/, 'and so does the log')
+    await lab.startNats()
+    await starting
+    const seen = new Set<string>()
+    for (let i = 0; i < 4; i++) seen.add(await callVip(lab))
+    t.same([...seen], ['echo-c'], 'once NATS is back the node serves: the canary on node2 answers through its tunnel')
   })
 })

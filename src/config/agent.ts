@@ -71,12 +71,15 @@ export class ConfigAgent {
   async start(): Promise<void> {
     const { log } = this.options
     log.info('connecting to NATS', { servers: this.servers, user: this.options.bus.user })
-    const nagging = setInterval(() => {
-      if (this.nats !== 'connected') log.warn('still waiting for NATS; serving nothing new until configuration arrives', { servers: this.servers })
-    }, 10_000)
+    const nag = (): void => {
+      if (this.nats !== 'connected') log.warn('NATS unreachable; waiting for configuration (listeners stay closed until it arrives)', { servers: this.servers })
+    }
+    const firstNag = setTimeout(nag, 2_000)
+    const nagging = setInterval(nag, 10_000)
     try {
       this.bus = await connectBus({ ...this.options.bus, name: `weft-node ${this.options.node}`, waitForServer: true })
     } finally {
+      clearTimeout(firstNag)
       clearInterval(nagging)
     }
     if (this.stopped) { await this.bus.close(); return }
