@@ -1,5 +1,6 @@
 // The report: its versioned JSON shape (one source of truth for the harness, the Markdown, the
 // plot and the test), the Markdown table and the SVG plot (written by hand, no dependencies).
+import type { BenchOptions } from './harness.ts'
 
 /** Bump when a field changes meaning or is removed; adding fields keeps the version. */
 export const SCHEMA_VERSION = 1
@@ -85,17 +86,8 @@ export interface BenchReport {
   finishedAt: string
   durationSeconds: number
   machine: { hostname: string; kernel: string; cpus: number; cpuModel: string; memoryBytes: number; node: string; tools: Record<string, string>; loadAverageAtStart: number[]; loadAverageAtEnd: number[] }
-  options: {
-    profile: 'quick' | 'default' | 'custom'
-    rate: number
-    connections: number
-    rounds: number
-    sliceSeconds: number
-    warmupSeconds: number
-    closedLoopSeconds: number
-    closedLoopConnections: number
-    workloads: WorkloadId[]
-    densityPods: number[]
+  /** The run's options as given (see BenchOptions), plus the CPU pinning it used. */
+  options: Omit<BenchOptions, 'onProgress' | 'labWaitSeconds' | 'runIds'> & {
     cpuPinning: { loadGenerator: string; everythingElse: string } | null
   }
   configurations: ConfigurationInfo[]

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
 
+import { skipOrFail } from './privileged.ts'
 import { LabBusyError, labDown, labUp, type Lab, type LabUpOptions, type TopologyInput } from '../../src/lab/index.ts'
 
 export const labCli = fileURLToPath(new URL('../../src/lab/cli.ts', import.meta.url))
@@ -28,15 +29,7 @@ function missingForLab(): string[] {
 export function requireLab(t: Test): boolean {
   const reasons = missingForLab()
   if (reasons.length === 0) return true
-  const message = `needs a privileged host for the lab: ${reasons.join('; ')}`
-  if (process.env.WEFT_REQUIRE_PRIVILEGED === '1') {
-    t.fail(`${message} (WEFT_REQUIRE_PRIVILEGED=1, so this is a failure, not a skip)`)
-    t.end()
-  } else {
-    t.comment(`skipping: ${message}`)
-    t.plan(0, message)
-  }
-  return false
+  return skipOrFail(t, `needs a privileged host for the lab: ${reasons.join('; ')}`)
 }
 
 /** A run id for a test lab: `t` and 5 random characters, so leftovers are recognisable. */

@@ -42,7 +42,14 @@ function missing(need: Requirement): string | undefined {
 export function requirePrivileged(t: Test, needs: Requirement[] = allRequirements): boolean {
   const reasons = needs.map(missing).filter((reason): reason is string => reason !== undefined)
   if (reasons.length === 0) return true
-  const message = `needs a privileged host: ${reasons.join('; ')}`
+  return skipOrFail(t, `needs a privileged host: ${reasons.join('; ')}`)
+}
+
+/**
+ * A privileged prerequisite is missing: skip the test with the reason printed, or, when CI sets
+ * WEFT_REQUIRE_PRIVILEGED=1, fail it. Returns false so callers can `if (!require...) return`.
+ */
+export function skipOrFail(t: Test, message: string): false {
   if (process.env.WEFT_REQUIRE_PRIVILEGED === '1') {
     t.fail(`${message} (WEFT_REQUIRE_PRIVILEGED=1, so this is a failure, not a skip)`)
     t.end()
