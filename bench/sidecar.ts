@@ -39,7 +39,7 @@ import { join } from 'node:path'
 import type { NodeStatus } from '../src/config/agent.ts'
 import { CGROUP_ANNOTATION, ENROLLED_ANNOTATION, WEFT_API_VERSION, resourceKey } from '../src/config/resources/index.ts'
 import { ADMIN_PORT, LAB_CIDR, type Lab, type LabPod } from '../src/lab/index.ts'
-import { CLI_MAIN } from '../src/lab/daemons.ts'
+import { CLI_MAIN, answers200 } from '../src/lab/daemons.ts'
 import { PIN_ROOT, UNDERLAY_CIDR } from '../src/lab/plan.ts'
 import { inNetns, ip } from '../src/lab/sys.ts'
 
@@ -217,14 +217,3 @@ function getText(host: string, port: number, path: string): Promise<string> {
   })
 }
 
-function answers200(host: string, port: number, path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request({ host, port, path, method: 'GET', timeout: 1000 }, (res) => {
-      res.resume()
-      resolve(res.statusCode === 200)
-    })
-    req.on('timeout', () => req.destroy())
-    req.on('error', () => resolve(false))
-    req.end()
-  })
-}

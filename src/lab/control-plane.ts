@@ -3,8 +3,7 @@
 // (<cg2>/weft-<run>/control/{nats,plane}), so `down`, which empties the run's cgroup tree, stops
 // them also after a crash. Credentials live in <state>/creds/<user>.json (0600, the --creds
 // format); restarts reuse them, so clients and daemons keep working across a NATS restart.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { BusError, connectBus, readContext, removeContext, startNatsServer, writeContext, type Bus, type BusCredentials } from '../bus/index.ts'
@@ -12,7 +11,7 @@ import { controlUserMayServe, requestRegister } from '../control/index.ts'
 import { CLI_MAIN } from './daemons.ts'
 import { LabError } from './errors.ts'
 import { credsFile, labNames, labResources, type LabNatsUser, type LabPlan } from './plan.ts'
-import { inNetns, isAlive } from './sys.ts'
+import { isAlive, spawnInCgroup } from './sys.ts'
 
 const STOP_TIMEOUT_MS = 10_000
 /** weft control is a fresh node process: give it time to load before the first request. */
@@ -46,21 +45,6 @@ function writeCreds(plan: LabPlan, passwords: Record<string, string>): void {
   }
 }
 
-/** Runs argv in a netns and a cgroup, detached (it outlives `weft lab up`). sh and nsenter exec, so the pid is argv's. */
-function spawnInCgroup(netns: string, cgroup: string, argv: string[], logFile?: string): ChildProcess {
-  const log = logFile === undefined ? 'ignore' : openSync(logFile, 'a')
-  try {
-    const child = spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, ...inNetns(netns, argv)], {
-      detached: true,
-      stdio: ['ignore', log, log],
-    })
-    child.unref()
-    child.on('error', () => {})
-    return child
-  } finally {
-    if (typeof log === 'number') closeSync(log)
-  }
-}
 
 function cgroupPids(cgroup: string): number[] {
   try {

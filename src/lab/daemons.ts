@@ -2,14 +2,14 @@
 // <cg2>/weft-<run>/daemons/<node> (outside every workload root, so the proxy's own sockets are
 // never intercepted), reading its configuration from the lab's NATS as `node-<name>`, logging to
 // <state dir>/<node>.log.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { closeSync, openSync, readFileSync } from 'node:fs'
+import type { ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { LabError } from './errors.ts'
 import { ADMIN_PORT, credsFile, LAB_CIDR, UNDERLAY_CIDR, type LabNode, type LabPlan } from './plan.ts'
-import { inNetns, isAlive } from './sys.ts'
+import { isAlive, spawnInCgroup } from './sys.ts'
 
 const REPO_ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 export const CLI_MAIN = join(REPO_ROOT, 'src', 'cli', 'main.ts')
@@ -38,18 +38,7 @@ export function daemonCommand(plan: LabPlan, node: LabNode): string[] {
 /** Spawns the daemon detached (it outlives `weft lab up`); the shell joins the daemon cgroup, then
  *  execs nsenter, which execs the daemon, so the daemon's pid is the spawned pid. */
 export function spawnDaemon(plan: LabPlan, node: LabNode, command: DaemonCommand = daemonCommand): ChildProcess {
-  const log = openSync(node.logFile, 'a')
-  try {
-    const child = spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', node.daemonCgroup, ...inNetns(node.netns, command(plan, node))], {
-      detached: true,
-      stdio: ['ignore', log, log],
-    })
-    child.unref()
-    child.on('error', () => {})
-    return child
-  } finally {
-    closeSync(log)
-  }
+  return spawnInCgroup(node.netns, node.daemonCgroup, command(plan, node), node.logFile)
 }
 
 /** Pids in the node's daemon cgroup (the daemon, and anything it started). */
@@ -100,7 +89,7 @@ export async function stopDaemonProcesses(node: LabNode, signal: NodeJS.Signals)
   }
 }
 
-function answers200(host: string, port: number, path: string): Promise<boolean> {
+export function answers200(host: string, port: number, path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const req = request({ host, port, path, method: 'GET', timeout: 1000 }, (res) => {
       res.resume()

@@ -1,7 +1,7 @@
 // Small synchronous wrappers over the tools and kernel files the lab drives: iproute2, cgroup v2,
 // /proc. Setup and teardown are a sequence of short commands, so synchronous is simplest here.
-import { spawnSync } from 'node:child_process'
-import { existsSync, readFileSync, readdirSync, rmdirSync, statSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { LabError } from './errors.ts'
 
@@ -166,5 +166,21 @@ export function waitGoneSync(pids: () => number[], timeoutMs: number): boolean {
     if (pids().filter(isAlive).length === 0) return true
     if (Date.now() >= deadline) return false
     sleepSync(25)
+  }
+}
+
+/** Runs argv in a netns and a cgroup, detached (it outlives `weft lab up`). sh and nsenter exec, so the pid is argv's. */
+export function spawnInCgroup(netns: string, cgroup: string, argv: string[], logFile?: string): ChildProcess {
+  const log = logFile === undefined ? 'ignore' : openSync(logFile, 'a')
+  try {
+    const child = spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, ...inNetns(netns, argv)], {
+      detached: true,
+      stdio: ['ignore', log, log],
+    })
+    child.unref()
+    child.on('error', () => {})
+    return child
+  } finally {
+    if (typeof log === 'number') closeSync(log)
   }
 }
