@@ -4,6 +4,12 @@
 // to a pod on this node (or any address we do not know) directly, to a pod on another node
 // through the HTTP/2 tunnel to that node's inbound listener. A destination that is a service
 // VIP:port is first resolved to one of the service's ready endpoints.
+//
+// Connections to a service VIP that speak HTTP/1.x are handed to the L7 proxy instead
+// (src/l7/http1.ts), which routes, balances and retries each request: when the service port
+// declares appProtocol http, or, with no appProtocol, when the first bytes are an HTTP/1.x request
+// line (src/l7/detect.ts). Everything else — other declared protocols, h2c and gRPC for now, TLS,
+// unknown bytes, server-speaks-first, and connections to pod IPs — moves bytes as below.
 import net, { type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { serviceAddress, type MeshSnapshot } from '../config/resources/index.ts'
@@ -13,6 +19,8 @@ import type { NodeMetrics, Path } from '../telemetry/metrics.ts'
 import { ConnectionTracker } from './connections.ts'
 import { abort, splice } from './splice.ts'
 import { TunnelError, type TunnelPool } from './tunnel.ts'
+import { declaredProtocol, DEFAULT_SNIFF_TIMEOUT_MS, sniff, type Protocol } from '../l7/detect.ts'
+import { Http1Proxy } from '../l7/http1.ts'
 
 export interface OriginalDestinationSource {
   takeOriginalDestination(peerIp: string, peerPort: number): { ip: string; port: number } | undefined
@@ -30,6 +38,8 @@ export interface OutboundOptions {
   tunnels: TunnelPool
   metrics: NodeMetrics
   log: Logger
+  /** How long a connection to a service without appProtocol may stay silent before it is opaque. */
+  sniffTimeoutMs?: number
 }
 
 export class OutboundListener {
@@ -37,9 +47,14 @@ export class OutboundListener {
   private readonly server: net.Server
   private readonly options: OutboundOptions
   private readonly balancer = new RoundRobinBalancer()
+  private readonly http1: Http1Proxy
 
   constructor(options: OutboundOptions) {
     this.options = options
+    this.http1 = new Http1Proxy({
+      node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs,
+      snapshot: options.snapshot, tunnels: options.tunnels, metrics: options.metrics, log: options.log,
+    })
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
       this.accept(socket).catch((err: unknown) => {
         options.log.error('outbound: unexpected failure', { error: err })
@@ -61,6 +76,9 @@ export class OutboundListener {
   /** Stops accepting; connections in flight continue. */
   stop(): Promise<void> { return new Promise((resolve) => this.server.close(() => resolve())) }
 
+  /** Closes the L7 proxy's upstream pools (after draining). */
+  close(): void { this.http1.close() }
+
   private async accept(socket: Socket): Promise<void> {
     const { metrics, log, snapshot: current } = this.options
     socket.on('error', () => {}) // reported through splice once joined; before that we abort anyway
@@ -77,8 +95,23 @@ export class OutboundListener {
     const snapshot = current()
     const source = snapshot.workloadsByIp.get(peerIp)
     const sourceLabel = source ? `${source.namespace}/${source.name}` : 'unknown'
-    // A service VIP: choose one of its ready endpoints.
     const service = snapshot.services.get(serviceAddress(original.ip, original.port))
+    // A service VIP that speaks HTTP/1.x: the L7 proxy takes the connection.
+    let unread: Buffer | undefined
+    if (service) {
+      let protocol: Protocol | undefined = declaredProtocol(service.port.appProtocol)
+      if (protocol === undefined) {
+        const sniffed = await sniff(socket, { timeoutMs: this.options.sniffTimeoutMs ?? DEFAULT_SNIFF_TIMEOUT_MS })
+        protocol = sniffed.protocol
+        unread = sniffed.unread
+        if (socket.destroyed) return
+      }
+      if (protocol === 'http1') {
+        this.handOffHttp1(socket, { sourceIp: peerIp, sourceWorkload: sourceLabel, vip: original.ip, port: original.port })
+        return
+      }
+    }
+    // A service VIP: choose one of its ready endpoints.
     let destinationIp = original.ip
     let destinationPort = original.port
     if (service) {
@@ -117,6 +150,7 @@ export class OutboundListener {
       return
     }
     if (socket.destroyed) { abort(upstream); return }
+    if (unread) upstream.write(unread) // sniffed before the client half-closed: they go first
 
     const connLabels = { direction: 'outbound', path, ...labels } as const
     metrics.connectionsOpened.inc(connLabels)
@@ -135,6 +169,15 @@ export class OutboundListener {
     })
     this.connections.add(handle)
     socket.resume()
+  }
+
+  private handOffHttp1(socket: Socket, context: Parameters<Http1Proxy['handle']>[1]): void {
+    // Tracked like a spliced connection, so draining waits for it (and aborts it at the deadline).
+    let done = false
+    const handle = { abort: () => abort(socket), get done() { return done } }
+    this.connections.add(handle)
+    socket.once('close', () => { done = true; this.connections.remove(handle) })
+    this.http1.handle(socket, context)
   }
 }
 

@@ -31,6 +31,10 @@ export type MeshErrorCause =
   | { readonly kind: 'retry-budget-exhausted'; readonly destination: string }
   | { readonly kind: 'timeout'; readonly destination: string; readonly timeout: 'request' | 'backendRequest'; readonly ms: number }
   | { readonly kind: 'fault-abort'; readonly destination: string; readonly status: number }
+  /** The last try could not connect to `endpoint` (refused, unreachable, connect timeout, tunnel refused). */
+  | { readonly kind: 'upstream-connect-failure'; readonly destination: string; readonly endpoint: string }
+  /** The last try's connection was reset (or closed) by `endpoint` before a response came. */
+  | { readonly kind: 'upstream-reset'; readonly destination: string; readonly endpoint: string }
 
 export interface MeshErrorResponse {
   readonly status: number
@@ -47,17 +51,21 @@ export function meshErrorMessage(cause: MeshErrorCause): string {
     case 'retry-budget-exhausted': return `retry budget exhausted for ${cause.destination}`
     case 'timeout': return `${cause.timeout} timeout of ${cause.ms}ms for ${cause.destination}`
     case 'fault-abort': return `fault injected for ${cause.destination}: abort with ${cause.status}`
+    case 'upstream-connect-failure': return `cannot connect to endpoint ${cause.endpoint} of ${cause.destination}`
+    case 'upstream-reset': return `endpoint ${cause.endpoint} of ${cause.destination} reset the connection before responding`
   }
 }
 
-/** The HTTP status for a cause: Gateway API's 404/500 for routing, 503 for capacity, 504 for time. */
+/** The HTTP status for a cause: Gateway API's 404/500 for routing, 503 for capacity (and an endpoint that cannot be reached), 502 for a reset, 504 for time. */
 export function meshErrorStatus(cause: MeshErrorCause): number {
   switch (cause.kind) {
     case 'no-route': return 404
     case 'no-backend': return 500
     case 'no-healthy-endpoint':
     case 'breaker-open':
-    case 'retry-budget-exhausted': return 503
+    case 'retry-budget-exhausted':
+    case 'upstream-connect-failure': return 503
+    case 'upstream-reset': return 502
     case 'timeout': return 504
     case 'fault-abort': return cause.status
   }

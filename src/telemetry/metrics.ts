@@ -1,5 +1,5 @@
 // Every metric the node daemon exports, declared once: name, help and labels live here only.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 /** outbound: a redirected pod connection leaving through this node; inbound: a tunnel stream arriving. */
 export type Direction = 'outbound' | 'inbound'
@@ -13,6 +13,15 @@ export interface BpfCounterSource {
 /** destination_service is `namespace/name` when the pod dialled a service VIP, `none` otherwise. */
 const connectionLabels = ['direction', 'path', 'source_workload', 'destination_workload', 'destination_service'] as const
 const byteLabels = ['direction', 'source_workload', 'destination_workload', 'destination_service', 'flow'] as const
+/**
+ * Requests the L7 proxy handled. reporter: `source` (the client's node proxy; `destination` when
+ * the inbound side reports too). destination_workload is `unknown` when weft answered itself
+ * (no endpoint, a timeout before any response); response_code is what the client got, `0` when
+ * it got no response at all. protocol: `http` (HTTP/1.x) for now; `http2`, `grpc` to come.
+ */
+const requestLabels = ['reporter', 'source_workload', 'destination_service', 'destination_workload', 'response_code', 'protocol'] as const
+/** Seconds; from 1 ms to 10 s, as Istio's and linkerd's buckets roughly are. */
+const requestDurationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
 export class NodeMetrics {
   readonly registry = new Registry()
@@ -36,6 +45,16 @@ export class NodeMetrics {
   readonly connectionErrors = new Counter({
     name: 'weft_connection_errors_total', help: 'Connections the proxy could not forward, by reason.',
     labelNames: ['direction', 'reason'], registers: [this.registry],
+  })
+
+  readonly requests = new Counter({
+    name: 'weft_requests_total', help: 'HTTP requests handled by the L7 proxy, by response code.',
+    labelNames: requestLabels, registers: [this.registry],
+  })
+  /** From the request head arriving to the response's last byte written to the client. */
+  readonly requestDuration = new Histogram({
+    name: 'weft_request_duration_seconds', help: 'Time from a request arriving to its response being sent in full.',
+    labelNames: requestLabels, buckets: requestDurationBuckets, registers: [this.registry],
   })
 
   constructor(node: string, bpf: () => BpfCounterSource | undefined) {
