@@ -24,6 +24,14 @@ t.test('HTTP: 504 for timeouts, 404 when no route matches, 500 for a rule with n
     { status: 418, headers: { 'weft-error': 'fault injected for default/reviews: abort with 418' } })
 })
 
+t.test('HTTP: an endpoint that cannot be reached is 503, one that resets before responding 502', async (t) => {
+  t.same(httpMeshError({ kind: 'upstream-connect-failure', destination: 'default/reviews', endpoint: '198.18.1.10:9080' }),
+    { status: 503, headers: { 'weft-error': 'cannot connect to endpoint 198.18.1.10:9080 of default/reviews' } })
+  t.same(httpMeshError({ kind: 'upstream-reset', destination: 'default/reviews', endpoint: '198.18.1.10:9080' }),
+    { status: 502, headers: { 'weft-error': 'endpoint 198.18.1.10:9080 of default/reviews reset the connection before responding' } })
+  t.equal(grpcMeshError({ kind: 'upstream-reset', destination: 'a/b', endpoint: '1.2.3.4:5' }).headers['grpc-status'], String(GRPC_STATUS.UNAVAILABLE))
+})
+
 t.test('gRPC: trailers-only answers with UNAVAILABLE or DEADLINE_EXCEEDED and the message', async (t) => {
   t.same(grpcMeshError({ kind: 'no-healthy-endpoint', destination: 'default/ratings' }), {
     status: 200,
