@@ -271,7 +271,9 @@ export class Http1Proxy {
         settle({ outcome: { kind: neverArrived ? 'connect-failure' : 'reset' } })
       })
       if (body !== undefined) request.end(body)
-      else pipeline(req, request, () => {})
+      // pipe, not pipeline: a failed try must not destroy the client's connection, which still
+      // gets weft's answer.
+      else req.pipe(request)
     })
   }
 

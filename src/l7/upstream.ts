@@ -12,6 +12,7 @@
 // A tunnelled pool is keyed by source workload too: the CONNECT stream names the source
 // (`weft-source-workload`) and a kept-alive connection must not carry another workload's request.
 import http from 'node:http'
+import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
 import type { TunnelPool } from '../datapath/tunnel.ts'
@@ -68,7 +69,18 @@ export class UpstreamPools {
       }) as unknown as http.Agent['createConnection']
       upstream = { agent, path: 'tunnel' }
     } else {
-      upstream = { agent: new http.Agent({ keepAlive: true, timeout: idle, scheduling: 'lifo' }), path: 'direct' }
+      const agent = new http.Agent({ keepAlive: true, timeout: idle, scheduling: 'lifo' })
+      const connectTimeoutMs = this.options.connectTimeoutMs
+      // The Agent's own connect has no deadline: an endpoint that never answers the SYN would
+      // hold the request until the per-try timeout, or forever without one.
+      agent.createConnection = ((options: net.NetConnectOpts) => {
+        const socket = net.connect({ ...options, noDelay: true })
+        const timer = setTimeout(() => socket.destroy(new ConnectFailure(`connect to ${endpoint.ip}:${endpoint.port} timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs)
+        socket.once('connect', () => clearTimeout(timer))
+        socket.once('close', () => clearTimeout(timer))
+        return socket
+      }) as unknown as http.Agent['createConnection']
+      upstream = { agent, path: 'direct' }
     }
     this.agents.set(key, upstream)
     return upstream
