@@ -159,8 +159,10 @@ class NatsBus implements Bus {
   #config: KV | undefined
   #status: KV | undefined
   #opening: Promise<void> | undefined
+  readonly #timeout: number
 
   constructor(nc: NatsConnection, user: string | undefined, timeout: number) {
+    this.#timeout = timeout
     this.connection = nc
     this.user = user
     this.#js = jetstream(nc, { timeout })
@@ -266,11 +268,32 @@ class NatsBus implements Bus {
     return ack.seq
   }
 
+  /**
+   * A bucket's keys, within the request timeout: the listing runs on an ordered consumer, and
+   * one cut by a NATS restart could otherwise wait forever.
+   */
+  async #keys(kv: KV, filter: string | undefined, what: string): Promise<string[]> {
+    const iterator = await kv.keys(filter)
+    const keys: string[] = []
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        iterator.stop()
+        reject(new BusError('other', `nats: listing the keys of ${what} took longer than ${this.#timeout} ms; try again`))
+      }, this.#timeout)
+    })
+    try {
+      await Promise.race([(async () => { for await (const key of iterator) keys.push(key) })(), deadline])
+      return keys
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
   async listResources(prefix?: string): Promise<StoredResource[]> {
     const kv = await this.#configKv()
     return await this.#guard((s) => s.startsWith('$JS.'), async () => {
-      const keys: string[] = []
-      for await (const key of await kv.keys(keyFilter(prefix))) keys.push(key)
+      const keys = await this.#keys(kv, keyFilter(prefix), 'the weft-config bucket')
       const entries = await Promise.all(keys.sort().map((key) => kv.get(key)))
       return entries
         .filter((entry) => entry !== null && entry.operation === 'PUT')
@@ -318,8 +341,7 @@ class NatsBus implements Bus {
   async readStatuses(): Promise<NodeStatusEntry[]> {
     const kv = await this.#statusKv()
     return await this.#guard((s) => s.startsWith('$JS.'), async () => {
-      const nodes: string[] = []
-      for await (const node of await kv.keys()) nodes.push(node)
+      const nodes = await this.#keys(kv, undefined, 'the weft-status bucket')
       const entries = await Promise.all(nodes.sort().map((node) => kv.get(node)))
       const statuses: NodeStatusEntry[] = []
       for (const entry of entries) {
