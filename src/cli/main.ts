@@ -18,10 +18,13 @@ commands:
 
 Run as root: the daemon and the lab load BPF programs and create namespaces and cgroups.`
 
-/** Errors whose message is already written for the user: printed as one line, no stack. */
+/**
+ * Errors whose message is already written for the user: printed as one line, no stack. Matched
+ * by name for the kinds whose modules this file only loads on demand (BpfError's loads the addon).
+ */
+const userErrorNames = new Set(['LabError', 'LabBusyError', 'BpfError', 'BusError'])
 function isUserError(err: unknown): err is Error {
-  return err instanceof ConfigError || err instanceof PreflightError || 
-    (err instanceof Error && (err.name === 'LabError' || err.name === 'BpfError' || err.name === 'BusError' || err.constructor.name === 'LabError' || err.constructor.name === 'BpfError'))
+  return err instanceof ConfigError || err instanceof PreflightError || (err instanceof Error && userErrorNames.has(err.name))
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -48,14 +48,20 @@ export interface NodeConfig {
 
 export class ConfigError extends Error {}
 
+/** The defaults the field comments above and `--help` state. */
+export const DEFAULTS = {
+  outboundPort: 15001, inboundPort: 15008, adminPort: 15020, vipCidr: '198.19.0.0/16',
+  idleTimeoutMs: 3_600_000, drainTimeoutMs: 10_000, connectTimeoutMs: 5_000, statusIntervalMs: 5_000,
+} as const
+
 interface OptionSpec { type: 'string' | 'boolean'; multiple?: boolean; help: string; arg?: string }
 export const nodeOptionSpecs: Record<string, OptionSpec> = {
   name: { type: 'string', arg: 'NAME', help: 'this node\'s name (required)' },
   'node-ip': { type: 'string', arg: 'IP', help: 'address other nodes reach this node on; the inbound tunnel listens here (required)' },
   'proxy-ip': { type: 'string', arg: 'IP', help: 'local address enrolled pods are redirected to (required)' },
-  'outbound-port': { type: 'string', arg: 'PORT', help: 'outbound listener for redirected connections (default 15001)' },
-  'inbound-port': { type: 'string', arg: 'PORT', help: 'inbound HTTP/2 tunnel listener (default 15008)' },
-  'admin-port': { type: 'string', arg: 'PORT', help: 'admin listener: /healthz /readyz /metrics (default 15020)' },
+  'outbound-port': { type: 'string', arg: 'PORT', help: `outbound listener for redirected connections (default ${DEFAULTS.outboundPort})` },
+  'inbound-port': { type: 'string', arg: 'PORT', help: `inbound HTTP/2 tunnel listener (default ${DEFAULTS.inboundPort})` },
+  'admin-port': { type: 'string', arg: 'PORT', help: `admin listener: /healthz /readyz /metrics (default ${DEFAULTS.adminPort})` },
   'cgroup-root': { type: 'string', arg: 'DIR', help: 'cgroup v2 directory holding the node\'s pods; BPF attaches here (required)' },
   'pin-dir': { type: 'string', arg: 'DIR', help: 'bpffs directory for pins (default /sys/fs/bpf/weft/<name>)' },
   'bpf-object': { type: 'string', arg: 'FILE', help: 'compiled BPF object (default build/bpf/weft.bpf.o)' },
@@ -65,12 +71,12 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
   nats: { type: 'string', arg: 'URL', help: 'NATS server(s) carrying the configuration (default: WEFT_NATS_URL or the current context)' },
   creds: { type: 'string', arg: 'FILE', help: 'NATS credentials file, JSON {servers?, user, pass} (default: WEFT_NATS_USER/PASSWORD or the context)' },
   context: { type: 'string', arg: 'NAME', help: 'use this context from the weft config file' },
-  'vip-cidr': { type: 'string', arg: 'CIDR', help: 'service VIP range; always intercepted (default 198.19.0.0/16)' },
-  'status-interval': { type: 'string', arg: 'MS', help: 'republish status at least this often (default 5000)' },
+  'vip-cidr': { type: 'string', arg: 'CIDR', help: `service VIP range; always intercepted (default ${DEFAULTS.vipCidr})` },
+  'status-interval': { type: 'string', arg: 'MS', help: `republish status at least this often (default ${DEFAULTS.statusIntervalMs})` },
   'config-only': { type: 'boolean', help: 'follow configuration and report status only: no BPF, no listeners' },
-  'idle-timeout': { type: 'string', arg: 'MS', help: 'close connections idle this long (default 3600000)' },
-  'drain-timeout': { type: 'string', arg: 'MS', help: 'on SIGTERM, let connections finish this long (default 10000)' },
-  'connect-timeout': { type: 'string', arg: 'MS', help: 'upstream connect / tunnel stream timeout (default 5000)' },
+  'idle-timeout': { type: 'string', arg: 'MS', help: `close connections idle this long (default ${DEFAULTS.idleTimeoutMs})` },
+  'drain-timeout': { type: 'string', arg: 'MS', help: `on SIGTERM, let connections finish this long (default ${DEFAULTS.drainTimeoutMs})` },
+  'connect-timeout': { type: 'string', arg: 'MS', help: `upstream connect / tunnel stream timeout (default ${DEFAULTS.connectTimeoutMs})` },
   uninstall: { type: 'boolean', help: 'detach and unpin this node\'s BPF programs and maps, then exit' },
   help: { type: 'boolean', help: 'show this help' },
 }
@@ -133,46 +139,32 @@ export function parseNodeArgs(argv: string[]): ParsedNodeArgs {
   if (!/^[a-z0-9][a-z0-9.-]{0,62}$/.test(name)) throw new ConfigError(`--name: "${name}" must be lowercase letters, digits, '.' and '-'`)
   const pinDir = str('pin-dir') ?? `/sys/fs/bpf/weft/${name}`
   const uninstall = values.uninstall === true
-  const nats = { url: str('nats'), creds: str('creds'), context: str('context') }
-  const vipCidr = checkCidr(str('vip-cidr') ?? '198.19.0.0/16', 'vip-cidr')
-  const statusIntervalMs = millis(str('status-interval'), 'status-interval', 5_000)
-  if (uninstall) {
-    return { help: false, config: { ...defaults(), name, pinDir, uninstall, nodeIp: '', proxyIp: '', cgroupRoot: '', nats, vipCidr, statusIntervalMs, configOnly: false } }
-  }
-  if (values['config-only'] === true) {
-    return { help: false, config: { ...defaults(), name, pinDir, uninstall, nodeIp: str('node-ip') ?? '', proxyIp: str('proxy-ip') ?? '', cgroupRoot: '', nats, vipCidr, statusIntervalMs, configOnly: true } }
-  }
+  const configOnly = values['config-only'] === true
+  // Only a daemon that intercepts needs to know its addresses and cgroup.
+  const intercepting = !uninstall && !configOnly
   return {
     help: false,
     config: {
       name,
-      nodeIp: ipv4(str('node-ip'), 'node-ip'),
-      proxyIp: ipv4(str('proxy-ip'), 'proxy-ip'),
-      outboundPort: port(str('outbound-port'), 'outbound-port', 15001),
-      inboundPort: port(str('inbound-port'), 'inbound-port', 15008),
-      adminPort: port(str('admin-port'), 'admin-port', 15020),
-      cgroupRoot: required(str('cgroup-root'), 'cgroup-root'),
+      nodeIp: intercepting ? ipv4(str('node-ip'), 'node-ip') : str('node-ip') ?? '',
+      proxyIp: intercepting ? ipv4(str('proxy-ip'), 'proxy-ip') : str('proxy-ip') ?? '',
+      outboundPort: port(str('outbound-port'), 'outbound-port', DEFAULTS.outboundPort),
+      inboundPort: port(str('inbound-port'), 'inbound-port', DEFAULTS.inboundPort),
+      adminPort: port(str('admin-port'), 'admin-port', DEFAULTS.adminPort),
+      cgroupRoot: intercepting ? required(str('cgroup-root'), 'cgroup-root') : '',
       pinDir,
       bpfObject: str('bpf-object'),
       interceptCidrs: list('intercept-cidr').map((c) => checkCidr(c, 'intercept-cidr')),
       bypassCidrs: list('bypass-cidr').map((c) => checkCidr(c, 'bypass-cidr')),
       excludedPorts: list('exclude-port').map((p) => port(p, 'exclude-port', 0)),
-      nats,
-      vipCidr,
-      statusIntervalMs,
-      configOnly: false,
-      idleTimeoutMs: millis(str('idle-timeout'), 'idle-timeout', 3_600_000),
-      drainTimeoutMs: millis(str('drain-timeout'), 'drain-timeout', 10_000),
-      connectTimeoutMs: millis(str('connect-timeout'), 'connect-timeout', 5_000),
-      uninstall: false,
+      nats: { url: str('nats'), creds: str('creds'), context: str('context') },
+      vipCidr: checkCidr(str('vip-cidr') ?? DEFAULTS.vipCidr, 'vip-cidr'),
+      statusIntervalMs: millis(str('status-interval'), 'status-interval', DEFAULTS.statusIntervalMs),
+      configOnly,
+      idleTimeoutMs: millis(str('idle-timeout'), 'idle-timeout', DEFAULTS.idleTimeoutMs),
+      drainTimeoutMs: millis(str('drain-timeout'), 'drain-timeout', DEFAULTS.drainTimeoutMs),
+      connectTimeoutMs: millis(str('connect-timeout'), 'connect-timeout', DEFAULTS.connectTimeoutMs),
+      uninstall,
     },
-  }
-}
-
-function defaults(): Omit<NodeConfig, 'name' | 'pinDir' | 'uninstall' | 'nodeIp' | 'proxyIp' | 'cgroupRoot' | 'nats' | 'vipCidr' | 'statusIntervalMs' | 'configOnly'> {
-  return {
-    outboundPort: 15001, inboundPort: 15008, adminPort: 15020, bpfObject: undefined,
-    interceptCidrs: [], bypassCidrs: [], excludedPorts: [],
-    idleTimeoutMs: 3_600_000, drainTimeoutMs: 10_000, connectTimeoutMs: 5_000,
   }
 }

@@ -173,10 +173,9 @@ export class OutboundListener {
 
   private handOffHttp1(socket: Socket, context: Parameters<Http1Proxy['handle']>[1]): void {
     // Tracked like a spliced connection, so draining waits for it (and aborts it at the deadline).
-    let done = false
-    const handle = { abort: () => abort(socket), get done() { return done } }
+    const handle = { abort: () => abort(socket) }
     this.connections.add(handle)
-    socket.once('close', () => { done = true; this.connections.remove(handle) })
+    socket.once('close', () => this.connections.remove(handle))
     this.http1.handle(socket, context)
   }
 }

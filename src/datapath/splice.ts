@@ -38,7 +38,7 @@ export function abort(stream: Duplex): void {
   else stream.destroy()
 }
 
-export interface SpliceHandle { abort(): void; readonly done: boolean }
+export interface SpliceHandle { abort(): void }
 
 export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOptions): SpliceHandle {
   let bytesSent = 0
@@ -83,8 +83,5 @@ export function splice(downstream: Duplex, upstream: Duplex, options: SpliceOpti
     downstream.setTimeout(options.idleTimeoutMs, () => failBoth('idle_timeout'))
   }
 
-  return {
-    abort: () => failBoth('aborted'),
-    get done() { return finished },
-  }
+  return { abort: () => failBoth('aborted') }
 }

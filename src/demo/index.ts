@@ -8,6 +8,7 @@ import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { ConfigError } from '../config/node-config.ts'
 import { labUp, type Lab } from '../lab/index.ts'
 import { parsePrometheusText, sumSamples } from '../telemetry/prometheus-text.ts'
 
@@ -53,7 +54,7 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { duration: { type: 'string' }, 'run-id': { type: 'string' }, help: { type: 'boolean' } }, strict: true })
   if (values.help) { console.log(demoHelp); return 0 }
   const duration = values.duration === undefined ? Infinity : Number(values.duration)
-  if (!(duration > 0)) throw Object.assign(new Error(`--duration: "${values.duration}" is not a positive number of seconds`), { name: 'LabError' })
+  if (!(duration > 0)) throw new ConfigError(`--duration: "${values.duration}" is not a positive number of seconds`)
 
   const topology = {
     nodes: ['node1', 'node2'],

@@ -9,7 +9,6 @@ export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void
   warn(msg: string, fields?: Record<string, unknown>): void
   error(msg: string, fields?: Record<string, unknown>): void
-  child(fields: Record<string, unknown>): Logger
 }
 
 function envLevel(): LogLevel {
@@ -29,6 +28,5 @@ export function createLogger(base: Record<string, unknown> = {}, level: LogLevel
     info: (m, f) => write('info', m, f),
     warn: (m, f) => write('warn', m, f),
     error: (m, f) => write('error', m, f),
-    child: (fields) => createLogger({ ...base, ...fields }, level),
   }
 }
