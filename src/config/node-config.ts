@@ -2,6 +2,7 @@
 // `weft node --help` is generated from the same table, so the two cannot drift.
 import { parseArgs } from 'node:util'
 import { isIPv4 } from 'node:net'
+import { parseIpv4Cidr } from './resources/net.ts'
 
 export interface NodeConfig {
   /** This node's name; status, metrics and the default pin directory carry it. Required. */
@@ -108,8 +109,7 @@ function millis(value: string | undefined, flag: string, fallback: number): numb
   return n
 }
 export function checkCidr(value: string, flag: string): string {
-  const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(value)
-  if (!m || !isIPv4(m[1]!) || Number(m[2]) > 32) throw new ConfigError(`--${flag}: "${value}" is not an IPv4 CIDR like 198.18.0.0/15`)
+  if (parseIpv4Cidr(value) === undefined) throw new ConfigError(`--${flag}: "${value}" is not an IPv4 CIDR like 198.18.0.0/15`)
   return value
 }
 function ipv4(value: string | undefined, flag: string): string {
