@@ -158,3 +158,14 @@ t.test('createBalancer: the policy type, EWMA by default', async (t) => {
   t.ok(createBalancer('LeastRequest', states(['a']), deps) instanceof LeastRequestBalancer)
   t.ok(createBalancer('ConsistentHash', states(['a']), deps) instanceof ConsistentHashBalancer)
 })
+
+t.test('a faster sample is averaged in with a weight from the time since the last update', async (t) => {
+  const state = new EndpointState('a', null, 0, { decayMs: 10_000, defaultRttMs: 30 })
+  state.finish(0, 1000) // slower than the default: replaces the estimate
+  state.finish(5000, 10)
+  const weight = Math.exp(-5000 / 10_000)
+  t.ok(Math.abs(state.latencyMs(5000) - (1000 * weight + 10 * (1 - weight))) < 1e-9, `estimate ${state.latencyMs(5000)}`)
+  const before = state.latencyMs(5000)
+  state.finish(6000, 10)
+  t.ok(state.latencyMs(6000) < before, 'another fast sample pulls the estimate further down')
+})

@@ -53,11 +53,12 @@ export class EndpointState<T = unknown> {
    */
   finish(now: number, rttMs: number): void {
     if (this.inFlight > 0) this.inFlight--
-    const estimate = this.decayed(now)
+    // The weight comes from the time since the last update, read before anything moves the stamp.
+    const estimate = this.rttEstimateMs
+    const elapsed = Math.max(0, now - this.stampMs)
     if (rttMs > estimate) {
       this.rttEstimateMs = rttMs
     } else {
-      const elapsed = Math.max(0, now - this.stampMs)
       const weight = Math.exp(-elapsed / this.ewma.decayMs)
       this.rttEstimateMs = estimate * weight + rttMs * (1 - weight)
     }
