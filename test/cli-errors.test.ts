@@ -29,6 +29,8 @@ function oneClearLine(t: Test, r: { code: number; stderr: string }, pattern: Reg
 
 const tmp = mkdtempSync(join(tmpdir(), 'weft-cli-'))
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }))
+// Should a check ever let the daemon through, nothing it installed may stay behind.
+t.teardown(() => { if (process.getuid?.() === 0) spawnSync(process.execPath, [weft, 'node', '--name', 'clitest', '--pin-dir', '/sys/fs/bpf/weft/clitest', '--uninstall']) })
 const cgroupMount = findCgroup2Mount() ?? '/sys/fs/cgroup'
 const nodeArgs = (extra: string[]): string[] => ['node', '--name', 'clitest', '--node-ip', '198.18.0.2', '--proxy-ip', '198.18.1.1',
   '--cgroup-root', cgroupMount, '--nats', 'nats://127.0.0.1:1', '--pin-dir', '/sys/fs/bpf/weft/clitest', ...extra]

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { listLabs } from '../src/lab/index.ts'
+import { labDown, listLabs } from '../src/lab/index.ts'
 import { requireLab } from './helpers/lab.ts'
 
 const weft = fileURLToPath(new URL('../bin/weft.js', import.meta.url))
@@ -16,6 +16,7 @@ t.test('weft demo --duration 4', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-demo-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const runId = `d${Date.now().toString(36).slice(-5)}`
+  t.teardown(() => labDown(runId)) // also when the demo crashed or timed out
   const r = spawnSync(process.execPath, [weft, 'demo', '--duration', '4', '--run-id', runId], {
     encoding: 'utf8', timeout: 120_000, env: { ...process.env, WEFT_CONFIG: join(dir, 'config.json') },
   })

@@ -240,8 +240,11 @@ t.test('a lab of two nodes', async (t) => {
   })
 
   await t.test('a second lab is refused, naming the first and how to remove it', async (t) => {
-    await t.rejects(labUp({ nodes: ['node1'] }, { runId: testRunId(), startDaemons: false }), LabBusyError)
-    await t.rejects(labUp({ nodes: ['node1'] }, { startDaemons: false }), { message: new RegExp(`run ${run}.*weft lab down --run-id ${run}`) })
+    // Were either accepted, its lab must not outlive the test.
+    const [second, third] = [testRunId(), testRunId()]
+    t.teardown(() => { labDown(second); labDown(third) })
+    await t.rejects(labUp({ nodes: ['node1'] }, { runId: second, startDaemons: false }), LabBusyError)
+    await t.rejects(labUp({ nodes: ['node1'] }, { runId: third, startDaemons: false }), { message: new RegExp(`run ${run}.*weft lab down --run-id ${run}`) })
   })
 
   await t.test('pods reach each other by pod IP, across nodes and on one node', async (t) => {

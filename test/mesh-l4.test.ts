@@ -115,7 +115,8 @@ t.test('L4 mesh in a two-node lab', async (t) => {
     t.equal(pids.length, 2, 'both daemons are running')
     const rss = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024
     let peak = 0
-    const sampler = setInterval(() => { for (const pid of pids) peak = Math.max(peak, rss(pid)) }, 100)
+    const sampler = setInterval(() => { for (const pid of pids) { try { peak = Math.max(peak, rss(pid)) } catch { /* daemon gone */ } } }, 100)
+    t.teardown(() => clearInterval(sampler))
     const result = await probe(lab, 'client', 'send', ip('echo-b'), '9000', String(1 << 30)) as { sent: number; sha256: string; reply: { bytes: number; sha256: string } }
     clearInterval(sampler)
     t.equal(result.reply.bytes, 1 << 30, 'the sink received every byte')
