@@ -16,6 +16,7 @@ import { serviceAddress, type MeshSnapshot } from '../config/resources/index.ts'
 import { RoundRobinBalancer } from './balancer.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { NodeMetrics, Path } from '../telemetry/metrics.ts'
+import type { AccessLog } from '../telemetry/access-log.ts'
 import { ConnectionTracker } from './connections.ts'
 import { abort, splice } from './splice.ts'
 import { TunnelError, type TunnelPool } from './tunnel.ts'
@@ -40,6 +41,8 @@ export interface OutboundOptions {
   log: Logger
   /** How long a connection to a service without appProtocol may stay silent before it is opaque. */
   sniffTimeoutMs?: number
+  /** Where the L7 proxy writes access log lines (default: nowhere). */
+  accessLog?: AccessLog
 }
 
 export class OutboundListener {
