@@ -47,10 +47,12 @@ t.test('gRPC: trailers-only answers with UNAVAILABLE or DEADLINE_EXCEEDED and th
   t.equal(grpcMeshError({ kind: 'timeout', destination: 'a/b', timeout: 'request', ms: 5 }).headers['grpc-status'], String(GRPC_STATUS.DEADLINE_EXCEEDED))
   t.equal(grpcMeshError({ kind: 'no-route', destination: 'a/b', path: '/x.Y/Z' }).headers['grpc-status'], String(GRPC_STATUS.UNIMPLEMENTED))
   t.equal(grpcMeshError({ kind: 'fault-abort', destination: 'a/b', status: 503 }).headers['grpc-status'], String(GRPC_STATUS.UNAVAILABLE))
+  t.equal(grpcMeshError({ kind: 'fault-abort', destination: 'a/b', status: 504 }).headers['grpc-status'], String(GRPC_STATUS.UNAVAILABLE), 'an injected 504 is a gateway answer, not a deadline')
+  t.equal(grpcMeshError({ kind: 'fault-abort', destination: 'a/b', status: 503, grpcStatus: GRPC_STATUS.RESOURCE_EXHAUSTED }).headers['grpc-status'], String(GRPC_STATUS.RESOURCE_EXHAUSTED), 'an abort\'s own grpcStatus wins')
 })
 
 t.test('gRPC: HTTP statuses map per grpc/doc/http-grpc-status-mapping.md; messages are percent-encoded', async (t) => {
-  t.same([400, 401, 403, 404, 429, 502, 503, 504, 500].map(grpcStatusForHttp), [13, 16, 7, 12, 14, 14, 14, 4, 2])
+  t.same([400, 401, 403, 404, 429, 502, 503, 504, 500, 418].map(grpcStatusForHttp), [13, 16, 7, 12, 14, 14, 14, 14, 2, 2])
   t.equal(encodeGrpcMessage('50% of é'), '50%25 of %C3%A9')
   t.equal(encodeGrpcMessage('plain text: ok'), 'plain text: ok')
 })

@@ -30,7 +30,8 @@ export type MeshErrorCause =
   | { readonly kind: 'breaker-open'; readonly destination: string; /** The policy field: maxRequests, ... */ readonly limit: string; readonly max: number }
   | { readonly kind: 'retry-budget-exhausted'; readonly destination: string }
   | { readonly kind: 'timeout'; readonly destination: string; readonly timeout: 'request' | 'backendRequest'; readonly ms: number }
-  | { readonly kind: 'fault-abort'; readonly destination: string; readonly status: number }
+  /** An injected abort: `status` over HTTP; over gRPC `grpcStatus` (default: grpcStatusForHttp(status)). */
+  | { readonly kind: 'fault-abort'; readonly destination: string; readonly status: number; readonly grpcStatus?: number | undefined }
   /** The last try could not connect to `endpoint` (refused, unreachable, connect timeout, tunnel refused). */
   | { readonly kind: 'upstream-connect-failure'; readonly destination: string; readonly endpoint: string }
   /** The last try's connection was reset (or closed) by `endpoint` before a response came. */
@@ -77,8 +78,11 @@ export function httpMeshError(cause: MeshErrorCause): MeshErrorResponse {
 }
 
 /**
- * gRPC's mapping of an HTTP status to a status code (grpc/doc/http-grpc-status-mapping.md), used
- * for an injected abort and for anything else weft answers over gRPC.
+ * gRPC's mapping of an HTTP status to a status code (grpc/doc/http-grpc-status-mapping.md): what
+ * a gRPC client makes of a response with that HTTP status and no grpc-status. Used for an
+ * injected abort that names no grpcStatus. 504 is UNAVAILABLE there, not DEADLINE_EXCEEDED: a
+ * gateway's 504 says nothing about the caller's deadline. (A timeout weft itself enforced is
+ * DEADLINE_EXCEEDED: see meshErrorGrpcStatus.)
  */
 export function grpcStatusForHttp(status: number): number {
   switch (status) {
@@ -86,8 +90,7 @@ export function grpcStatusForHttp(status: number): number {
     case 401: return GRPC_STATUS.UNAUTHENTICATED
     case 403: return GRPC_STATUS.PERMISSION_DENIED
     case 404: return GRPC_STATUS.UNIMPLEMENTED
-    case 429: case 502: case 503: return GRPC_STATUS.UNAVAILABLE
-    case 504: return GRPC_STATUS.DEADLINE_EXCEEDED
+    case 429: case 502: case 503: case 504: return GRPC_STATUS.UNAVAILABLE
     default: return GRPC_STATUS.UNKNOWN
   }
 }
@@ -98,7 +101,7 @@ export function meshErrorGrpcStatus(cause: MeshErrorCause): number {
     case 'no-route': return GRPC_STATUS.UNIMPLEMENTED
     case 'no-backend': return GRPC_STATUS.INTERNAL
     case 'timeout': return GRPC_STATUS.DEADLINE_EXCEEDED
-    case 'fault-abort': return grpcStatusForHttp(cause.status)
+    case 'fault-abort': return cause.grpcStatus ?? grpcStatusForHttp(cause.status)
     default: return GRPC_STATUS.UNAVAILABLE
   }
 }
