@@ -79,6 +79,40 @@ t.test('max ejection percent: no more than that share out at once, but one of tw
   t.equal(none.record('a', s500), undefined, '0% ejects nothing')
 })
 
+t.test('every return is reported by expire() exactly once, whichever call noticed it', async (t) => {
+  let now = 0
+  const detector = new OutlierDetector(config({ consecutive5xx: 1, baseEjectionTimeMs: 10_000, maxEjectionPercent: 100 }), () => now, ['a', 'b', 'c', 'd'])
+  for (const id of ['a', 'b', 'c']) t.ok(detector.record(id, s500), `${id} ejected`)
+  now = 10_000
+  t.notOk(detector.isEjected('a'), 'isEjected brings a back')
+  t.equal(detector.record('b', ok), undefined, 'record brings b back (and counts a success)')
+  t.same(detector.ejected(), [], 'ejected() brings c back')
+  t.same(detector.expire(), ['a', 'b', 'c'], 'all three returns, in the order they came back')
+  t.same(detector.expire(), [], 'each once')
+
+  // A mirror kept the way the pipeline keeps it ends up agreeing with the detector.
+  const mirror = new Map([['a', false], ['b', false], ['c', false], ['d', false]])
+  const eject = (id: string): void => { if (detector.record(id, s500)) mirror.set(id, true) }
+  eject('a')
+  eject('d')
+  now = 40_000
+  t.notOk(detector.isEjected('a'))
+  eject('a') // back, then out again before expire() reported the return
+  for (const id of detector.expire()) mirror.set(id, false)
+  t.same([...mirror].filter(([, out]) => out).map(([id]) => id), ['a'], 'a is out again, d came back')
+  t.same(detector.ejected(), ['a'])
+})
+
+t.test('an endpoint that leaves the set is forgotten, with its unreported return', async (t) => {
+  let now = 0
+  const detector = new OutlierDetector(config({ consecutive5xx: 1, baseEjectionTimeMs: 10_000 }), () => now, ['a', 'b'])
+  t.ok(detector.record('a', s500))
+  now = 10_000
+  t.notOk(detector.isEjected('a'))
+  detector.setEndpoints(['b', 'c'])
+  t.same(detector.expire(), [])
+})
+
 t.test('a new endpoint set keeps the history of endpoints that stay', async (t) => {
   const detector = new OutlierDetector(config({ consecutive5xx: 1 }), () => 0, ['a', 'b'])
   detector.record('a', s500)

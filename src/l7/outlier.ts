@@ -5,7 +5,10 @@
 // endpoints are out at once, so detection can never empty a service on its own.
 //
 // The detector only decides; the pipeline mirrors the answer into the balancers' EndpointState
-// (`ejected`) and counts ejections for metrics. Time is the injected clock: no timers.
+// (`ejected`) and counts ejections for metrics: `record()` returns each ejection, and `expire()`
+// returns each return, exactly once, whichever call noticed that the time was up (`record`,
+// `isEjected`, `ejected` and `expire` all bring endpoints back; an endpoint ejected again before
+// its return was reported is not reported as returned). Time is the injected clock: no timers.
 import { durationMs } from '../config/resources/index.ts'
 import type { Clock } from './random.ts'
 
@@ -73,6 +76,8 @@ export class OutlierDetector {
   private readonly now: Clock
   private readonly records = new Map<string, EndpointRecord>()
   private ejectedCount = 0
+  /** Ids brought back and not yet returned by `expire()`, in the order they came back. */
+  private readonly returnedUnreported = new Set<string>()
 
   constructor(config: OutlierConfig, now: Clock, endpointIds: readonly string[] = []) {
     this.config = config
@@ -80,10 +85,17 @@ export class OutlierDetector {
     this.setEndpoints(endpointIds)
   }
 
-  /** The endpoint set changed (a snapshot): endpoints that stay keep their history. */
+  /**
+   * The endpoint set changed (a snapshot): endpoints that stay keep their history. Endpoints that
+   * go are forgotten, and so is a return of theirs that `expire()` had not reported yet.
+   */
   setEndpoints(ids: readonly string[]): void {
     const keep = new Set(ids)
-    for (const id of [...this.records.keys()]) if (!keep.has(id)) this.records.delete(id)
+    for (const id of [...this.records.keys()]) {
+      if (keep.has(id)) continue
+      this.records.delete(id)
+      this.returnedUnreported.delete(id)
+    }
     const now = this.now()
     for (const id of ids) if (!this.records.has(id)) this.records.set(id, { consecutive5xx: 0, consecutiveGatewayErrors: 0, ejectedUntil: undefined, times: 0, returnedAt: now })
     this.recount()
@@ -111,42 +123,45 @@ export class OutlierDetector {
     record.consecutive5xx = 0
     record.consecutiveGatewayErrors = 0
     this.ejectedCount++
+    // Back and out again before expire() reported the return: the caller's mirror still says
+    // "ejected", which is right again, so the return is not reported.
+    this.returnedUnreported.delete(id)
     return { id, untilMs: record.ejectedUntil, times: record.times, reason }
   }
 
-  /** Whether `id` is out now; an endpoint whose time is up is back from this call on. */
+  /**
+   * Whether `id` is out now; an endpoint whose time is up is back from this call on (and the next
+   * `expire()` reports it).
+   */
   isEjected(id: string): boolean {
     const record = this.records.get(id)
     if (!record || record.ejectedUntil === undefined) return false
     if (this.now() < record.ejectedUntil) return true
-    this.bringBack(record)
+    this.bringBack(id, record)
     return false
   }
 
-  /** Brings back every endpoint whose time is up and returns their ids (for the pipeline to mirror). */
+  /**
+   * Brings back every endpoint whose time is up and returns the ids of every endpoint that came
+   * back since the last call, whichever call brought it back: for the pipeline to mirror.
+   */
   expire(): string[] {
-    const returned: string[] = []
-    if (this.ejectedCount === 0) return returned
-    const now = this.now()
-    for (const [id, record] of this.records) {
-      if (record.ejectedUntil !== undefined && now >= record.ejectedUntil) {
-        this.bringBack(record)
-        returned.push(id)
-      }
-    }
+    this.bringBackDue()
+    const returned = [...this.returnedUnreported]
+    this.returnedUnreported.clear()
     return returned
   }
 
-  /** The ids out now. */
+  /** The ids out now. Endpoints whose time is up come back (and the next `expire()` reports them). */
   ejected(): string[] {
-    this.expire()
+    this.bringBackDue()
     return [...this.records].filter(([, record]) => record.ejectedUntil !== undefined).map(([id]) => id)
   }
 
   // At most maxEjectionPercent of the endpoints may be out; but with two or more endpoints and
   // a percentage above 0, one may always go (as Envoy), or small services could never eject.
   private mayEject(): boolean {
-    this.expire()
+    this.bringBackDue()
     const total = this.records.size
     const pct = this.config.maxEjectionPercent
     if (pct <= 0 || total === 0) return false
@@ -154,10 +169,19 @@ export class OutlierDetector {
     return this.ejectedCount < allowed
   }
 
-  private bringBack(record: EndpointRecord): void {
+  private bringBackDue(): void {
+    if (this.ejectedCount === 0) return
+    const now = this.now()
+    for (const [id, record] of this.records) {
+      if (record.ejectedUntil !== undefined && now >= record.ejectedUntil) this.bringBack(id, record)
+    }
+  }
+
+  private bringBack(id: string, record: EndpointRecord): void {
     record.returnedAt = record.ejectedUntil ?? this.now()
     record.ejectedUntil = undefined
     this.ejectedCount--
+    this.returnedUnreported.add(id)
   }
 
   private recount(): void {
