@@ -4,7 +4,7 @@
 import t from 'tap'
 
 import {
-  buildSnapshot, DEFAULT_VALIDATION_CONTEXT, durationMs, emptySnapshot, parseResourceDocuments, parseResourceKey, resourceKey, ResourceKeyError,
+  buildSnapshot, DEFAULT_VALIDATION_CONTEXT, destinationPolicyFor, destinationPolicyService, durationMs, emptySnapshot, parseResourceDocuments, parseResourceKey, resourceKey, ResourceKeyError,
   serviceAddress, snapshotCounts, validateResource, type Resource,
 } from '../src/config/resources/index.ts'
 
@@ -120,6 +120,21 @@ t.test('DestinationPolicy and AuthorizationPolicy: validated now, acted on later
   t.same(errorsOf({ ...policy, spec: { ...spec, outlierDetection: { baseEjectionTime: 30 } } }), ['spec.outlierDetection.baseEjectionTime: expected a duration like "30s", "1m30s" or "500ms", got 30'])
   t.same(errorsOf({ ...policy, spec: { ...spec, circuitBreaker: { maxConnections: -1 } } }), ['spec.circuitBreaker.maxConnections: expected a whole number ≥ 0, got -1'])
   t.same(errorsOf({ ...policy, spec: { ...spec, host: 'reviews' } }), ['spec: name the destination with exactly one of host or targetRef'])
+
+  // Fault injection: weft's own field.
+  const faults = { delay: { fixedDelay: '200ms', percent: 10 }, abort: { httpStatus: 503, grpcStatus: 14, percent: 5 } }
+  const withFaults = accepted({ ...policy, spec: { ...spec, faults } })
+  t.same(withFaults.kind === 'DestinationPolicy' && withFaults.spec.faults, faults)
+  t.ok(validateResource({ ...policy, spec: { ...spec, faults: { abort: { httpStatus: 500, percent: 100 } } } }).ok, 'one fault, no grpcStatus')
+  const faultErrors = (value: unknown): string[] => errorsOf({ ...policy, spec: { ...spec, faults: value } })
+  t.same(faultErrors({ delay: { fixedDelay: '200ms', percent: 101 } }), ['spec.faults.delay.percent: expected a whole number from 0 to 100, got 101'])
+  t.same(faultErrors({ delay: { fixedDelay: 200, percent: 10 } }), ['spec.faults.delay.fixedDelay: expected a duration like "30s", "1m30s" or "500ms", got 200'])
+  t.same(faultErrors({ delay: { fixedDelay: '200ms' } }), ['spec.faults.delay.percent: missing: expected a whole number from 0 to 100'])
+  t.same(faultErrors({ abort: { httpStatus: 700, percent: 10 } }), ['spec.faults.abort.httpStatus: expected an HTTP status from 200 to 599, got 700'])
+  t.same(faultErrors({ abort: { httpStatus: '503', percent: 10 } }), ['spec.faults.abort.httpStatus: expected an HTTP status from 200 to 599, got "503"'])
+  t.same(faultErrors({ abort: { httpStatus: 503, grpcStatus: 17, percent: 10 } }), ['spec.faults.abort.grpcStatus: expected a gRPC status code from 0 to 16, got 17'])
+  t.match(faultErrors({ abort: { httpStatus: 503, percent: 10, status: 503 } }), [/^spec\.faults\.abort\.status: unknown field/])
+  t.match(faultErrors({ dealy: { fixedDelay: '1s', percent: 1 } }), [/^spec\.faults\.dealy: unknown field \(did you mean "delay"\?\)/])
 
   const authz = {
     apiVersion: 'weft.dev/v1alpha1', kind: 'AuthorizationPolicy', metadata: { name: 'reviews', namespace: 'shop' },
@@ -372,3 +387,37 @@ t.test('snapshot: references to unknown services are warnings on that resource',
 function order(line: string): number {
   return line.startsWith('pod') ? 0 : line.startsWith('httproute') ? 1 : 2
 }
+
+t.test('destination policies: the service each names, and the one that applies to a service', async (t) => {
+  const policy = (name: string, namespace: string, spec: Record<string, unknown>) => accepted({ apiVersion: 'weft.dev/v1alpha1', kind: 'DestinationPolicy', metadata: { name, namespace }, spec })
+  const asPolicy = (resource: Resource) => {
+    if (resource.kind !== 'DestinationPolicy') throw new Error('not a policy')
+    return resource
+  }
+  const named = (p: Resource) => destinationPolicyService(asPolicy(p))
+  t.equal(named(policy('a', 'shop', { targetRef: { kind: 'Service', name: 'reviews' } })), 'shop/reviews', 'targetRef: in the policy\'s namespace')
+  t.equal(named(policy('a', 'shop', { host: 'reviews' })), 'shop/reviews', 'a bare name: in the policy\'s namespace')
+  t.equal(named(policy('a', 'shop', { host: 'ratings.default' })), 'default/ratings')
+  t.equal(named(policy('a', 'shop', { host: 'ratings.default.svc' })), 'default/ratings')
+  t.equal(named(policy('a', 'shop', { host: 'ratings.default.svc.cluster.local' })), 'default/ratings')
+  t.equal(named(policy('a', 'shop', { host: 'example.com' })), 'com/example', 'two labels read as name.namespace, as Kubernetes DNS does')
+  t.equal(named(policy('a', 'shop', { host: 'www.example.com' })), undefined, 'not a service hostname')
+
+  const first = asPolicy(policy('a', 'default', { host: 'reviews.shop.svc.cluster.local' }))
+  const second = asPolicy(policy('b', 'shop', { targetRef: { kind: 'Service', name: 'reviews' } }))
+  const other = asPolicy(policy('c', 'shop', { host: 'ratings' }))
+  t.equal(destinationPolicyFor([first, second, other], { namespace: 'shop', name: 'reviews' }), first, 'the first that names it')
+  t.equal(destinationPolicyFor([second, other], { namespace: 'shop', name: 'reviews' }), second)
+  t.equal(destinationPolicyFor([first, second, other], { namespace: 'shop', name: 'ratings' }), other)
+  t.equal(destinationPolicyFor([first, second, other], { namespace: 'default', name: 'reviews' }), undefined)
+
+  const snapshot = buildSnapshot(bucket(
+    { ...service('reviews', '198.19.0.10'), metadata: { name: 'reviews', namespace: 'shop' } },
+    { apiVersion: 'weft.dev/v1alpha1', kind: 'DestinationPolicy', metadata: { name: 'a', namespace: 'default' }, spec: { host: 'reviews.shop' } },
+    { apiVersion: 'weft.dev/v1alpha1', kind: 'DestinationPolicy', metadata: { name: 'b', namespace: 'shop' }, spec: { targetRef: { kind: 'Service', name: 'reviews' } } },
+  ))
+  t.same(snapshot.warnings.map((w) => `${w.key} | ${w.message}`), [
+    'destinationpolicy.shop.b | destination policy shop/b: service shop/reviews already has destination policy default/a; this one does not apply',
+  ])
+  t.equal(destinationPolicyFor(snapshot.destinationPolicies, { namespace: 'shop', name: 'reviews' })?.metadata.name, 'a', 'the one the warning says applies')
+})

@@ -243,14 +243,20 @@ export function buildSnapshot(resources: ReadonlyMap<string, unknown>, ctx: Vali
     warnings.push(...routeWarnings(key, route, servicesByName, knownServicesIn))
   }
   const destinationPolicies: DestinationPolicy[] = []
+  const policyOfService = new Map<string, DestinationPolicy>()
   for (const [key, policy] of ofKind('DestinationPolicy')) {
     destinationPolicies.push(policy)
     const namespace = policy.metadata.namespace
     const target = policy.spec.targetRef?.name ?? policy.spec.host ?? ''
-    const resolved = policy.spec.targetRef ? servicesByName.has(`${namespace}/${target}`) : hostToService(target, namespace, servicesByName) !== undefined
-    if (!resolved) {
+    const service = destinationPolicyService(policy)
+    if (service === undefined || !servicesByName.has(service)) {
       warnings.push({ key, message: `destination policy ${displayName(policy)}: ${policy.spec.targetRef ? 'targetRef' : 'host'} "${target}" names no known service (known: ${knownServicesIn(namespace)})` })
+      continue
     }
+    // Same rule as destinationPolicyFor: the first policy (by key) that names a service applies.
+    const first = policyOfService.get(service)
+    if (first) warnings.push({ key, message: `destination policy ${displayName(policy)}: service ${service} already has destination policy ${displayName(first)}; this one does not apply` })
+    else policyOfService.set(service, policy)
   }
   const authorizationPolicies: AuthorizationPolicy[] = []
   for (const [key, policy] of ofKind('AuthorizationPolicy')) {
@@ -307,11 +313,28 @@ function selectPods(service: Service, workloadsByIp: ReadonlyMap<string, Workloa
   return [...workloadsByIp.values()].filter((w) => w.ready && w.namespace === service.metadata.namespace && selector.every(([k, v]) => w.labels[k] === v))
 }
 
-/** `reviews`, `reviews.shop`, `reviews.shop.svc` or `reviews.shop.svc.<domain>` -> that service. */
-function hostToService(host: string, namespace: string, servicesByName: ReadonlyMap<string, Service>): Service | undefined {
-  const [name = '', ns = namespace, svc] = host.split('.')
-  if (svc !== undefined && svc !== 'svc') return undefined
-  return servicesByName.get(`${ns}/${name}`)
+/**
+ * The service a DestinationPolicy is for, as `namespace/name`: its targetRef (a Service in the
+ * policy's namespace), or its host: `reviews` (in the policy's namespace), `reviews.shop`,
+ * `reviews.shop.svc` or `reviews.shop.svc.<domain>`. Undefined when the host cannot name a
+ * service (a third label other than `svc`). Whether that service exists is not checked here.
+ */
+export function destinationPolicyService(policy: DestinationPolicy): string | undefined {
+  const namespace = policy.metadata.namespace
+  if (policy.spec.targetRef) return `${namespace}/${policy.spec.targetRef.name}`
+  const [name = '', ns = namespace, svc] = (policy.spec.host ?? '').split('.')
+  if (name === '' || ns === '' || (svc !== undefined && svc !== 'svc')) return undefined
+  return `${ns}/${name}`
+}
+
+/**
+ * The DestinationPolicy that applies to a service: the first of `policies` that names it (by
+ * targetRef or host, see destinationPolicyService). With `snapshot.destinationPolicies`, which are
+ * in key order, that is the first by namespace, then name; the snapshot warns about the others.
+ */
+export function destinationPolicyFor(policies: readonly DestinationPolicy[], service: { readonly namespace: string; readonly name: string }): DestinationPolicy | undefined {
+  const wanted = `${service.namespace}/${service.name}`
+  return policies.find((policy) => destinationPolicyService(policy) === wanted)
 }
 
 function routeWarnings(key: string, route: HTTPRoute | GRPCRoute, servicesByName: ReadonlyMap<string, Service>, knownServicesIn: (ns: string) => string): ResourceWarning[] {

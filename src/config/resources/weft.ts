@@ -44,6 +44,26 @@ const loadBalancer = z.strictObject({
   }
 })
 
+// Fault injection (weft's own: Gateway API has none). Each fault has its own percentage and its
+// own draw, so a request may be both delayed and aborted. faultConfigFromPolicy (src/l7/faults.ts)
+// turns this into the injector's FaultConfig.
+const faults = z.strictObject({
+  /** Hold `percent` of the requests for `fixedDelay` before sending them on. */
+  delay: z.strictObject({
+    fixedDelay: duration,
+    percent,
+  }, expected('an object {fixedDelay, percent}')).optional(),
+  /** Answer `percent` of the requests with `httpStatus` (gRPC requests: `grpcStatus`) instead of sending them. */
+  abort: z.strictObject({
+    httpStatus: z.int(expected('an HTTP status from 200 to 599'))
+      .min(200, expected('an HTTP status from 200 to 599')).max(599, expected('an HTTP status from 200 to 599')),
+    /** Default: gRPC's mapping of httpStatus (503 -> 14 UNAVAILABLE). */
+    grpcStatus: z.int(expected('a gRPC status code from 0 to 16'))
+      .min(0, expected('a gRPC status code from 0 to 16')).max(16, expected('a gRPC status code from 0 to 16')).optional(),
+    percent,
+  }, expected('an object {httpStatus, grpcStatus, percent}')).optional(),
+}, expected('an object {delay, abort}'))
+
 const destinationPolicySpec = z.strictObject({
   /** The destination by hostname (`reviews`, `reviews.shop`, `reviews.shop.svc.cluster.local`)... */
   host: z.string(expected('a service hostname')).min(1, expected('a service hostname')).optional(),
@@ -66,11 +86,12 @@ const destinationPolicySpec = z.strictObject({
   connectionPool: z.strictObject({
     idleTimeout: duration.optional(),
   }, expected('an object {idleTimeout}')).optional(),
+  faults: faults.optional(),
   failover: z.strictObject({
     localityFirst: z.boolean(expected('true or false')).optional(),
     spillOverBelowHealthyPercent: percent.optional(),
   }, expected('an object {localityFirst, spillOverBelowHealthyPercent}')).optional(),
-}, expected('an object with host or targetRef, and loadBalancer, circuitBreaker, outlierDetection, connectionPool, failover')).superRefine((spec, ctx) => {
+}, expected('an object with host or targetRef, and loadBalancer, circuitBreaker, outlierDetection, connectionPool, faults, failover')).superRefine((spec, ctx) => {
   if ((spec.host === undefined) === (spec.targetRef === undefined)) {
     ctx.addIssue({ code: 'custom', path: [], message: 'name the destination with exactly one of host or targetRef' })
   }
@@ -83,6 +104,8 @@ export const destinationPolicySchema = z.strictObject({
   spec: destinationPolicySpec,
 })
 export type DestinationPolicy = z.infer<typeof destinationPolicySchema>
+/** A DestinationPolicy's `spec.faults`. */
+export type DestinationFaults = z.infer<typeof faults>
 
 // --- AuthorizationPolicy ---------------------------------------------------------------------
 
