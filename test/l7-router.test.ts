@@ -81,6 +81,30 @@ t.test('precedence: exact path > longest prefix > method > most headers > most q
   t.equal(pick(routes, get('/api/x', { a: '1' })), 'r#5')
 })
 
+t.test('precedence: a prefix with a trailing slash is the same prefix, ranked by its characters without it', async (t) => {
+  const slash = { matches: [{ path: { value: '/api/' } }], backendRefs: [backend('a')] }
+  const bare = { matches: [{ path: { value: '/api' } }], backendRefs: [backend('a')] }
+  t.equal(pick([route('HTTPRoute', 'r', [bare, slash])], get('/api/x')), 'r#0', '/api and /api/ tie: the first rule')
+  t.equal(pick([route('HTTPRoute', 'r', [slash, bare])], get('/api/x')), 'r#0', 'either order')
+  t.equal(pick([route('HTTPRoute', 'r', [slash, { ...bare, matches: [{ path: { value: '/api' }, method: 'GET' }] }])], get('/api/x')), 'r#1',
+    'a tie on the prefix goes to the method, not to the trailing slash')
+  const longer = { matches: [{ path: { value: '/api/v' } }], backendRefs: [backend('a')] }
+  t.equal(pick([route('HTTPRoute', 'r', [{ matches: [{ path: { value: '/api/////' } }], backendRefs: [backend('a')] }, longer])], get('/api/v/1')), 'r#1',
+    'slashes do not lengthen a prefix')
+  for (const path of ['/api', '/api/', '/api/x']) t.equal(pick([route('HTTPRoute', 'r', [slash])], get(path)), 'r#0', `/api/ matches ${path}`)
+  t.equal(pick([route('HTTPRoute', 'r', [slash])], get('/apix')), 'none', '/api/ does not match /apix')
+})
+
+t.test('of header or query matches with one name only the first counts, for matching and for precedence', async (t) => {
+  const twice = { matches: [{ path: { value: '/' }, headers: [{ name: 'x-user', value: 'a' }, { name: 'X-User', value: 'b' }] }], backendRefs: [backend('a')] }
+  t.equal(pick([route('HTTPRoute', 'r', [twice])], get('/', { 'x-user': 'a' })), 'r#0', 'the second x-user is ignored')
+  t.equal(pick([route('HTTPRoute', 'r', [twice])], get('/', { 'x-user': 'b' })), 'none')
+  const two = { matches: [{ path: { value: '/' }, headers: [{ name: 'x-user', value: 'a' }, { name: 'x-tier', value: 'gold' }] }], backendRefs: [backend('a')] }
+  t.equal(pick([route('HTTPRoute', 'r', [twice, two])], get('/', { 'x-user': 'a', 'x-tier': 'gold' })), 'r#1', 'two names beat one name given twice')
+  const query = { matches: [{ path: { value: '/' }, queryParams: [{ name: 'q', value: '1' }, { name: 'q', value: '2' }] }], backendRefs: [backend('a')] }
+  t.equal(pick([route('HTTPRoute', 'r', [query])], get('/?q=1')), 'r#0')
+})
+
 t.test('ties: the older route, then namespace/name, then rule order', async (t) => {
   const rule = { matches: [{ path: { value: '/api' } }], backendRefs: [backend('a')] }
   const older = route('HTTPRoute', 'zeta', [rule], { creationTimestamp: '2024-01-01T00:00:00Z' })
@@ -88,6 +112,9 @@ t.test('ties: the older route, then namespace/name, then rule order', async (t) 
   t.equal(pick([newer, older], get('/api')), 'zeta#0', 'the oldest route')
   t.equal(pick([route('HTTPRoute', 'b', [rule]), route('HTTPRoute', 'a', [rule])], get('/api')), 'a#0', 'then by name')
   t.equal(pick([route('HTTPRoute', 'r', [rule, rule])], get('/api')), 'r#0', 'then the first rule')
+  const parentRefs = [{ kind: 'Service', name: 'reviews', namespace: 'default' }]
+  t.equal(pick([route('HTTPRoute', 'a', [rule], { namespace: 'shop', parentRefs }), route('HTTPRoute', 'z', [rule], { namespace: 'default' })], get('/api')), 'z#0',
+    'namespace before name: default/z before shop/a')
 })
 
 t.test('routes attach by parentRef: name, namespace, port, sectionName', async (t) => {

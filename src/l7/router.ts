@@ -219,9 +219,12 @@ function compileHttpMatch(rule: RouteRule, match: HttpMatch, createdAt: number, 
     pathRank = PATH_PREFIX
     pathMatches = prefixMatcher(pathValue)
   }
+  // A prefix ranks by its characters without the trailing slash it is matched without: `/api/`
+  // and `/api` are one prefix and tie (then method, headers, ... decide).
+  const pathLength = pathType === 'PathPrefix' ? normalizedPrefix(pathValue).length : pathValue.length
   const method = match.method
-  const headers = (match.headers ?? []).map(headerCondition)
-  const queryParams = (match.queryParams ?? []).map((q) => ({
+  const headers = firstOfEachName(match.headers ?? [], (h) => h.name.toLowerCase()).map(headerCondition)
+  const queryParams = firstOfEachName(match.queryParams ?? [], (q) => q.name).map((q) => ({
     name: q.name,
     exact: q.type === 'Exact' ? q.value : undefined,
     pattern: q.type === 'RegularExpression' ? anchored(q.value) : undefined,
@@ -233,7 +236,7 @@ function compileHttpMatch(rule: RouteRule, match: HttpMatch, createdAt: number, 
     routeName,
     // Gateway API precedence: exact path, longest prefix (regex between them here), method,
     // most header matches, most query matches; then route age and name, then rule order.
-    rank: [pathRank, -pathValue.length, method === undefined ? 1 : 0, -headers.length, -queryParams.length],
+    rank: [pathRank, -pathLength, method === undefined ? 1 : 0, -headers.length, -queryParams.length],
     matches: (request) => {
       if (!pathMatches(request.pathOnly)) return false
       if (method !== undefined && request.head.method !== method) return false
@@ -257,9 +260,28 @@ function compileHttpMatch(rule: RouteRule, match: HttpMatch, createdAt: number, 
  * `/apis`. A trailing slash in the prefix is ignored (`/api/` is `/api`).
  */
 function prefixMatcher(value: string): (path: string) => boolean {
-  const prefix = value.length > 1 && value.endsWith('/') ? value.replace(/\/+$/, '') : value
-  if (prefix === '/' || prefix === '') return (path) => path.startsWith('/')
+  const prefix = normalizedPrefix(value)
+  if (prefix === '/') return (path) => path.startsWith('/')
   return (path) => path.startsWith(prefix) && (path.length === prefix.length || path.charCodeAt(prefix.length) === 0x2f /* / */)
+}
+
+/** A PathPrefix value without its trailing slashes (`/api/` -> `/api`); `/` stays `/`. */
+function normalizedPrefix(value: string): string {
+  return value.replace(/\/+$/, '') || '/'
+}
+
+/**
+ * Gateway API: of header (or query param) matches with equivalent names only the first counts;
+ * the rest are ignored, for matching and for precedence alike.
+ */
+function firstOfEachName<T>(entries: readonly T[], nameOf: (entry: T) => string): T[] {
+  const seen = new Set<string>()
+  return entries.filter((entry) => {
+    const name = nameOf(entry)
+    if (seen.has(name)) return false
+    seen.add(name)
+    return true
+  })
 }
 
 // --- GRPCRoute -------------------------------------------------------------------------------
@@ -284,7 +306,7 @@ function compileGrpcMatch(rule: RouteRule, match: GrpcMatch, createdAt: number, 
   const regex = method?.type === 'RegularExpression'
   const servicePattern = regex && method.service !== undefined ? anchored(method.service) : undefined
   const methodPattern = regex && method.method !== undefined ? anchored(method.method) : undefined
-  const headers = (match.headers ?? []).map(headerCondition)
+  const headers = firstOfEachName(match.headers ?? [], (h) => h.name.toLowerCase()).map(headerCondition)
   return {
     rule,
     grpc: true,
