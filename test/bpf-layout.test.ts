@@ -106,7 +106,10 @@ t.test('parseIpv4Cidr normalises host bits and rejects malformed input', (t) => 
   t.same(parseIpv4Cidr('10.1.2.3/8'), { prefixLength: 8, ip: '10.0.0.0' })
   t.same(parseIpv4Cidr('10.1.2.3'), { prefixLength: 32, ip: '10.1.2.3' })
   t.same(parseIpv4Cidr('0.0.0.0/0'), { prefixLength: 0, ip: '0.0.0.0' })
-  for (const bad of ['10.0.0.0/33', '10.0.0.0/', '10.0.0/8', 'fd00::/8', '10.0.0.0/8/1', '10.0.0.0/x']) {
+  t.same(parseIpv4Cidr(' 198.19.255.255/16 '), { prefixLength: 16, ip: '198.19.0.0' }, 'surrounding spaces are trimmed')
+  t.same(parseIpv4Cidr('255.255.255.255/31'), { prefixLength: 31, ip: '255.255.255.254' }, 'the top bit survives the mask')
+  t.same(maps.interceptRules.decodeKey(maps.interceptRules.encodeKey(parseIpv4Cidr('10.96.3.4/12'))), { prefixLength: 12, ip: '10.96.0.0' })
+  for (const bad of ['10.0.0.0/33', '10.0.0.0/', '10.0.0/8', 'fd00::/8', '10.0.0.0/8/1', '10.0.0.0/x', '10.0.0.0/+8', '10.0.0.256/8', '', '/8']) {
     t.throws(() => parseIpv4Cidr(bad), /not an IPv4 CIDR/, bad)
   }
   t.end()

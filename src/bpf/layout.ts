@@ -8,6 +8,8 @@
 // u16; cgroup ids, cookies and counters are host-order (little-endian on x86) u64.
 import { isIPv4 } from 'node:net'
 
+import { parseIpv4Cidr as parseCidrText } from '../config/resources/net.ts'
+
 /** A C struct as BTF describes it: total size and each member's byte offset and size. */
 export interface StructLayout {
   /** The struct's name in bpf/weft_maps.h */
@@ -220,16 +222,15 @@ export const programs = {
 } as const
 export type AttachPoint = keyof typeof programs
 
-/** Parses '10.0.0.0/8' (or a bare address, meaning /32) into a prefix with its host bits cleared. */
+/**
+ * Parses '10.0.0.0/8' (or a bare address, meaning /32) into a prefix with its host bits cleared,
+ * for the intercept_rules key. The CIDR syntax is the resource model's (config/resources/net.ts).
+ */
 export function parseIpv4Cidr(cidr: string): Ipv4Prefix {
-  const [ip, lengthText, extra] = cidr.trim().split('/')
-  const prefixLength = lengthText === undefined ? 32 : Number(lengthText)
-  if (ip === undefined || extra !== undefined || !isIPv4(ip) || !Number.isInteger(prefixLength) || prefixLength < 0 || prefixLength > 32 || lengthText === '') {
-    throw new TypeError(`not an IPv4 CIDR: "${cidr}" (expected e.g. 10.96.0.0/12)`)
-  }
-  const bytes = ipv4ToBytes(ip)
-  const value = bytes.readUInt32BE(0)
-  const mask = prefixLength === 0 ? 0 : (0xffffffff << (32 - prefixLength)) >>> 0
-  bytes.writeUInt32BE((value & mask) >>> 0, 0)
-  return { prefixLength, ip: bytesToIpv4(bytes) }
+  const text = cidr.trim()
+  const parsed = parseCidrText(text.includes('/') ? text : `${text}/32`)
+  if (parsed === undefined) throw new TypeError(`not an IPv4 CIDR: "${cidr}" (expected e.g. 10.96.0.0/12)`)
+  const bytes = Buffer.alloc(4)
+  bytes.writeUInt32BE(parsed.base, 0)
+  return { prefixLength: parsed.prefix, ip: bytesToIpv4(bytes) }
 }
