@@ -5,11 +5,12 @@
 // through the HTTP/2 tunnel to that node's inbound listener. A destination that is a service
 // VIP:port is first resolved to one of the service's ready endpoints.
 //
-// Connections to a service VIP that speak HTTP/1.x are handed to the L7 proxy instead
-// (src/l7/http1.ts), which routes, balances and retries each request: when the service port
-// declares appProtocol http, or, with no appProtocol, when the first bytes are an HTTP/1.x request
-// line (src/l7/detect.ts). Everything else — other declared protocols, h2c and gRPC for now, TLS,
-// unknown bytes, server-speaks-first, and connections to pod IPs — moves bytes as below.
+// Connections to a service VIP that speak HTTP are handed to the L7 proxy instead, which routes,
+// balances and retries each request (src/l7/pipeline.ts): HTTP/1.x to src/l7/http1.ts, HTTP/2
+// with prior knowledge and gRPC to src/l7/http2.ts — when the service port declares appProtocol
+// http, h2c or grpc, or, with no appProtocol, when the first bytes are an HTTP/1.x request line or
+// the HTTP/2 preface (src/l7/detect.ts). Everything else — other declared protocols, TLS, unknown
+// bytes, server-speaks-first, and connections to pod IPs — moves bytes as below.
 import net, { type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { serviceAddress, type MeshSnapshot } from '../config/resources/index.ts'
@@ -22,6 +23,8 @@ import { abort, splice } from './splice.ts'
 import { TunnelError, type TunnelPool } from './tunnel.ts'
 import { declaredProtocol, DEFAULT_SNIFF_TIMEOUT_MS, sniff, type Protocol } from '../l7/detect.ts'
 import { Http1Proxy } from '../l7/http1.ts'
+import { Http2Proxy } from '../l7/http2.ts'
+import { Pipeline } from '../l7/pipeline.ts'
 
 export interface OriginalDestinationSource {
   takeOriginalDestination(peerIp: string, peerPort: number): { ip: string; port: number } | undefined
@@ -51,13 +54,15 @@ export class OutboundListener {
   private readonly options: OutboundOptions
   private readonly balancer = new RoundRobinBalancer()
   private readonly http1: Http1Proxy
+  private readonly http2: Http2Proxy
 
   constructor(options: OutboundOptions) {
     this.options = options
-    this.http1 = new Http1Proxy({
-      node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs,
-      snapshot: options.snapshot, tunnels: options.tunnels, metrics: options.metrics, log: options.log,
-    })
+    // One pipeline for both frontends: a destination's balancer, breaker and budget see all its requests.
+    const pipeline = new Pipeline({ node: options.node, snapshot: options.snapshot, metrics: options.metrics, log: options.log, accessLog: options.accessLog })
+    const upstream = { node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs, tunnels: options.tunnels }
+    this.http1 = new Http1Proxy({ ...upstream, pipeline, snapshot: options.snapshot, metrics: options.metrics, log: options.log })
+    this.http2 = new Http2Proxy({ ...upstream, pipeline, log: options.log })
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
       this.accept(socket).catch((err: unknown) => {
         options.log.error('outbound: unexpected failure', { error: err })
@@ -80,7 +85,7 @@ export class OutboundListener {
   stop(): Promise<void> { return new Promise((resolve) => this.server.close(() => resolve())) }
 
   /** Closes the L7 proxy's upstream pools (after draining). */
-  close(): void { this.http1.close() }
+  close(): void { this.http1.close(); this.http2.close() }
 
   private async accept(socket: Socket): Promise<void> {
     const { metrics, log, snapshot: current } = this.options
@@ -109,8 +114,8 @@ export class OutboundListener {
         unread = sniffed.unread
         if (socket.destroyed) return
       }
-      if (protocol === 'http1') {
-        this.handOffHttp1(socket, { sourceIp: peerIp, sourceWorkload: sourceLabel, vip: original.ip, port: original.port })
+      if ((protocol === 'http1' || protocol === 'http2' || protocol === 'grpc') && !unread) {
+        this.handOffL7(protocol === 'http1' ? this.http1 : this.http2, socket, { sourceIp: peerIp, sourceWorkload: sourceLabel, vip: original.ip, port: original.port })
         return
       }
     }
@@ -174,12 +179,12 @@ export class OutboundListener {
     socket.resume()
   }
 
-  private handOffHttp1(socket: Socket, context: Parameters<Http1Proxy['handle']>[1]): void {
+  private handOffL7(proxy: Http1Proxy | Http2Proxy, socket: Socket, context: Parameters<Http1Proxy['handle']>[1]): void {
     // Tracked like a spliced connection, so draining waits for it (and aborts it at the deadline).
     const handle = { abort: () => abort(socket) }
     this.connections.add(handle)
     socket.once('close', () => this.connections.remove(handle))
-    this.http1.handle(socket, context)
+    proxy.handle(socket, context)
   }
 }
 

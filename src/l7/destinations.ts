@@ -3,18 +3,61 @@
 // its endpoints' balancing state, balancer and retry budget. Cached by snapshot object, so a
 // request costs map lookups; endpoint states and budgets carry over from the previous snapshot
 // by id, so in-flight counts, latency estimates and spent retries survive a config change.
-import { serviceAddress, type DestinationPolicy, type Endpoint, type MeshSnapshot, type ServiceTarget } from '../config/resources/index.ts'
+//
+// A DestinationPolicy adds, per destination: the balancer type, circuit breaker limits (Envoy's
+// defaults otherwise), outlier detection (off unless the policy asks, as in Envoy and Istio),
+// fault injection, and locality failover (endpoints on this node first while enough of them are
+// healthy).
+import { destinationPolicyFor, serviceAddress, type DestinationPolicy, type Endpoint, type MeshSnapshot, type ServiceTarget } from '../config/resources/index.ts'
 import { createBalancer, EndpointState, type Balancer, type HashOn } from './balancers.ts'
+import { CircuitBreaker } from './breaker.ts'
+import { FaultInjector } from './faults.ts'
+import { OutlierDetector, outlierConfigFromPolicy, type Ejection, type OutlierOutcome } from './outlier.ts'
 import { compileRouteTables, type RouteBackend, type RouteRule, type RouteTable } from './router.ts'
 import type { Clock, Random } from './random.ts'
 import { DEFAULT_RETRY_BUDGET, RetryBudget, RetryPolicy, retryConfigFromRoute, type RetryConfig } from './retry.ts'
 import { WeightedSplit } from './split.ts'
+import { faultConfigFromPolicy } from './faults.ts'
 
 /**
  * Retries when no route says otherwise: only tries that never reached the endpoint (the
  * connection could not be made), which are safe for any method. Two, as Envoy's default.
  */
 export const DEFAULT_RETRY: RetryConfig = Object.freeze({ maxRetries: 2, retryOn: Object.freeze(['connect-failure'] as const) })
+
+/** What compiling a snapshot needs besides the snapshot: randomness and time (injected in tests), and this node's name (locality). */
+export interface L7Deps {
+  readonly random: Random
+  readonly now: Clock
+  readonly node: string
+}
+
+/** The default share of healthy local endpoints under which locality failover spills over to all. */
+export const DEFAULT_SPILL_OVER_BELOW_PERCENT = 50
+
+/** Locality failover: a balancer over this node's endpoints, used while enough of them are healthy. */
+export interface LocalFirst {
+  readonly endpoints: readonly EndpointState<Endpoint>[]
+  readonly balancer: Balancer<Endpoint>
+  /** 0-100: below this share of healthy local endpoints, requests go to all endpoints. */
+  readonly spillOverBelowPercent: number
+}
+
+/** Everything a Destination is built from (destinations.ts builds it per snapshot). */
+export interface DestinationParts {
+  readonly endpoints: readonly EndpointState<Endpoint>[]
+  readonly balancer: Balancer<Endpoint>
+  readonly hashOn: HashOn | undefined
+  readonly budget: RetryBudget
+  readonly breaker: CircuitBreaker
+  readonly outlier: OutlierDetector | undefined
+  readonly faults: FaultInjector | undefined
+  readonly localFirst: LocalFirst | undefined
+  /** The DestinationPolicy spec these parts come from, if any (to tell a changed policy from the same). */
+  readonly policy: DestinationPolicy['spec'] | undefined
+  /** The snapshot the destination was compiled from (where its endpoints' nodes are). */
+  readonly snapshot: MeshSnapshot
+}
 
 /** One service port as a destination of requests. */
 export class Destination {
@@ -25,14 +68,56 @@ export class Destination {
   readonly balancer: Balancer<Endpoint>
   readonly hashOn: HashOn | undefined
   readonly budget: RetryBudget
+  readonly breaker: CircuitBreaker
+  readonly outlier: OutlierDetector | undefined
+  readonly faults: FaultInjector | undefined
+  readonly localFirst: LocalFirst | undefined
+  readonly policy: DestinationPolicy['spec'] | undefined
+  readonly snapshot: MeshSnapshot
 
-  constructor(target: ServiceTarget, endpoints: readonly EndpointState<Endpoint>[], balancer: Balancer<Endpoint>, hashOn: HashOn | undefined, budget: RetryBudget) {
+  constructor(target: ServiceTarget, parts: DestinationParts) {
     this.name = `${target.service.metadata.namespace}/${target.service.metadata.name}`
     this.target = target
-    this.endpoints = endpoints
-    this.balancer = balancer
-    this.hashOn = hashOn
-    this.budget = budget
+    this.endpoints = parts.endpoints
+    this.balancer = parts.balancer
+    this.hashOn = parts.hashOn
+    this.budget = parts.budget
+    this.breaker = parts.breaker
+    this.outlier = parts.outlier
+    this.faults = parts.faults
+    this.localFirst = parts.localFirst
+    this.policy = parts.policy
+    this.snapshot = parts.snapshot
+  }
+
+  /**
+   * The endpoint for the next try: endpoints whose ejection is over come back first; with
+   * locality failover, this node's endpoints while enough of them are healthy.
+   */
+  pick(hashKey: string | undefined): EndpointState<Endpoint> | undefined {
+    if (this.outlier) for (const id of this.outlier.expire()) { const state = this.stateOf(id); if (state) state.ejected = false }
+    const local = this.localFirst
+    if (local) {
+      let healthy = 0
+      for (const state of local.endpoints) if (!state.ejected) healthy++
+      if (healthy > 0 && healthy * 100 >= local.spillOverBelowPercent * local.endpoints.length) {
+        const picked = local.balancer.pick(hashKey)
+        if (picked) return picked
+      }
+    }
+    return this.balancer.pick(hashKey)
+  }
+
+  /** Feeds a try's outcome to outlier detection; returns the ejection it caused, if any. */
+  recordOutcome(state: EndpointState<Endpoint>, outcome: OutlierOutcome): Ejection | undefined {
+    if (!this.outlier) return undefined
+    const ejection = this.outlier.record(state.id, outcome)
+    if (ejection) state.ejected = true
+    return ejection
+  }
+
+  private stateOf(id: string): EndpointState<Endpoint> | undefined {
+    return this.endpoints.find((state) => state.id === id)
   }
 }
 
@@ -53,7 +138,7 @@ export class L7Config {
   /** The policy for requests that no rule governs (no route attached to the service). */
   readonly defaultRetry: RetryPolicy
 
-  constructor(snapshot: MeshSnapshot, previous: L7Config | undefined, deps: { random: Random; now: Clock }) {
+  constructor(snapshot: MeshSnapshot, previous: L7Config | undefined, deps: L7Deps) {
     this.snapshot = snapshot
     this.tables = compileRouteTables(snapshot)
     this.defaultRetry = new RetryPolicy(DEFAULT_RETRY)
@@ -69,10 +154,31 @@ export class L7Config {
         // Keep the state (load, latency) but point it at the endpoint as this snapshot has it.
         return old && old.endpoint.node === endpoint.node ? old : new EndpointState(id, endpoint, deps.now())
       })
-      const policy = policyFor(snapshot.destinationPolicies, target)
-      const balancer = createBalancer(policy?.spec.loadBalancer?.type, states, deps)
+      const policy = destinationPolicyFor(snapshot.destinationPolicies, target.service.metadata)
+      const name = `${target.service.metadata.namespace}/${target.service.metadata.name}`
+      const spec = policy?.spec
+      const balancerType = spec?.loadBalancer?.type
+      const balancer = createBalancer(balancerType, states, deps)
       const budget = before?.budget ?? new RetryBudget(DEFAULT_RETRY_BUDGET, deps.now)
-      const destination = new Destination(target, states, balancer, policy?.spec.loadBalancer?.hashOn, budget)
+      // Breaker counts carry over while the limits stay, so requests in flight are not forgotten.
+      const breaker = before && sameJson(before.policy?.circuitBreaker, spec?.circuitBreaker) ? before.breaker : new CircuitBreaker(name, spec?.circuitBreaker)
+      let outlier: OutlierDetector | undefined
+      if (spec?.outlierDetection) {
+        outlier = before?.outlier && sameJson(before.policy?.outlierDetection, spec.outlierDetection) ? before.outlier : new OutlierDetector(outlierConfigFromPolicy(spec.outlierDetection), deps.now)
+        outlier.setEndpoints(states.map((state) => state.id))
+      }
+      // Endpoints kept from the previous snapshot keep their ejection only while detection stays on.
+      if (!outlier) for (const state of states) state.ejected = false
+      const faultConfig = spec?.faults ? faultConfigFromPolicy(spec.faults) : undefined
+      const faults = faultConfig ? new FaultInjector(faultConfig) : undefined
+      let localFirst: LocalFirst | undefined
+      if (spec?.failover?.localityFirst) {
+        const local = states.filter((state) => state.endpoint.node === deps.node)
+        if (local.length > 0 && local.length < states.length) {
+          localFirst = { endpoints: local, balancer: createBalancer(balancerType, local, deps), spillOverBelowPercent: spec.failover.spillOverBelowHealthyPercent ?? DEFAULT_SPILL_OVER_BELOW_PERCENT }
+        }
+      }
+      const destination = new Destination(target, { endpoints: states, balancer, hashOn: spec?.loadBalancer?.hashOn, budget, breaker, outlier, faults: faults?.inert ? undefined : faults, localFirst, policy: spec, snapshot })
       byName.set(key, destination)
       byAddress.set(address, destination)
     }
@@ -115,10 +221,10 @@ export class L7Config {
 export class L7Configs {
   private readonly bySnapshot = new WeakMap<MeshSnapshot, L7Config>()
   private latest: L7Config | undefined
-  private readonly deps: { random: Random; now: Clock }
+  private readonly deps: L7Deps
   private readonly onNew: ((config: L7Config) => void) | undefined
 
-  constructor(deps: { random: Random; now: Clock }, onNew?: (config: L7Config) => void) {
+  constructor(deps: L7Deps, onNew?: (config: L7Config) => void) {
     this.deps = deps
     this.onNew = onNew
   }
@@ -134,13 +240,6 @@ export class L7Configs {
   }
 }
 
-/** The DestinationPolicy for a service: by targetRef, or by host (`name[.namespace[.svc[.domain]]]`). */
-function policyFor(policies: readonly DestinationPolicy[], target: ServiceTarget): DestinationPolicy | undefined {
-  const { namespace, name } = target.service.metadata
-  return policies.find((policy) => {
-    const ns = policy.metadata.namespace
-    if (policy.spec.targetRef) return ns === namespace && policy.spec.targetRef.name === name
-    const [hostName = '', hostNs = ns, svc] = (policy.spec.host ?? '').split('.')
-    return (svc === undefined || svc === 'svc') && hostName === name && hostNs === namespace
-  })
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b)
 }

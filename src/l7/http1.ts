@@ -1,36 +1,34 @@
-// The HTTP/1.1 proxy: the outbound listener hands it a pod's connection to a service VIP (the
-// port declares appProtocol http, or the first bytes were an HTTP/1.x request line), and it
-// handles each request on it:
-//
-//   route (the VIP:port's route table) → split (the rule's weighted backends) → balance (the
-//   backend's endpoints: EWMA unless a DestinationPolicy says otherwise) → forward over a
-//   keep-alive pool (direct, or through the tunnel to the endpoint's node) → retry while the
-//   policy and the destination's budget allow → answer, streaming the body.
+// The HTTP/1.1 frontend: the outbound listener hands it a pod's connection to a service VIP (the
+// port declares appProtocol http, or the first bytes were an HTTP/1.x request line); it reads
+// each request on it into an `Exchange` for the pipeline (pipeline.ts), which routes, balances
+// and retries it, and carries out the pipeline's tries over keep-alive pools (upstream.ts).
 //
 // Requests are parsed by a `http.Server` that never listens: each accepted socket is given to it
 // with `emit('connection')`, so Node's parser, keep-alive, chunked coding and 100-continue handle
-// the client side. Everything per request reads the `L7Config` of the current snapshot, compiled
-// once per snapshot (destinations.ts).
+// the client side. Bodies stream; trailers are relayed after the body.
 //
-// Bodies stream. A request body is buffered only when it is small enough to be replayed by a
-// retry (`maxReplayBytes`, by its Content-Length); a larger or chunked body streams to the first
-// try and is never retried. When weft ends a request itself the answer carries `weft-error`
-// (errors.ts): 503 no healthy endpoint, 504 timeouts, 404 no route, and so on.
+// Upgrade (WebSocket and any other protocol switch): the request goes through the pipeline like
+// any other (route, balance, breaker, tries); when the endpoint answers 101 the two connections
+// are joined and bytes flow both ways untouched until either side closes. A refusal (any other
+// status) is relayed as a normal response and the connection closed.
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { pipeline } from 'node:stream'
+import type { Duplex, Readable } from 'node:stream'
 import { randomUUID } from 'node:crypto'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
+import { abort, splice } from '../datapath/splice.ts'
+import type { TunnelPool } from '../datapath/tunnel.ts'
+import type { AccessLog } from '../telemetry/access-log.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { NodeMetrics } from '../telemetry/metrics.ts'
-import { hashKeyOf, type EndpointState } from './balancers.ts'
-import { type Destination, L7Configs } from './destinations.ts'
+import type { Destination } from './destinations.ts'
 import { httpMeshError, WEFT_ERROR_HEADER, type MeshErrorCause } from './errors.ts'
+import { Pipeline, type Attempt, type DownstreamContext, type Exchange, type ExchangeStats, type OutgoingHeaders, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
 import type { Clock, Random } from './random.ts'
-import type { AttemptOutcome, RetryPolicy } from './retry.ts'
-import { applyHeaderModifier } from './router.ts'
-import { ConnectFailure, UpstreamPools } from './upstream.ts'
-import type { TunnelPool } from '../datapath/tunnel.ts'
+import { ConnectFailure, UpstreamPools, type UpstreamPath } from './upstream.ts'
+
+export type { DownstreamContext } from './pipeline.ts'
+export { DEFAULT_MAX_REPLAY_BYTES } from './pipeline.ts'
 
 export interface Http1ProxyOptions {
   readonly node: string
@@ -40,74 +38,59 @@ export interface Http1ProxyOptions {
   readonly tunnels: TunnelPool
   readonly metrics: NodeMetrics
   readonly log: Logger
+  readonly accessLog?: AccessLog | undefined
+  /** The pipeline to share with the other frontends; one is made when absent. */
+  readonly pipeline?: Pipeline | undefined
   /** Request bodies up to this size (by Content-Length) are buffered so a retry can replay them. */
   readonly maxReplayBytes?: number | undefined
   /** A client connection with no request for this long is closed. */
   readonly keepAliveTimeoutMs?: number | undefined
+  /** Idle upstream connections are closed after this long. */
+  readonly upstreamIdleTimeoutMs?: number | undefined
   readonly random?: Random | undefined
   readonly now?: Clock | undefined
 }
 
-/** Who is calling and what they dialled, known from the accepted connection. */
-export interface DownstreamContext {
-  readonly sourceIp: string
-  /** `namespace/name` of the calling pod, or `unknown`. */
-  readonly sourceWorkload: string
-  readonly vip: string
-  readonly port: number
-}
-
-export const DEFAULT_MAX_REPLAY_BYTES = 64 * 1024
 export const REQUEST_ID_HEADER = 'x-request-id'
 
 /**
  * Hop-by-hop headers (RFC 9110 7.6.1), never forwarded, plus any named in Connection. `expect`
  * too: the downstream server has already answered 100-continue.
  */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization', 'expect'])
-
-type OutgoingHeaders = Record<string, string | string[] | undefined>
-
-/** How one try ended, with the response when there was one. */
-type Attempt = { readonly outcome: AttemptOutcome; readonly response?: IncomingMessage | undefined }
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization', 'expect'])
 
 export class Http1Proxy {
-  readonly configs: L7Configs
+  readonly pipeline: Pipeline
   private readonly options: Http1ProxyOptions
   private readonly server: http.Server
   private readonly pools: UpstreamPools
   private readonly contexts = new WeakMap<Socket, DownstreamContext>()
-  private readonly random: Random
-  private readonly now: Clock
-  private readonly maxReplayBytes: number
 
   constructor(options: Http1ProxyOptions) {
     this.options = options
-    this.random = options.random ?? Math.random
-    this.now = options.now ?? (() => performance.now())
-    this.maxReplayBytes = options.maxReplayBytes ?? DEFAULT_MAX_REPLAY_BYTES
-    this.pools = new UpstreamPools({ node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs, tunnels: options.tunnels })
-    this.configs = new L7Configs({ random: this.random, now: this.now }, (config) => this.pools.prune(config.snapshot))
+    this.pipeline = options.pipeline ?? new Pipeline(options)
+    this.pools = new UpstreamPools({ node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs, tunnels: options.tunnels, idleTimeoutMs: options.upstreamIdleTimeoutMs })
+    this.pipeline.onSnapshot((snapshot) => this.pools.prune(snapshot))
     this.server = http.createServer({
       keepAliveTimeout: options.keepAliveTimeoutMs ?? 60_000,
       // Timeouts are the routes' to set; a slow upload or a long poll is not ours to cut.
       requestTimeout: 0,
       noDelay: true,
     }, (req, res) => {
-      this.onRequest(req, res).catch((err: unknown) => {
-        options.log.error('http1: unexpected failure handling a request', { error: err })
-        if (!res.headersSent) this.answer(res, { status: 500, headers: { [WEFT_ERROR_HEADER]: 'internal proxy error' } })
-        else res.destroy()
-      })
+      const context = this.contexts.get(req.socket)
+      if (!context) { res.destroy(); return }
+      void this.pipeline.handle(new Http1Exchange(req, { res }, context, this.pools, options.log))
     })
     // A malformed request gets a 400 on its own connection; the daemon and the others carry on.
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
-      socket.end(`HTTP/1.1 400 Bad Request\r\n${WEFT_ERROR_HEADER}: malformed request (${err.code ?? 'parse error'})\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request'
+      socket.end(`HTTP/1.1 ${status}\r\n${WEFT_ERROR_HEADER}: malformed request (${err.code ?? 'parse error'})\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
     })
-    // Upgrade (WebSocket) is not proxied at L7 yet: say so rather than drop the connection.
-    this.server.on('upgrade', (_req: IncomingMessage, socket: Socket) => {
-      socket.end(`HTTP/1.1 501 Not Implemented\r\n${WEFT_ERROR_HEADER}: protocol upgrade is not supported by weft's HTTP/1.1 proxy yet\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      const context = this.contexts.get(socket)
+      if (!context) { socket.destroy(); return }
+      void this.pipeline.handle(new Http1Exchange(req, { socket, head }, context, this.pools, options.log))
     })
   }
 
@@ -122,183 +105,195 @@ export class Http1Proxy {
   close(): void {
     this.pools.close()
   }
+}
 
-  private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const started = this.now()
-    const context = this.contexts.get(req.socket)
-    if (!context) throw new Error('a request on a connection the proxy was not given')
-    const config = this.configs.get(this.options.snapshot())
-    const dialled = config.destinationAt(context.vip, context.port)
-    const labels = {
-      reporter: 'source',
-      source_workload: context.sourceWorkload,
-      destination_service: dialled?.name ?? `${context.vip}:${context.port}`,
-      destination_workload: 'unknown',
-      protocol: 'http',
-    }
-    res.once('close', () => {
-      const code = String(res.headersSent ? res.statusCode : 0)
-      this.options.metrics.requests.inc({ ...labels, response_code: code })
-      this.options.metrics.requestDuration.observe({ ...labels, response_code: code }, (this.now() - started) / 1000)
-    })
-    if (!dialled) {
-      this.fail(req, res, { kind: 'no-healthy-endpoint', destination: `${context.vip}:${context.port}` })
-      return
-    }
+/** Where the answer goes: a response object, or (an Upgrade request) the raw client socket. */
+type Downstream = { readonly res: ServerResponse } | { readonly socket: Socket; readonly head: Buffer }
 
-    // Route and split.
-    let routed: Destination | undefined = dialled
-    let retry: RetryPolicy = config.defaultRetry
-    let requestTimeoutMs: number | undefined
-    const headers = forwardedHeaders(req.headers, context.sourceIp)
-    const table = config.tables.get(`${context.vip}:${context.port}`)
-    if (table && !table.empty) {
-      const rule = table.match({ method: req.method ?? 'GET', path: req.url ?? '/', headers: req.headers })
-      if (!rule) { this.fail(req, res, { kind: 'no-route', destination: dialled.name, path: req.url ?? '/' }); return }
-      const state = config.ruleState(rule)
-      const backend = state.split.pick(this.random)
-      if (!backend) { this.fail(req, res, { kind: 'no-backend', destination: dialled.name, route: rule.route }); return }
-      if (rule.requestHeaderModifier) applyHeaderModifier(rule.requestHeaderModifier, headers)
-      if (backend.requestHeaderModifier) applyHeaderModifier(backend.requestHeaderModifier, headers)
-      routed = config.destinationOf(backend)
-      if (!routed) { this.fail(req, res, { kind: 'no-healthy-endpoint', destination: `${backend.service}:${backend.port}` }); return }
-      labels.destination_service = routed.name
-      retry = state.retry
-      requestTimeoutMs = rule.timeouts.requestMs
-    }
+/** A response from upstream: an ordinary one, or the 101 of an upgrade with the switched connection. */
+interface Http1Response extends UpstreamResponse {
+  readonly message: IncomingMessage
+  readonly upgraded?: { readonly socket: Duplex; readonly head: Buffer } | undefined
+}
 
-    const destination: Destination = routed
-    // The body: buffered when a retry could replay it, streamed otherwise.
-    const body = await this.replayableBody(req)
-    if (body === 'aborted') return
-    const hashKey = destination.hashOn ? hashKeyOf(destination.hashOn, req.headers, context.sourceIp) : undefined
+/** One HTTP/1.1 request as the pipeline sees it. */
+class Http1Exchange implements Exchange {
+  readonly request: ProxyRequest
+  readonly context: DownstreamContext
+  readonly stats: ExchangeStats = { status: 0, grpcStatus: undefined, requestBytes: 0, responseBytes: 0, weftError: undefined }
+  private readonly req: IncomingMessage
+  private readonly downstream: Downstream
+  private readonly pools: UpstreamPools
+  private readonly log: Logger
+  private readonly closeListeners: (() => void)[] = []
+  private ended = false
+  private rawAnswered = false
 
-    // The overall request timeout: ends whatever try is in flight.
-    let timedOut = false
-    let current: http.ClientRequest | undefined
-    const requestTimer = requestTimeoutMs === undefined ? undefined : setTimeout(() => {
-      timedOut = true
-      current?.destroy()
-      if (!res.headersSent) this.fail(req, res, { kind: 'timeout', destination: destination.name, timeout: 'request', ms: requestTimeoutMs })
-      else res.destroy()
-    }, requestTimeoutMs)
-    let clientGone = false
-    res.once('close', () => { clientGone = true; clearTimeout(requestTimer); current?.destroy() })
-
-    destination.budget.recordRequest()
-    const snapshot = config.snapshot
-    for (let retries = 0; ; retries++) {
-      const picked = destination.balancer.pick(hashKey)
-      if (!picked) { clearTimeout(requestTimer); this.fail(req, res, { kind: 'no-healthy-endpoint', destination: destination.name }); return }
-      labels.destination_workload = picked.endpoint.workload ? `${picked.endpoint.workload.namespace}/${picked.endpoint.workload.name}` : 'unknown'
-      const attempt = await this.attempt(picked, snapshot, context, req, headers, body, retry.perTryTimeoutMs, (request) => { current = request })
-      if (timedOut || clientGone) { attempt.response?.destroy(); return }
-      const { outcome, response } = attempt
-      const canReplay = body !== undefined
-      if (canReplay && retry.shouldRetry(outcome, retries)) {
-        if (destination.budget.tryRetry()) {
-          response?.resume() // discard the failed response; its connection goes back to the pool
-          const wait = retry.backoffMs(retries, this.random)
-          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-          if (timedOut || clientGone) return
-          continue
-        }
-        if (!response) {
-          clearTimeout(requestTimer)
-          this.fail(req, res, { kind: 'retry-budget-exhausted', destination: destination.name })
-          return
-        }
-      }
-      if (response) { this.relay(response, res, () => clearTimeout(requestTimer)); return }
-      clearTimeout(requestTimer)
-      const endpoint = picked.id
-      switch (outcome.kind) {
-        case 'timeout': this.fail(req, res, { kind: 'timeout', destination: destination.name, timeout: 'backendRequest', ms: retry.perTryTimeoutMs ?? 0 }); return
-        case 'connect-failure': this.fail(req, res, { kind: 'upstream-connect-failure', destination: destination.name, endpoint }); return
-        default: this.fail(req, res, { kind: 'upstream-reset', destination: destination.name, endpoint }); return
-      }
-    }
-  }
-
-  /**
-   * The whole request body when it can be replayed (none, or a Content-Length within the bound),
-   * `undefined` when it must stream to one try, 'aborted' when the client went away meanwhile.
-   */
-  private replayableBody(req: IncomingMessage): Promise<Buffer | undefined | 'aborted'> {
+  constructor(req: IncomingMessage, downstream: Downstream, context: DownstreamContext, pools: UpstreamPools, log: Logger) {
+    this.req = req
+    this.downstream = downstream
+    this.context = context
+    this.pools = pools
+    this.log = log
+    const upgrade = 'socket' in downstream
     const length = req.headers['content-length']
-    const chunked = req.headers['transfer-encoding'] !== undefined
-    if (!chunked && (length === undefined || length === '0')) {
-      req.resume() // nothing to read; lets 'end' fire
-      return Promise.resolve(Buffer.alloc(0))
+    const bodyless = !upgrade && req.headers['transfer-encoding'] === undefined && (length === undefined || length === '0')
+    if (bodyless) req.resume() // nothing to read; lets 'end' fire
+    this.request = {
+      protocol: 'http',
+      method: req.method ?? 'GET',
+      path: req.url ?? '/',
+      authority: req.headers.host ?? '',
+      headers: req.headers,
+      forward: forwardedHeaders(req.headers, context.sourceIp, upgrade),
+      // An upgrade's bytes after the head belong to the new protocol, not to a body.
+      body: bodyless || upgrade ? undefined : req,
+      contentLength: length === undefined || req.headers['transfer-encoding'] !== undefined ? undefined : Number(length),
     }
-    if (chunked || Number(length) > this.maxReplayBytes) return Promise.resolve(undefined)
-    return new Promise((resolve) => {
-      const chunks: Buffer[] = []
-      req.on('data', (chunk: Buffer) => chunks.push(chunk))
-      req.once('end', () => resolve(Buffer.concat(chunks)))
-      req.once('close', () => { if (!req.complete) resolve('aborted') })
-    })
+    const over = (): void => {
+      if (this.ended) return
+      this.ended = true
+      for (const listener of this.closeListeners) listener()
+    }
+    if ('res' in downstream) downstream.res.once('close', over)
+    else downstream.socket.once('close', over)
   }
 
-  /** One try against one endpoint; resolves with the response head, or how it failed. */
-  private attempt(picked: EndpointState<Endpoint>, snapshot: MeshSnapshot, context: DownstreamContext, req: IncomingMessage, headers: OutgoingHeaders, body: Buffer | undefined, perTryTimeoutMs: number | undefined, onRequest: (request: http.ClientRequest) => void): Promise<Attempt> {
-    const endpoint = picked.endpoint
-    const upstream = this.pools.for(endpoint, context.sourceWorkload, snapshot)
-    const begun = this.now()
-    picked.start()
-    return new Promise((resolve) => {
+  get answered(): boolean {
+    return 'res' in this.downstream ? this.downstream.res.headersSent : this.rawAnswered
+  }
+
+  onClose(listener: () => void): void {
+    if (this.ended) listener()
+    else this.closeListeners.push(listener)
+  }
+
+  send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try {
+    const upstream = this.pools.for(endpoint, this.context.sourceWorkload, destination.snapshot)
+    onPath(upstream.path)
+    const request = http.request({
+      agent: upstream.agent, host: endpoint.ip, port: endpoint.port,
+      method: this.request.method, path: this.request.path, headers: headers as http.OutgoingHttpHeaders, setHost: false,
+    })
+    const result = new Promise<Attempt>((resolve) => {
       let settled = false
       const settle = (attempt: Attempt): void => {
-        if (settled) return
+        if (settled) { attempt.response?.discard(); return }
         settled = true
-        clearTimeout(timer)
-        picked.finish(this.now(), this.now() - begun)
         resolve(attempt)
       }
-      const request = http.request({
-        agent: upstream.agent, host: endpoint.ip, port: endpoint.port,
-        method: req.method, path: req.url, headers: headers as http.OutgoingHttpHeaders, setHost: false,
+      request.once('response', (message) => settle({ outcome: { kind: 'response', status: message.statusCode ?? 502 }, response: http1Response(message) }))
+      request.once('upgrade', (message: IncomingMessage, socket: Duplex, head: Buffer) => {
+        settle({ outcome: { kind: 'response', status: message.statusCode ?? 101 }, response: { ...http1Response(message), upgraded: { socket, head } } as Http1Response })
       })
-      onRequest(request)
-      const timer = perTryTimeoutMs === undefined ? undefined : setTimeout(() => {
-        settle({ outcome: { kind: 'timeout' } })
-        request.destroy()
-      }, perTryTimeoutMs)
-      request.once('response', (response) => settle({ outcome: { kind: 'response', status: response.statusCode ?? 502 }, response }))
       request.on('error', (err: NodeJS.ErrnoException) => {
         // A kept-alive connection the server had just closed: the request never reached it.
         const neverArrived = err instanceof ConnectFailure || CONNECT_ERRORS.has(err.code ?? '') || (request.reusedSocket && err.code === 'ECONNRESET')
         settle({ outcome: { kind: neverArrived ? 'connect-failure' : 'reset' } })
       })
-      if (body !== undefined) request.end(body)
+      request.once('close', () => settle({ outcome: { kind: 'reset' } }))
+    })
+    if (body === undefined) request.end()
+    else if (Buffer.isBuffer(body)) { this.stats.requestBytes = body.length; request.end(body) }
+    else {
+      body.on('data', (chunk: Buffer) => { this.stats.requestBytes += chunk.length })
       // pipe, not pipeline: a failed try must not destroy the client's connection, which still
       // gets weft's answer.
-      else req.pipe(request)
-    })
-  }
-
-  /** Sends the upstream response to the client, streaming its body. */
-  private relay(response: IncomingMessage, res: ServerResponse, done: () => void): void {
-    const headers: OutgoingHeaders = {}
-    const named = connectionNamed(response.headers.connection)
-    for (const [name, value] of Object.entries(response.headers)) {
-      if (!HOP_BY_HOP.has(name) && !named.has(name)) headers[name] = value
+      body.pipe(request)
     }
-    res.writeHead(response.statusCode ?? 502, response.statusMessage, headers as http.OutgoingHttpHeaders)
-    pipeline(response, res, () => done())
+    return { result, cancel: () => request.destroy() }
   }
 
-  /** weft's own answer (errors.ts). */
-  private fail(req: IncomingMessage, res: ServerResponse, cause: MeshErrorCause): void {
+  relay(response: UpstreamResponse, done: () => void): void {
+    const { message, upgraded } = response as Http1Response
+    const status = message.statusCode ?? 502
+    this.stats.status = status
+    const headers = responseHeaders(message.headers, upgraded !== undefined)
+    if ('socket' in this.downstream) { this.relayRaw(message, upgraded, headers, done); return }
+    const res = this.downstream.res
+    res.writeHead(status, message.statusMessage, headers as http.OutgoingHttpHeaders)
+    message.on('data', (chunk: Buffer) => { this.stats.responseBytes += chunk.length })
+    message.pipe(res, { end: false })
+    message.once('end', () => {
+      if (message.rawTrailers.length > 0) res.addTrailers(message.rawTrailers.reduce<[string, string][]>((pairs, item, i, all) => (i % 2 === 0 ? [...pairs, [item, all[i + 1] ?? '']] : pairs), []))
+      res.end()
+      done()
+    })
+    message.once('error', () => { res.destroy(); done() })
+    message.once('close', () => { if (!message.complete) { res.destroy(); done() } })
+  }
+
+  fail(cause: MeshErrorCause): void {
     const answer = httpMeshError(cause)
-    this.options.log.debug('http1: answered by the mesh', { status: answer.status, error: answer.headers[WEFT_ERROR_HEADER], path: req.url })
-    this.answer(res, answer)
+    this.log.debug('http1: answered by the mesh', { status: answer.status, error: answer.headers[WEFT_ERROR_HEADER], path: this.request.path })
+    this.answer(answer.status, answer.headers)
   }
 
-  private answer(res: ServerResponse, answer: { status: number; headers: Readonly<Record<string, string>> }): void {
-    if (res.headersSent || res.destroyed) return
-    res.writeHead(answer.status, { ...answer.headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(`${answer.headers[WEFT_ERROR_HEADER] ?? ''}\n`) })
-    res.end(`${answer.headers[WEFT_ERROR_HEADER] ?? ''}\n`)
+  internalError(): void {
+    this.answer(500, { [WEFT_ERROR_HEADER]: 'internal proxy error' })
+  }
+
+  reset(): void {
+    if ('res' in this.downstream) this.downstream.res.destroy()
+    else abort(this.downstream.socket)
+  }
+
+  private answer(status: number, headers: Readonly<Record<string, string>>): void {
+    if (this.answered) return
+    const text = `${headers[WEFT_ERROR_HEADER] ?? ''}\n`
+    this.stats.status = status
+    this.stats.weftError = headers[WEFT_ERROR_HEADER]
+    this.stats.responseBytes = Buffer.byteLength(text)
+    if ('socket' in this.downstream) {
+      this.rawAnswered = true
+      const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+      this.downstream.socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${lines}content-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`)
+      return
+    }
+    const res = this.downstream.res
+    if (res.destroyed) return
+    res.writeHead(status, { ...headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) })
+    res.end(text)
+  }
+
+  /** An upgrade request's answer, on the raw socket: the 101 and the joined connections, or a refusal. */
+  private relayRaw(message: IncomingMessage, upgraded: Http1Response['upgraded'], headers: OutgoingHeaders, done: () => void): void {
+    const { socket: client, head: clientHead } = this.downstream as { socket: Socket; head: Buffer }
+    this.rawAnswered = true
+    const lines: string[] = []
+    for (const [name, value] of Object.entries(headers)) {
+      for (const item of Array.isArray(value) ? value : [value]) if (item !== undefined) lines.push(`${name}: ${item}\r\n`)
+    }
+    const status = message.statusCode ?? 502
+    if (!upgraded) {
+      // Refused: relay the answer and close (the client asked to switch; no keep-alive here).
+      client.write(`HTTP/1.1 ${status} ${message.statusMessage ?? ''}\r\n${lines.join('')}connection: close\r\ntransfer-encoding: chunked\r\n\r\n`)
+      message.on('data', (chunk: Buffer) => { this.stats.responseBytes += chunk.length; client.write(`${chunk.length.toString(16)}\r\n`); client.write(chunk); client.write('\r\n') })
+      message.once('end', () => { client.end('0\r\n\r\n'); done() })
+      message.once('error', () => { abort(client); done() })
+      return
+    }
+    const { socket: server, head: serverHead } = upgraded
+    client.write(`HTTP/1.1 101 ${message.statusMessage ?? 'Switching Protocols'}\r\n${lines.join('')}connection: upgrade\r\n\r\n`)
+    if (serverHead.length > 0) client.write(serverHead)
+    if (clientHead.length > 0) server.write(clientHead)
+    splice(client, server, {
+      idleTimeoutMs: 0,
+      onBytes: (flow, n) => { if (flow === 'sent') this.stats.requestBytes += n; else this.stats.responseBytes += n },
+      onDone: () => done(),
+    })
+    client.resume()
+  }
+}
+
+function http1Response(message: IncomingMessage): Http1Response {
+  const grpc = message.headers['grpc-status']
+  return {
+    status: message.statusCode ?? 502,
+    grpcStatus: typeof grpc === 'string' ? Number(grpc) : undefined,
+    body: message,
+    message,
+    discard: () => { message.resume() },
   }
 }
 
@@ -311,11 +306,23 @@ function connectionNamed(connection: string | string[] | undefined): Set<string>
   return new Set(text.split(',').map((name) => name.trim().toLowerCase()).filter((name) => name !== ''))
 }
 
+/** A response's headers minus hop-by-hop ones (an upgrade's `upgrade` header stays: the client needs it). */
+function responseHeaders(incoming: IncomingHttpHeaders, upgrade: boolean): OutgoingHeaders {
+  const headers: OutgoingHeaders = {}
+  const named = connectionNamed(incoming.connection)
+  for (const [name, value] of Object.entries(incoming)) {
+    if (upgrade && name === 'upgrade') { headers[name] = value; continue }
+    if (!HOP_BY_HOP.has(name) && !named.has(name)) headers[name] = value
+  }
+  return headers
+}
+
 /**
  * The headers to send upstream: the client's, minus hop-by-hop ones, plus `x-request-id` and
- * `x-forwarded-for` when the client did not send them.
+ * `x-forwarded-for` when the client did not send them. An upgrade keeps `upgrade` and
+ * `connection: upgrade`, which ask the endpoint to switch.
  */
-export function forwardedHeaders(incoming: IncomingHttpHeaders, sourceIp: string): OutgoingHeaders {
+export function forwardedHeaders(incoming: IncomingHttpHeaders, sourceIp: string, upgrade = false): OutgoingHeaders {
   const named = connectionNamed(incoming.connection)
   const headers: OutgoingHeaders = {}
   for (const [name, value] of Object.entries(incoming)) {
@@ -324,6 +331,10 @@ export function forwardedHeaders(incoming: IncomingHttpHeaders, sourceIp: string
   }
   // "TE: trailers" is the one TE value a proxy passes on (gRPC needs it).
   if (typeof incoming.te === 'string' && incoming.te.toLowerCase().split(',').some((v) => v.trim() === 'trailers')) headers.te = 'trailers'
+  if (upgrade && incoming.upgrade !== undefined) {
+    headers.upgrade = incoming.upgrade
+    headers.connection = 'upgrade'
+  }
   headers[REQUEST_ID_HEADER] ??= randomUUID()
   headers['x-forwarded-for'] ??= sourceIp
   return headers

@@ -1,0 +1,286 @@
+// The HTTP/2 frontend (cleartext, prior knowledge) — and so gRPC, which is HTTP/2 with
+// `content-type: application/grpc`. The outbound listener hands it a pod's connection to a
+// service VIP whose port declares h2c/grpc, or whose first bytes were the HTTP/2 preface; an
+// `http2.Server` that never listens runs the session (`emit('connection')`), and each stream
+// becomes an `Exchange` for the pipeline (pipeline.ts). Tries go upstream as streams on pooled
+// HTTP/2 sessions (upstream-h2.ts), direct or through the tunnel.
+//
+// Responses stream both ways with their trailers (gRPC's grpc-status lives there). A response
+// that ends with its headers (gRPC's trailers-only errors) is relayed the same way. weft's own
+// errors: for gRPC a trailers-only response whose grpc-status and grpc-message name the cause
+// (gRPC clients read those, not the HTTP status); otherwise a status with `weft-error`.
+//
+// A protocol error on a connection (a bad preface, a malformed frame, a flow-control violation)
+// ends that session with GOAWAY (Node's HTTP/2 implementation); other connections carry on.
+import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream, type ClientHttp2Stream } from 'node:http2'
+import type { Socket } from 'node:net'
+import type { Readable } from 'node:stream'
+import { randomUUID } from 'node:crypto'
+import type { Endpoint } from '../config/resources/index.ts'
+import type { Logger } from '../telemetry/log.ts'
+import type { Destination } from './destinations.ts'
+import { grpcMeshError, GRPC_STATUS, httpMeshError, WEFT_ERROR_HEADER, type MeshErrorCause } from './errors.ts'
+import type { Attempt, DownstreamContext, Exchange, ExchangeStats, L7Protocol, OutgoingHeaders, Pipeline, ProxyRequest, Try, UpstreamResponse } from './pipeline.ts'
+import { ConnectFailure, type UpstreamOptions, type UpstreamPath } from './upstream.ts'
+import { H2UpstreamPools } from './upstream-h2.ts'
+
+const { HTTP2_HEADER_STATUS, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = http2.constants
+
+export interface Http2ProxyOptions extends UpstreamOptions {
+  readonly pipeline: Pipeline
+  readonly log: Logger
+  /** A client session with no stream open for this long is closed. */
+  readonly sessionIdleTimeoutMs?: number | undefined
+}
+
+/** Connection-specific headers HTTP/2 forbids (RFC 9113 8.2.2), never forwarded; `te` is handled apart. */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'host', 'http2-settings'])
+
+/** Larger than the 64 KiB default, so one stream's bulk body is not starved. */
+const STREAM_WINDOW = 1 << 20
+
+export class Http2Proxy {
+  readonly pipeline: Pipeline
+  private readonly options: Http2ProxyOptions
+  private readonly server: http2.Http2Server
+  private readonly pools: H2UpstreamPools
+  private readonly contexts = new WeakMap<ServerHttp2Session, DownstreamContext>()
+  /** The context of the connection being handed over: 'session' fires synchronously inside emit('connection'). */
+  private handingOver: DownstreamContext | undefined
+
+  constructor(options: Http2ProxyOptions) {
+    this.options = options
+    this.pipeline = options.pipeline
+    this.pools = new H2UpstreamPools(options)
+    this.pipeline.onSnapshot((snapshot) => this.pools.prune(snapshot))
+    this.server = http2.createServer({ settings: { enablePush: false, initialWindowSize: STREAM_WINDOW } })
+    this.server.setTimeout(options.sessionIdleTimeoutMs ?? 60_000)
+    this.server.on('session', (session) => {
+      if (this.handingOver) this.contexts.set(session, this.handingOver)
+      // A protocol error ends this session alone (GOAWAY); nothing else to do.
+      session.on('error', (err) => options.log.debug('http2: client session error', { error: err }))
+    })
+    this.server.on('stream', (stream, headers, flags) => {
+      const context = this.contexts.get(stream.session as ServerHttp2Session)
+      if (!context) { stream.close(NGHTTP2_INTERNAL_ERROR); return }
+      stream.on('error', () => {}) // a reset by the client; the exchange sees 'close'
+      void this.pipeline.handle(new Http2Exchange(stream, headers, (flags & NGHTTP2_FLAG_END_STREAM) !== 0, context, this.pools, options.log))
+    })
+  }
+
+  /** Takes over an accepted (paused) connection whose preface may already be buffered in it. */
+  handle(socket: Socket, context: DownstreamContext): void {
+    this.handingOver = context
+    try {
+      this.server.emit('connection', socket)
+    } finally {
+      this.handingOver = undefined
+    }
+    socket.resume()
+  }
+
+  close(): void {
+    this.pools.close()
+  }
+}
+
+interface Http2Response extends UpstreamResponse {
+  readonly stream: ClientHttp2Stream
+  readonly headers: IncomingHttpHeaders
+  /** The response ended with its headers (trailers-only). */
+  readonly endedWithHeaders: boolean
+}
+
+class Http2Exchange implements Exchange {
+  readonly request: ProxyRequest
+  readonly context: DownstreamContext
+  readonly stats: ExchangeStats = { status: 0, grpcStatus: undefined, requestBytes: 0, responseBytes: 0, weftError: undefined }
+  private readonly stream: ServerHttp2Stream
+  private readonly pools: H2UpstreamPools
+  private readonly log: Logger
+  private readonly closeListeners: (() => void)[] = []
+  private ended = false
+
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean, context: DownstreamContext, pools: H2UpstreamPools, log: Logger) {
+    this.stream = stream
+    this.context = context
+    this.pools = pools
+    this.log = log
+    const contentType = headers['content-type']
+    const protocol: L7Protocol = typeof contentType === 'string' && contentType.startsWith('application/grpc') ? 'grpc' : 'http2'
+    const length = headers['content-length']
+    if (endStream) stream.resume()
+    this.request = {
+      protocol,
+      method: String(headers[':method'] ?? 'GET'),
+      path: String(headers[':path'] ?? '/'),
+      authority: String(headers[':authority'] ?? headers.host ?? ''),
+      headers,
+      forward: forwardedHeaders(headers, context.sourceIp),
+      body: endStream ? undefined : stream,
+      contentLength: endStream ? 0 : length === undefined ? undefined : Number(length),
+    }
+    stream.once('close', () => {
+      if (this.ended) return
+      this.ended = true
+      for (const listener of this.closeListeners) listener()
+    })
+  }
+
+  get answered(): boolean {
+    return this.stream.headersSent
+  }
+
+  onClose(listener: () => void): void {
+    if (this.ended) listener()
+    else this.closeListeners.push(listener)
+  }
+
+  send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try {
+    let upstream: ClientHttp2Stream | undefined
+    let cancelled = false
+    const endStream = body === undefined || (Buffer.isBuffer(body) && body.length === 0)
+    const result = this.pools.request(endpoint, this.context.sourceWorkload, destination.snapshot, headers as http2.OutgoingHttpHeaders, { endStream }).then(
+      (opened) => {
+        upstream = opened.stream
+        onPath(opened.path)
+        if (cancelled) { upstream.close(NGHTTP2_CANCEL); return { outcome: { kind: 'reset' } } as Attempt }
+        return this.exchangeOn(opened.stream, body, endStream)
+      },
+      (err: unknown) => ({ outcome: { kind: err instanceof ConnectFailure ? 'connect-failure' : 'reset' } }) as Attempt,
+    )
+    return { result, cancel: () => { cancelled = true; upstream?.close(NGHTTP2_CANCEL) } }
+  }
+
+  /** Sends the body on an open upstream stream and waits for the response head. */
+  private exchangeOn(upstream: ClientHttp2Stream, body: Buffer | Readable | undefined, endStream: boolean): Promise<Attempt> {
+    return new Promise((resolve) => {
+      let settled = false
+      const settle = (attempt: Attempt): void => {
+        if (settled) { attempt.response?.discard(); return }
+        settled = true
+        resolve(attempt)
+      }
+      upstream.once('response', (headers, flags) => {
+        const status = Number(headers[HTTP2_HEADER_STATUS] ?? 502)
+        const grpc = headers['grpc-status']
+        const response: Http2Response = {
+          status, grpcStatus: grpc === undefined ? undefined : Number(grpc), body: upstream, stream: upstream, headers,
+          endedWithHeaders: (flags & NGHTTP2_FLAG_END_STREAM) !== 0,
+          discard: () => { upstream.close(NGHTTP2_CANCEL) },
+        }
+        settle({ outcome: { kind: 'response', status, grpcStatus: response.grpcStatus }, response })
+      })
+      upstream.on('error', () => {})
+      // REFUSED_STREAM: the peer did not process the request (RFC 9113 8.7): as good as never sent.
+      upstream.once('close', () => settle({ outcome: { kind: upstream.rstCode === NGHTTP2_REFUSED_STREAM ? 'connect-failure' : 'reset' } }))
+      if (endStream) return
+      if (Buffer.isBuffer(body)) { this.stats.requestBytes = body.length; upstream.end(body); return }
+      if (body) {
+        body.on('data', (chunk: Buffer) => { this.stats.requestBytes += chunk.length })
+        body.pipe(upstream)
+      }
+    })
+  }
+
+  relay(response: UpstreamResponse, done: () => void): void {
+    const { stream: upstream, headers: upstreamHeaders, endedWithHeaders } = response as Http2Response
+    const downstream = this.stream
+    if (downstream.destroyed) { upstream.close(NGHTTP2_CANCEL); done(); return }
+    this.stats.status = response.status
+    this.stats.grpcStatus = response.grpcStatus
+    const headers = responseHeaders(upstreamHeaders)
+    if (endedWithHeaders) {
+      downstream.respond(headers, { endStream: true })
+      done()
+      return
+    }
+    let trailers: IncomingHttpHeaders | undefined
+    upstream.once('trailers', (received: IncomingHttpHeaders) => {
+      trailers = received
+      const grpc = received['grpc-status']
+      if (grpc !== undefined) this.stats.grpcStatus = Number(grpc)
+    })
+    downstream.once('wantTrailers', () => {
+      const out: http2.OutgoingHttpHeaders = {}
+      for (const [name, value] of Object.entries(trailers ?? {})) if (!name.startsWith(':')) out[name] = value
+      downstream.sendTrailers(out)
+    })
+    downstream.respond(headers, { waitForTrailers: true })
+    upstream.on('data', (chunk: Buffer) => { this.stats.responseBytes += chunk.length })
+    upstream.pipe(downstream)
+    upstream.once('close', () => {
+      // Reset before its end: reset the client's stream too (its response is incomplete).
+      if (!upstream.readableEnded && !downstream.destroyed) downstream.close(NGHTTP2_INTERNAL_ERROR)
+      done()
+    })
+    downstream.once('close', () => { if (!upstream.destroyed) upstream.close(NGHTTP2_CANCEL) })
+  }
+
+  fail(cause: MeshErrorCause): void {
+    if (this.request.protocol === 'grpc') {
+      const answer = grpcMeshError(cause)
+      this.answerGrpc(answer.headers)
+      return
+    }
+    const answer = httpMeshError(cause)
+    this.log.debug('http2: answered by the mesh', { status: answer.status, error: answer.headers[WEFT_ERROR_HEADER], path: this.request.path })
+    this.answer(answer.status, answer.headers)
+  }
+
+  internalError(): void {
+    if (this.request.protocol === 'grpc') this.answerGrpc({ 'content-type': 'application/grpc', 'grpc-status': String(GRPC_STATUS.INTERNAL), 'grpc-message': 'internal proxy error', [WEFT_ERROR_HEADER]: 'internal proxy error' })
+    else this.answer(500, { [WEFT_ERROR_HEADER]: 'internal proxy error' })
+  }
+
+  reset(): void {
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR)
+  }
+
+  /** A trailers-only gRPC response (HTTP 200, grpc-status in the only HEADERS frame). */
+  private answerGrpc(headers: Readonly<Record<string, string>>): void {
+    if (this.answered || this.stream.destroyed) return
+    this.stats.status = 200
+    this.stats.grpcStatus = Number(headers['grpc-status'])
+    this.stats.weftError = headers[WEFT_ERROR_HEADER]
+    this.stream.respond({ [HTTP2_HEADER_STATUS]: 200, ...headers }, { endStream: true })
+  }
+
+  private answer(status: number, headers: Readonly<Record<string, string>>): void {
+    if (this.answered || this.stream.destroyed) return
+    const text = `${headers[WEFT_ERROR_HEADER] ?? ''}\n`
+    this.stats.status = status
+    this.stats.weftError = headers[WEFT_ERROR_HEADER]
+    this.stats.responseBytes = Buffer.byteLength(text)
+    this.stream.respond({ [HTTP2_HEADER_STATUS]: status, ...headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) })
+    this.stream.end(text)
+  }
+}
+
+/** The response headers for the client: the upstream's, minus connection-specific ones. */
+function responseHeaders(incoming: IncomingHttpHeaders): http2.OutgoingHttpHeaders {
+  const headers: http2.OutgoingHttpHeaders = {}
+  for (const [name, value] of Object.entries(incoming)) {
+    if (CONNECTION_SPECIFIC.has(name)) continue
+    headers[name] = value
+  }
+  return headers
+}
+
+/**
+ * The request headers to send upstream: pseudo-headers and the client's headers minus
+ * connection-specific ones, `te: trailers` kept (gRPC needs it), `x-request-id` and
+ * `x-forwarded-for` added when absent.
+ */
+export function forwardedHeaders(incoming: IncomingHttpHeaders, sourceIp: string): OutgoingHeaders {
+  const headers: OutgoingHeaders = {}
+  for (const [name, value] of Object.entries(incoming)) {
+    if (CONNECTION_SPECIFIC.has(name)) continue
+    headers[name] = value as string | string[] | undefined
+  }
+  if (typeof incoming.te === 'string' && incoming.te.toLowerCase().split(',').some((v) => v.trim() === 'trailers')) headers.te = 'trailers'
+  if (headers[':authority'] === undefined && typeof incoming.host === 'string') headers[':authority'] = incoming.host
+  headers['x-request-id'] ??= randomUUID()
+  headers['x-forwarded-for'] ??= sourceIp
+  return headers
+}

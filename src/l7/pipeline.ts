@@ -1,0 +1,391 @@
+// The L7 request path, the same for every protocol: a frontend (http1.ts for HTTP/1.1, http2.ts
+// for HTTP/2 and gRPC) parses a request into an `Exchange` and hands it here; this file decides
+// everything about it, one small step per decision, each reading the ready-made objects of the
+// current snapshot (destinations.ts):
+//
+//   route (the VIP:port's route table) → split (the rule's weighted backends) → faults (delay,
+//   abort) → circuit breaker (requests in flight) → pick (balancer, locality, outlier ejections)
+//   → try (the frontend's transport: a pooled connection, direct or through the tunnel) →
+//   outlier record → retry while the policy, the budget and the breaker allow → relay.
+//
+// The frontend owns the wire: how a request is read, how a try is sent upstream, how a response
+// or weft's own error is written back (an HTTP status with `weft-error`, or a gRPC status).
+// This file owns the decisions and the telemetry of each request.
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
+import type { AccessLog } from '../telemetry/access-log.ts'
+import type { Logger } from '../telemetry/log.ts'
+import type { NodeMetrics } from '../telemetry/metrics.ts'
+import { hashKeyOf, type EndpointState } from './balancers.ts'
+import { isOpen, type Release } from './breaker.ts'
+import { type Destination, L7Configs } from './destinations.ts'
+import type { MeshErrorCause } from './errors.ts'
+import type { Clock, Random } from './random.ts'
+import type { AttemptOutcome, RetryPolicy } from './retry.ts'
+import { applyHeaderModifier } from './router.ts'
+import type { UpstreamPath } from './upstream.ts'
+
+export type L7Protocol = 'http' | 'http2' | 'grpc'
+export type OutgoingHeaders = Record<string, string | string[] | undefined>
+
+/** Who is calling and what they dialled, known from the accepted connection. */
+export interface DownstreamContext {
+  readonly sourceIp: string
+  /** `namespace/name` of the calling pod, or `unknown`. */
+  readonly sourceWorkload: string
+  readonly vip: string
+  readonly port: number
+}
+
+/** A request as the pipeline reads it, whatever the protocol. Header names are lowercase. */
+export interface ProxyRequest {
+  readonly protocol: L7Protocol
+  readonly method: string
+  /** Path and query. */
+  readonly path: string
+  readonly authority: string
+  /** As received: what routes match and consistent hashing reads. */
+  readonly headers: IncomingHttpHeaders
+  /** The headers to send upstream: hop-by-hop ones removed, x-request-id and x-forwarded-for added. Route filters modify them. */
+  readonly forward: OutgoingHeaders
+  /** The body, or undefined when the head says there is none. */
+  readonly body: Readable | undefined
+  /** The declared Content-Length, when there is one. */
+  readonly contentLength: number | undefined
+}
+
+/** An upstream response head, its body still to read. */
+export interface UpstreamResponse {
+  readonly status: number
+  /** grpc-status in the head (a trailers-only gRPC response), if any. */
+  readonly grpcStatus: number | undefined
+  readonly body: Readable
+  /** Throws the response away (a retried try); its connection goes back to the pool when it can. */
+  discard(): void
+}
+
+/** How one try ended, with the response when there was one. */
+export interface Attempt {
+  readonly outcome: AttemptOutcome
+  readonly response?: UpstreamResponse | undefined
+}
+
+/** One try in flight. */
+export interface Try {
+  readonly result: Promise<Attempt>
+  /** Ends the try (a timeout or the client leaving); `result` settles if it had not. */
+  cancel(): void
+}
+
+/** What the client got, filled in by the frontend as it answers; read for metrics and the access log. */
+export interface ExchangeStats {
+  /** The status sent to the client; 0 until (and unless) one is sent. */
+  status: number
+  grpcStatus: number | undefined
+  requestBytes: number
+  responseBytes: number
+  /** The cause, when weft answered itself. */
+  weftError: string | undefined
+}
+
+/** One request, as a frontend hands it over. */
+export interface Exchange {
+  readonly request: ProxyRequest
+  readonly context: DownstreamContext
+  readonly stats: ExchangeStats
+  /** Whether a response head has gone to the client. */
+  readonly answered: boolean
+  /** Sends one try to `endpoint` (body: a replay buffer, or the request stream for a single try). */
+  send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try
+  /** Relays an upstream response to the client (head, streamed body, trailers); `done` when it is over. */
+  relay(response: UpstreamResponse, done: () => void): void
+  /** weft's own answer: a status naming the cause (no-op when a head already went out: then the stream is reset). */
+  fail(cause: MeshErrorCause): void
+  /** A 500 (or gRPC INTERNAL) for a failure of weft itself. */
+  internalError(): void
+  /** Resets the client's request (after the head went out, nothing else can be said). */
+  reset(): void
+  /** Called once when the exchange is over, answered or not. */
+  onClose(listener: () => void): void
+}
+
+export interface PipelineOptions {
+  readonly node: string
+  readonly snapshot: () => MeshSnapshot
+  readonly metrics: NodeMetrics
+  readonly log: Logger
+  readonly accessLog?: AccessLog | undefined
+  /** Request bodies up to this size (by Content-Length) are buffered so a retry can replay them. */
+  readonly maxReplayBytes?: number | undefined
+  readonly random?: Random | undefined
+  readonly now?: Clock | undefined
+}
+
+export const DEFAULT_MAX_REPLAY_BYTES = 64 * 1024
+
+export class Pipeline {
+  readonly configs: L7Configs
+  private readonly options: PipelineOptions
+  private readonly random: Random
+  private readonly now: Clock
+  private readonly maxReplayBytes: number
+  private readonly onConfig: ((snapshot: MeshSnapshot) => void)[] = []
+  // TEMP until the telemetry metrics land: the counters the pipeline feeds, when declared.
+  private readonly metrics: Partial<Record<'retries' | 'breakerTrips' | 'outlierEjections' | 'retryBudgetExhausted', { inc(labels: Record<string, string>): void }>>
+
+  constructor(options: PipelineOptions) {
+    this.options = options
+    this.random = options.random ?? Math.random
+    this.now = options.now ?? (() => performance.now())
+    this.maxReplayBytes = options.maxReplayBytes ?? DEFAULT_MAX_REPLAY_BYTES
+    this.metrics = options.metrics as unknown as Pipeline['metrics']
+    this.configs = new L7Configs({ random: this.random, now: this.now, node: options.node }, (config) => {
+      for (const listener of this.onConfig) listener(config.snapshot)
+    })
+  }
+
+  /** Called with each new snapshot the pipeline compiles (the transports prune their pools). */
+  onSnapshot(listener: (snapshot: MeshSnapshot) => void): void {
+    this.onConfig.push(listener)
+  }
+
+  /** Handles one request to the end; never rejects (an unexpected failure is logged and answered 500 or reset). */
+  async handle(exchange: Exchange): Promise<void> {
+    try {
+      await this.run(exchange)
+    } catch (err) {
+      this.options.log.error('l7: unexpected failure handling a request', { error: err, path: exchange.request.path })
+      if (!exchange.answered) exchange.internalError()
+      else exchange.reset()
+    }
+  }
+
+  private async run(exchange: Exchange): Promise<void> {
+    const { request, context } = exchange
+    const started = this.now()
+    const startedAt = Date.now()
+    const config = this.configs.get(this.options.snapshot())
+    const dialled = config.destinationAt(context.vip, context.port)
+    const logged = this.options.accessLog?.sampled() ?? false
+    const trace = {
+      destinationService: dialled?.name ?? `${context.vip}:${context.port}`,
+      destinationWorkload: 'unknown',
+      endpoint: undefined as string | undefined,
+      retries: 0,
+      upstreamPath: undefined as UpstreamPath | undefined,
+    }
+    let gone = false
+    exchange.onClose(() => { gone = true; this.record(exchange, trace, started, startedAt, logged) })
+    if (!dialled) { exchange.fail({ kind: 'no-healthy-endpoint', destination: `${context.vip}:${context.port}` }); return }
+
+    // Route and split.
+    let destination: Destination | undefined = dialled
+    let retry: RetryPolicy = config.defaultRetry
+    let requestTimeoutMs: number | undefined
+    const headers = request.forward
+    const table = config.tables.get(`${context.vip}:${context.port}`)
+    if (table && !table.empty) {
+      const rule = table.match({ method: request.method, path: request.path, headers: request.headers })
+      if (!rule) { exchange.fail({ kind: 'no-route', destination: dialled.name, path: request.path }); return }
+      const state = config.ruleState(rule)
+      const backend = state.split.pick(this.random)
+      if (!backend) { exchange.fail({ kind: 'no-backend', destination: dialled.name, route: rule.route }); return }
+      if (rule.requestHeaderModifier) applyHeaderModifier(rule.requestHeaderModifier, headers)
+      if (backend.requestHeaderModifier) applyHeaderModifier(backend.requestHeaderModifier, headers)
+      destination = config.destinationOf(backend)
+      if (!destination) { exchange.fail({ kind: 'no-healthy-endpoint', destination: `${backend.service}:${backend.port}` }); return }
+      trace.destinationService = destination.name
+      retry = state.retry
+      requestTimeoutMs = rule.timeouts.requestMs
+    }
+    const target: Destination = destination
+
+    // Faults: a delay first, then perhaps an abort instead of the request.
+    if (target.faults) {
+      const fault = target.faults.decide(this.random)
+      if (fault.delayMs > 0) {
+        await new Promise((resolve) => setTimeout(resolve, fault.delayMs))
+        if (gone) return
+      }
+      if (fault.abortStatus !== undefined) {
+        exchange.fail({ kind: 'fault-abort', destination: target.name, status: fault.abortStatus, grpcStatus: fault.abortGrpcStatus })
+        return
+      }
+    }
+
+    // The breaker: requests in flight to this destination.
+    const admitted = target.breaker.tryAcquire('requests')
+    if (isOpen(admitted)) {
+      this.metrics.breakerTrips?.inc({ destination_service: target.name, limit: admitted.open.limit })
+      exchange.fail({ kind: 'breaker-open', destination: target.name, limit: admitted.open.limit, max: admitted.open.max })
+      return
+    }
+    exchange.onClose(admitted)
+
+    // The body: buffered when a retry could replay it, streamed to one try otherwise.
+    const body = await this.replayableBody(request)
+    if (body === 'aborted') return
+    const hashKey = target.hashOn ? hashKeyOf(target.hashOn, request.headers, context.sourceIp) : undefined
+
+    // The overall request timeout ends whatever try is in flight.
+    let over = false
+    let current: Try | undefined
+    const requestTimer = requestTimeoutMs === undefined ? undefined : setTimeout(() => {
+      over = true
+      current?.cancel()
+      if (!exchange.answered) exchange.fail({ kind: 'timeout', destination: target.name, timeout: 'request', ms: requestTimeoutMs })
+      else exchange.reset()
+    }, requestTimeoutMs)
+    exchange.onClose(() => { over = true; clearTimeout(requestTimer); current?.cancel() })
+
+    target.budget.recordRequest()
+    let retryHeld: Release | undefined
+    const releaseRetry = (): void => { retryHeld?.(); retryHeld = undefined }
+    exchange.onClose(releaseRetry)
+    for (let retries = 0; ; retries++) {
+      const picked = target.pick(hashKey)
+      if (!picked) { clearTimeout(requestTimer); exchange.fail({ kind: 'no-healthy-endpoint', destination: target.name }); return }
+      trace.endpoint = picked.id
+      trace.retries = retries
+      trace.destinationWorkload = picked.endpoint.workload ? `${picked.endpoint.workload.namespace}/${picked.endpoint.workload.name}` : 'unknown'
+      const attempt = await this.attempt(exchange, target, picked, headers, body ?? request.body, retry.perTryTimeoutMs, (started) => { current = started }, (path) => { trace.upstreamPath = path })
+      releaseRetry()
+      if (over) { attempt.response?.discard(); return }
+      const { outcome, response } = attempt
+      const ejection = target.recordOutcome(picked, outcome)
+      if (ejection) {
+        this.metrics.outlierEjections?.inc({ destination_service: target.name, endpoint: ejection.id, reason: ejection.reason })
+        this.options.log.info('l7: endpoint ejected by outlier detection', { destination: target.name, endpoint: ejection.id, reason: ejection.reason, ejections: ejection.times })
+      }
+      if (body !== undefined && retry.shouldRetry(outcome, retries)) {
+        const allowed = this.mayRetry(target)
+        if (typeof allowed === 'function') {
+          retryHeld = allowed
+          this.metrics.retries?.inc({ destination_service: target.name, reason: retryReason(outcome) })
+          response?.discard()
+          const wait = retry.backoffMs(retries, this.random)
+          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+          if (over) return
+          continue
+        }
+        if (!response) {
+          clearTimeout(requestTimer)
+          exchange.fail(allowed)
+          return
+        }
+      }
+      if (response) { exchange.relay(response, () => clearTimeout(requestTimer)); return }
+      clearTimeout(requestTimer)
+      switch (outcome.kind) {
+        case 'timeout': exchange.fail({ kind: 'timeout', destination: target.name, timeout: 'backendRequest', ms: retry.perTryTimeoutMs ?? 0 }); return
+        case 'connect-failure': exchange.fail({ kind: 'upstream-connect-failure', destination: target.name, endpoint: picked.id }); return
+        default: exchange.fail({ kind: 'upstream-reset', destination: target.name, endpoint: picked.id }); return
+      }
+    }
+  }
+
+  /** A retry may go: a breaker slot for it (released when the retry ends) and a budget token; or the cause that stops it. */
+  private mayRetry(target: Destination): Release | MeshErrorCause {
+    const slot = target.breaker.tryAcquire('retries')
+    if (isOpen(slot)) {
+      this.metrics.breakerTrips?.inc({ destination_service: target.name, limit: slot.open.limit })
+      return { kind: 'breaker-open', destination: target.name, limit: slot.open.limit, max: slot.open.max }
+    }
+    if (!target.budget.tryRetry()) {
+      slot()
+      this.metrics.retryBudgetExhausted?.inc({ destination_service: target.name })
+      return { kind: 'retry-budget-exhausted', destination: target.name }
+    }
+    return slot
+  }
+
+  /**
+   * The whole request body when it can be replayed (none, or a Content-Length within the bound),
+   * `undefined` when it must stream to one try, 'aborted' when the client went away meanwhile.
+   */
+  private replayableBody(request: ProxyRequest): Promise<Buffer | undefined | 'aborted'> {
+    const body = request.body
+    if (body === undefined) return Promise.resolve(Buffer.alloc(0))
+    const length = request.contentLength
+    if (length === 0) { body.resume(); return Promise.resolve(Buffer.alloc(0)) }
+    if (length === undefined || length > this.maxReplayBytes) return Promise.resolve(undefined)
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = []
+      body.on('data', (chunk: Buffer) => chunks.push(chunk))
+      body.once('end', () => resolve(Buffer.concat(chunks)))
+      body.once('close', () => { if (!body.readableEnded) resolve('aborted') })
+      body.once('error', () => resolve('aborted'))
+    })
+  }
+
+  /** One try, with the per-try timeout and the balancer's bookkeeping around it. */
+  private async attempt(exchange: Exchange, target: Destination, picked: EndpointState<Endpoint>, headers: OutgoingHeaders, body: Buffer | Readable | undefined, perTryTimeoutMs: number | undefined, onTry: (attempt: Try) => void, onPath: (path: UpstreamPath) => void): Promise<Attempt> {
+    const begun = this.now()
+    picked.start()
+    const sent = exchange.send(picked.endpoint, target, headers, body, onPath)
+    onTry(sent)
+    let timer: NodeJS.Timeout | undefined
+    const timeout = perTryTimeoutMs === undefined ? undefined : new Promise<Attempt>((resolve) => {
+      timer = setTimeout(() => { sent.cancel(); resolve({ outcome: { kind: 'timeout' } }) }, perTryTimeoutMs)
+    })
+    try {
+      return await (timeout ? Promise.race([sent.result, timeout]) : sent.result)
+    } finally {
+      clearTimeout(timer)
+      picked.finish(this.now(), this.now() - begun)
+    }
+  }
+
+  /** Metrics and the access log line of a finished exchange. */
+  private record(exchange: Exchange, trace: { destinationService: string; destinationWorkload: string; endpoint: string | undefined; retries: number; upstreamPath: UpstreamPath | undefined }, started: number, startedAt: number, logged: boolean): void {
+    const { request, context, stats } = exchange
+    const durationMs = this.now() - started
+    const { metrics } = this.options
+    const labels = {
+      reporter: 'source',
+      source_workload: context.sourceWorkload,
+      destination_service: trace.destinationService,
+      destination_workload: trace.destinationWorkload,
+      response_code: String(stats.status),
+      protocol: request.protocol,
+    }
+    metrics.requests.inc(labels)
+    metrics.requestDuration.observe(labels, durationMs / 1000)
+    if (!logged) return
+    this.options.accessLog?.write({
+      start: new Date(startedAt).toISOString(),
+      durationMs: Math.round(durationMs * 1000) / 1000,
+      protocol: request.protocol,
+      method: request.method,
+      authority: request.authority,
+      path: request.path,
+      status: stats.status,
+      grpcStatus: stats.grpcStatus,
+      requestBytes: stats.requestBytes,
+      responseBytes: stats.responseBytes,
+      sourceIp: context.sourceIp,
+      sourceWorkload: context.sourceWorkload,
+      destinationService: trace.destinationService,
+      destinationWorkload: labels.destination_workload,
+      endpoint: trace.endpoint,
+      retries: trace.retries,
+      requestId: header(request.forward['x-request-id']),
+      traceparent: header(request.headers.traceparent),
+      weftError: stats.weftError,
+      upstreamPath: trace.upstreamPath,
+    })
+  }
+}
+
+function header(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value
+}
+
+/** The label of a retry: what made the try fail. */
+function retryReason(outcome: AttemptOutcome): string {
+  switch (outcome.kind) {
+    case 'response': return outcome.grpcStatus !== undefined && outcome.grpcStatus !== 0 ? `grpc-${outcome.grpcStatus}` : String(outcome.status)
+    default: return outcome.kind
+  }
+}

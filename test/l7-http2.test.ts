@@ -1,0 +1,245 @@
+// The HTTP/2 and gRPC frontend, and HTTP/1.1 upgrades, on loopback without a lab: a listener
+// hands accepted connections to the proxies as the outbound listener does, with a snapshot whose
+// endpoints are servers on 127.0.0.x. The lab tests (mesh-l7-protocols) show the same through
+// the kernel's redirection; these check the protocol details: trailers, gRPC statuses, streaming
+// calls, weft's own gRPC errors, protocol errors on one connection, WebSocket echo.
+import t, { type Test } from 'tap'
+import http from 'node:http'
+import http2 from 'node:http2'
+import net from 'node:net'
+import { createHash } from 'node:crypto'
+import { once } from 'node:events'
+
+import { buildSnapshot, type MeshSnapshot } from '../src/config/resources/index.ts'
+import { TunnelPool } from '../src/datapath/tunnel.ts'
+import { Http1Proxy } from '../src/l7/http1.ts'
+import { Http2Proxy } from '../src/l7/http2.ts'
+import { Pipeline } from '../src/l7/pipeline.ts'
+import { createLogger } from '../src/telemetry/log.ts'
+import { NodeMetrics } from '../src/telemetry/metrics.ts'
+import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
+import { grpcClient, startGrpcServer } from './fixtures/grpc.ts'
+import { checkWebSocketEcho, startWebSocketServer } from './fixtures/websocket.ts'
+
+const VIP = '198.19.0.10'
+
+function snapshotWith(appProtocol: string, ports: readonly number[], extra: Record<string, unknown> = {}, targetPort = ports[0]): MeshSnapshot {
+  const resources = new Map<string, unknown>([
+    ['node._.node1', { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'node1' }, spec: { address: '198.18.0.2', proxyIp: '198.18.0.2', podCIDR: '198.18.1.0/24' } }],
+    ['service.default.web', { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'default' }, spec: { clusterIP: VIP, selector: { app: 'web' }, ports: [{ name: 'main', port: 80, targetPort, appProtocol }] } }],
+    ...ports.map((port, i): [string, unknown] => [`pod.default.server${i}`, { apiVersion: 'v1', kind: 'Pod', metadata: { name: `server${i}`, namespace: 'default', labels: { app: 'web' } }, spec: { nodeName: 'node1' }, status: { podIP: `127.0.0.${2 + i}` } }]),
+    ...Object.entries(extra),
+  ])
+  return buildSnapshot(resources)
+}
+
+/** A listener that gives each connection to the HTTP/2 (or HTTP/1) proxy as dialled to `VIP`:80. */
+async function proxyFor(t: Test, snapshot: MeshSnapshot, frontend: 'http1' | 'http2' = 'http2'): Promise<{ port: number; metrics: NodeMetrics }> {
+  const log = createLogger({}, 'error')
+  const metrics = new NodeMetrics('node1', () => undefined)
+  const tunnels = new TunnelPool(log, 1000)
+  const pipeline = new Pipeline({ node: 'node1', snapshot: () => snapshot, metrics, log })
+  const upstream = { node: 'node1', inboundPort: 15008, connectTimeoutMs: 1000, tunnels }
+  const proxy = frontend === 'http2'
+    ? new Http2Proxy({ ...upstream, pipeline, log })
+    : new Http1Proxy({ ...upstream, pipeline, snapshot: () => snapshot, metrics, log })
+  const listener = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+    proxy.handle(socket, { sourceIp: '127.0.0.9', sourceWorkload: 'default/client', vip: VIP, port: 80 })
+  })
+  listener.listen(0, '127.0.0.1')
+  await once(listener, 'listening')
+  t.teardown(() => { listener.close(); proxy.close(); tunnels.close() })
+  return { port: (listener.address() as net.AddressInfo).port, metrics }
+}
+
+/** An h2c server on `host` that echoes the request body's digest, and sends a trailer. */
+async function h2Backend(t: Test, host: string): Promise<number> {
+  const server = http2.createServer()
+  server.on('stream', (stream, headers) => {
+    const path = String(headers[':path'])
+    const download = /^\/download\/(\d+)$/.exec(path)
+    if (download) {
+      stream.respond({ ':status': 200 }, { waitForTrailers: true })
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'done' }))
+      const total = Number(download[1])
+      const chunk = Buffer.alloc(64 * 1024, 5)
+      let sent = 0
+      const pump = (): void => {
+        while (sent < total) {
+          const piece = chunk.subarray(0, Math.min(chunk.length, total - sent))
+          sent += piece.length
+          if (!stream.write(piece)) { stream.once('drain', pump); return }
+        }
+        stream.end()
+      }
+      pump()
+      return
+    }
+    const hash = createHash('sha256')
+    let bytes = 0
+    stream.on('data', (c: Buffer) => { bytes += c.length; hash.update(c) })
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'application/json' }, { waitForTrailers: true })
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'x-bytes': String(bytes) }))
+      stream.end(JSON.stringify({ bytes, sha256: hash.digest('hex'), headers, server: host }))
+    })
+  })
+  server.listen(0, host)
+  await once(server, 'listening')
+  const sessions = new Set<http2.ServerHttp2Session>()
+  server.on('session', (s) => { sessions.add(s); s.on('close', () => sessions.delete(s)) })
+  t.teardown(() => { for (const s of sessions) s.destroy(); server.close() })
+  return (server.address() as net.AddressInfo).port
+}
+
+interface H2Reply { status: number; headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: Buffer }
+
+function h2Request(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer): Promise<H2Reply> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request(headers, { endStream: body === undefined })
+    let head: http2.IncomingHttpHeaders = {}
+    let trailers: http2.IncomingHttpHeaders = {}
+    const chunks: Buffer[] = []
+    stream.on('response', (h) => { head = h })
+    stream.on('trailers', (h) => { trailers = h })
+    stream.on('data', (c: Buffer) => chunks.push(c))
+    stream.on('end', () => resolve({ status: Number(head[':status']), headers: head, trailers, body: Buffer.concat(chunks) }))
+    stream.on('error', reject)
+    if (body !== undefined) stream.end(body)
+  })
+}
+
+function connect(t: Test, port: number): http2.ClientHttp2Session {
+  const session = http2.connect(`http://127.0.0.1:${port}`)
+  session.on('error', () => {})
+  t.teardown(() => session.destroy())
+  return session
+}
+
+t.test('h2c: requests multiplex on one connection, bodies stream both ways with trailers, headers forwarded', async (t) => {
+  const port = await h2Backend(t, '127.0.0.2')
+  const proxy = await proxyFor(t, snapshotWith('kubernetes.io/h2c', [port]))
+  const session = connect(t, proxy.port)
+  const upload = Buffer.alloc(3 * 1024 * 1024, 9)
+  const [posted, downloaded] = await Promise.all([
+    h2Request(session, { ':method': 'POST', ':path': '/upload', 'x-kept': 'yes' }, upload),
+    h2Request(session, { ':path': '/download/5000000' }),
+  ])
+  t.equal(posted.status, 200)
+  const seen = JSON.parse(posted.body.toString()) as { bytes: number; sha256: string; headers: Record<string, string> }
+  t.equal(seen.bytes, upload.length, 'the whole upload arrived')
+  t.equal(seen.sha256, createHash('sha256').update(upload).digest('hex'))
+  t.equal(seen.headers['x-kept'], 'yes')
+  t.equal(seen.headers['x-forwarded-for'], '127.0.0.9')
+  t.match(seen.headers['x-request-id'], /^[0-9a-f-]{36}$/)
+  t.equal(posted.trailers['x-bytes'], String(upload.length), 'the upstream trailer reached the client')
+  t.equal(downloaded.body.length, 5_000_000)
+  t.equal(downloaded.trailers['x-checksum'], 'done')
+  const samples = parsePrometheusText(await proxy.metrics.registry.metrics())
+  t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'http2', response_code: '200', destination_service: 'default/web' }), 2)
+})
+
+t.test('h2c: an unreachable endpoint gets a 503 naming it; the connection carries on', async (t) => {
+  const closed = net.createServer()
+  closed.listen(0, '127.0.0.2')
+  await once(closed, 'listening')
+  const port = (closed.address() as net.AddressInfo).port
+  closed.close()
+  const proxy = await proxyFor(t, snapshotWith('kubernetes.io/h2c', [port]))
+  const session = connect(t, proxy.port)
+  const reply = await h2Request(session, { ':path': '/' })
+  t.equal(reply.status, 503)
+  t.equal(reply.headers['weft-error'], `cannot connect to endpoint 127.0.0.2:${port} of default/web`)
+  const again = await h2Request(session, { ':path': '/' })
+  t.equal(again.status, 503, 'the same session serves the next request')
+})
+
+t.test('gRPC: unary calls, statuses from the server, bidirectional streaming', async (t) => {
+  const server = await startGrpcServer({ host: '127.0.0.2', port: 0, name: 'a' })
+  t.teardown(() => server.close())
+  const proxy = await proxyFor(t, snapshotWith('grpc', [server.port]))
+  const client = grpcClient(`127.0.0.1:${proxy.port}`)
+  t.teardown(() => client.close())
+  const reply = await client.echo('hello')
+  t.equal(reply.message, 'hello')
+  t.equal(reply.server, 'a')
+  t.equal(reply.metadata['x-forwarded-for'], '127.0.0.9', 'the server saw weft\'s headers')
+  const failure = await client.echo('fail', { status: 7 }).then(() => undefined, (err: { code: number; details: string }) => err)
+  t.equal(failure?.code, 7, 'the server\'s grpc-status reaches the client')
+  const replies = await client.chat(['one', 'two', 'three'])
+  t.same(replies.map((r) => [r.seq, r.message]), [[1, 'one'], [2, 'two'], [3, 'three']])
+  const samples = parsePrometheusText(await proxy.metrics.registry.metrics())
+  t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'grpc', destination_service: 'default/web' }), 3)
+})
+
+t.test('gRPC: no healthy endpoint is UNAVAILABLE with a message naming the service', async (t) => {
+  // No pods: the service has no endpoint.
+  const proxy = await proxyFor(t, snapshotWith('grpc', [], {}, 50051))
+  const client = grpcClient(`127.0.0.1:${proxy.port}`)
+  t.teardown(() => client.close())
+  const failure = await client.echo('x').then(() => undefined, (err: { code: number; details: string }) => err)
+  t.equal(failure?.code, 14)
+  t.match(failure?.details, /no healthy endpoint for default\/web/)
+})
+
+t.test('HTTP/2 protocol errors end that connection alone', async (t) => {
+  const port = await h2Backend(t, '127.0.0.2')
+  const proxy = await proxyFor(t, snapshotWith('kubernetes.io/h2c', [port]))
+  // The preface, then garbage where a frame belongs.
+  const raw = net.connect(proxy.port, '127.0.0.1')
+  raw.on('error', () => {})
+  raw.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), Buffer.from([0, 0, 4, 0xff, 0xff, 0, 0, 0, 9, 1, 2, 3, 4]), Buffer.alloc(64, 0xee)]))
+  const received: Buffer[] = []
+  raw.on('data', (c: Buffer) => received.push(c))
+  await once(raw, 'close')
+  const bytes = Buffer.concat(received)
+  // Somewhere in what came back: a GOAWAY frame (type 7).
+  let goaway = false
+  for (let i = 0; i + 9 <= bytes.length;) {
+    const length = bytes.readUIntBE(i, 3)
+    if (bytes[i + 3] === 7) goaway = true
+    i += 9 + length
+  }
+  t.ok(goaway, 'the broken connection got a GOAWAY')
+  const session = connect(t, proxy.port)
+  const reply = await h2Request(session, { ':path': '/' })
+  t.equal(reply.status, 200, 'a new connection is served')
+})
+
+t.test('HTTP/1.1 upgrade: a WebSocket echo through the proxy', async (t) => {
+  const server = await startWebSocketServer({ host: '127.0.0.2', port: 0, name: 'ws-a' })
+  t.teardown(() => server.close())
+  const proxy = await proxyFor(t, snapshotWith('http', [server.port]), 'http1')
+  const check = await checkWebSocketEcho(`ws://127.0.0.1:${proxy.port}/chat`, { messages: 20, binaryBytes: 1 << 20 })
+  t.equal(check.error, undefined)
+  t.ok(check.ok, 'every message echoed')
+  t.equal(check.echoed, check.sent)
+  t.equal(check.mismatches, 0)
+  t.equal(check.server, 'ws-a')
+  t.equal(check.path, '/chat')
+  const samples = parsePrometheusText(await proxy.metrics.registry.metrics())
+  t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'http', response_code: '101' }), 1)
+})
+
+t.test('HTTP/1.1 trailers are relayed after a chunked body', async (t) => {
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { trailer: 'x-digest' })
+    res.write('part one;')
+    res.addTrailers({ 'x-digest': 'abc123' })
+    res.end('part two')
+  })
+  server.listen(0, '127.0.0.2')
+  await once(server, 'listening')
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const proxy = await proxyFor(t, snapshotWith('http', [(server.address() as net.AddressInfo).port]), 'http1')
+  const reply = await new Promise<{ body: string; trailers: NodeJS.Dict<string> }>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: proxy.port, path: '/', agent: false, headers: { te: 'trailers' } }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { body += c })
+      res.on('end', () => resolve({ body, trailers: res.trailers }))
+    }).on('error', reject)
+  })
+  t.equal(reply.body, 'part one;part two')
+  t.equal(reply.trailers['x-digest'], 'abc123')
+})
