@@ -11,6 +11,7 @@ import { InboundListener } from '../src/datapath/inbound.ts'
 import { TunnelPool } from '../src/datapath/tunnel.ts'
 import { H2UpstreamPools } from '../src/l7/upstream-h2.ts'
 import { ConnectFailure } from '../src/l7/upstream.ts'
+import { startGrpcServer, type EchoReply } from './fixtures/grpc.ts'
 import { createLogger } from '../src/telemetry/log.ts'
 import { NodeMetrics } from '../src/telemetry/metrics.ts'
 
@@ -134,16 +135,17 @@ function endpointOf(snapshot: MeshSnapshot, vip: string): Endpoint {
   return endpoint
 }
 
-interface Response { status: number; body: Buffer; trailers: http2.IncomingHttpHeaders }
+interface Response { status: number; headers: http2.IncomingHttpHeaders; body: Buffer; trailers: http2.IncomingHttpHeaders }
 function readResponse(stream: ClientHttp2Stream): Promise<Response> {
   return new Promise((resolve, reject) => {
     let status = 0
+    let responseHeaders: http2.IncomingHttpHeaders = {}
     let trailers: http2.IncomingHttpHeaders = {}
     const chunks: Buffer[] = []
-    stream.on('response', (headers) => { status = Number(headers[':status']) })
+    stream.on('response', (headers) => { status = Number(headers[':status']); responseHeaders = headers })
     stream.on('trailers', (headers) => { trailers = headers })
     stream.on('data', (chunk: Buffer) => chunks.push(chunk))
-    stream.on('end', () => resolve({ status, body: Buffer.concat(chunks), trailers }))
+    stream.on('end', () => resolve({ status, headers: responseHeaders, body: Buffer.concat(chunks), trailers }))
     stream.on('error', reject)
   })
 }
@@ -297,6 +299,34 @@ t.test('tunnel: h2 through a CONNECT stream to the far node, 5 MB each way', asy
   const other = await pools.request(endpoint, 'default/other', snapshot, get('/'), { endStream: true })
   t.equal((await readResponse(other.stream)).body.toString(), 'ok')
   t.equal(remote.sessions.length, 2, 'a second session for another source workload')
+})
+
+t.test('tunnel: gRPC calls to a real grpc-js server (the test fixture)', async (t) => {
+  const grpcServer = await startGrpcServer({ host: '127.0.0.3', port: 0, name: 'grpc-remote' })
+  t.teardown(() => grpcServer.close())
+  const snapshot = snapshotWith(1, grpcServer.port)
+  const { pools } = await setup(t, () => snapshot)
+  const endpoint = endpointOf(snapshot, '198.19.0.11')
+  /** One unary Echo call, framed by hand: 1 byte "compressed" flag, 4 bytes length, the JSON message. */
+  const call = async (request: object): Promise<{ status: string | undefined; message: string | undefined; reply: EchoReply | undefined }> => {
+    const { stream } = await pools.request(endpoint, 'default/client', snapshot, { ':method': 'POST', ':path': '/weft.test.Echo/Echo', 'content-type': 'application/grpc', te: 'trailers' })
+    const json = Buffer.from(JSON.stringify(request))
+    const frame = Buffer.alloc(5 + json.length)
+    frame.writeUInt32BE(json.length, 1)
+    json.copy(frame, 5)
+    stream.end(frame)
+    const response = await readResponse(stream)
+    // A failed call may be "trailers-only": the status in the response headers.
+    const status = response.trailers['grpc-status'] ?? response.headers['grpc-status']
+    const message = response.trailers['grpc-message'] ?? response.headers['grpc-message'] // percent-encoded
+    const reply = response.body.length > 5 ? JSON.parse(response.body.subarray(5, 5 + response.body.readUInt32BE(1)).toString()) as EchoReply : undefined
+    return { status: status === undefined ? undefined : String(status), message: message === undefined ? undefined : decodeURIComponent(String(message)), reply }
+  }
+  const ok = await call({ message: 'through the tunnel' })
+  t.equal(ok.status, '0', 'grpc-status 0')
+  t.same([ok.reply?.message, ok.reply?.server], ['through the tunnel', 'grpc-remote'])
+  const failed = await call({ message: 'fail', status: 9 })
+  t.same([failed.status, failed.message, failed.reply], ['9', 'requested status 9', undefined], 'the requested status, from trailers')
 })
 
 t.test('tunnel: a destination that refuses is a ConnectFailure', async (t) => {
