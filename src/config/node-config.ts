@@ -2,6 +2,7 @@
 // `weft node --help` is generated from the same table, so the two cannot drift.
 import { parseArgs } from 'node:util'
 import { isIPv4 } from 'node:net'
+import { resolve } from 'node:path'
 import { parseIpv4Cidr } from './resources/net.ts'
 
 export interface NodeConfig {
@@ -45,6 +46,13 @@ export interface NodeConfig {
   connectTimeoutMs: number
   /** Remove this node's BPF programs, links and maps (detaching interception) and exit. */
   uninstall: boolean
+  /**
+   * Where the L7 proxy writes access log lines (JSON, `"type":"access"`): `stdout` (shared with
+   * the daemon's own log lines), `off`, or an absolute file path (appended to). Default stdout.
+   */
+  accessLog: string
+  /** The fraction of L7 requests written to the access log, 0 to 1. Default 1 (every request). */
+  accessLogSample: number
 }
 
 export class ConfigError extends Error {}
@@ -53,6 +61,8 @@ export class ConfigError extends Error {}
 export const DEFAULTS = {
   outboundPort: 15001, inboundPort: 15008, adminPort: 15020, vipCidr: '198.19.0.0/16',
   idleTimeoutMs: 3_600_000, drainTimeoutMs: 10_000, connectTimeoutMs: 5_000, statusIntervalMs: 5_000,
+  // Every request on stdout is what Envoy/Istio users expect of a demo mesh; a busy node samples.
+  accessLog: 'stdout', accessLogSample: 1,
 } as const
 
 interface OptionSpec { type: 'string' | 'boolean'; multiple?: boolean; help: string; arg?: string }
@@ -78,6 +88,8 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
   'idle-timeout': { type: 'string', arg: 'MS', help: `close connections idle this long (default ${DEFAULTS.idleTimeoutMs})` },
   'drain-timeout': { type: 'string', arg: 'MS', help: `on SIGTERM, let connections finish this long (default ${DEFAULTS.drainTimeoutMs})` },
   'connect-timeout': { type: 'string', arg: 'MS', help: `upstream connect / tunnel stream timeout (default ${DEFAULTS.connectTimeoutMs})` },
+  'access-log': { type: 'string', arg: 'DEST', help: `L7 access log: stdout, off, or a file PATH (appended); one JSON line per request, "type":"access" (default ${DEFAULTS.accessLog}); a logged request costs about 1 µs of CPU (docs/benchmarks.md)` },
+  'access-log-sample': { type: 'string', arg: 'RATE', help: `fraction of L7 requests logged, 0 to 1 (default ${DEFAULTS.accessLogSample}); an unlogged request costs one random draw` },
   uninstall: { type: 'boolean', help: 'detach and unpin this node\'s BPF programs and maps, then exit' },
   help: { type: 'boolean', help: 'show this help' },
 }
@@ -111,6 +123,21 @@ function millis(value: string | undefined, flag: string, fallback: number): numb
 export function checkCidr(value: string, flag: string): string {
   if (parseIpv4Cidr(value) === undefined) throw new ConfigError(`--${flag}: "${value}" is not an IPv4 CIDR like 198.18.0.0/15`)
   return value
+}
+/** `stdout`, `off`, or a file path (made absolute: the daemon may change directory, and errors should name the real file). */
+export function parseAccessLog(value: string | undefined): string {
+  if (value === undefined) return DEFAULTS.accessLog
+  if (value === 'stdout' || value === 'off') return value
+  if (value === '' || value.endsWith('/')) throw new ConfigError(`--access-log: "${value}" is not stdout, off or a file path`)
+  return resolve(value)
+}
+export function parseSampleRate(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback
+  const n = Number(value)
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) {
+    throw new ConfigError(`--${flag}: "${value}" is not a sample rate; give a number from 0 (log nothing) to 1 (log every request), e.g. 0.01 for 1 in 100`)
+  }
+  return n
 }
 function ipv4(value: string | undefined, flag: string): string {
   if (value === undefined) throw new ConfigError(`--${flag} is required (see weft node --help)`)
@@ -165,6 +192,8 @@ export function parseNodeArgs(argv: string[]): ParsedNodeArgs {
       drainTimeoutMs: millis(str('drain-timeout'), 'drain-timeout', DEFAULTS.drainTimeoutMs),
       connectTimeoutMs: millis(str('connect-timeout'), 'connect-timeout', DEFAULTS.connectTimeoutMs),
       uninstall,
+      accessLog: parseAccessLog(str('access-log')),
+      accessLogSample: parseSampleRate(str('access-log-sample'), 'access-log-sample', DEFAULTS.accessLogSample),
     },
   }
 }

@@ -7,11 +7,12 @@ import { fileURLToPath } from 'node:url'
 import { resolveBusOptions } from '../bus/index.ts'
 import { NodeInterception, cgroupIdOf } from '../bpf/index.ts'
 import { ConfigAgent } from '../config/agent.ts'
-import type { NodeConfig } from '../config/node-config.ts'
+import { ConfigError, type NodeConfig } from '../config/node-config.ts'
 import { DEFAULT_VALIDATION_CONTEXT, type MeshSnapshot } from '../config/resources/index.ts'
 import { InboundListener } from '../datapath/inbound.ts'
 import { OutboundListener } from '../datapath/outbound.ts'
 import { TunnelPool } from '../datapath/tunnel.ts'
+import { AccessLogError, openAccessLog, type AccessLogWriter } from '../telemetry/access-log.ts'
 import { AdminServer, type Readiness } from '../telemetry/admin.ts'
 import { createLogger, type Logger } from '../telemetry/log.ts'
 import { NodeMetrics } from '../telemetry/metrics.ts'
@@ -60,6 +61,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   const objectPath = config.bpfObject ?? defaultBpfObject
   checkBpfObject(objectPath)
   const bus = busOptions(config)
+  const accessLog = openNodeAccessLog(config, log)
 
   // Service VIPs are always intercepted: a VIP routes nowhere without the proxy.
   const settings = {
@@ -75,7 +77,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   let snapshot: MeshSnapshot | undefined
   const current = (): MeshSnapshot => snapshot!
   const common = { node: config.name, idleTimeoutMs: config.idleTimeoutMs, connectTimeoutMs: config.connectTimeoutMs, snapshot: current, metrics, log }
-  const outbound = new OutboundListener({ ...common, listenIp: config.proxyIp, port: config.outboundPort, inboundPort: config.inboundPort, originalDestinations: interception, tunnels })
+  const outbound = new OutboundListener({ ...common, listenIp: config.proxyIp, port: config.outboundPort, inboundPort: config.inboundPort, originalDestinations: interception, tunnels, accessLog })
   const inbound = new InboundListener({ ...common, listenIp: config.nodeIp, port: config.inboundPort })
   let readiness: Readiness = { ready: false, reason: 'starting' }
   let serving = false
@@ -123,9 +125,25 @@ export async function runNode(config: NodeConfig): Promise<void> {
   const [o, i] = await Promise.all([outbound.connections.drain(config.drainTimeoutMs), inbound.connections.drain(config.drainTimeoutMs)])
   log.info('stopped', { abortedAtDeadline: o.abortedAtDeadline + i.abortedAtDeadline })
   tunnels.close()
+  await accessLog.close()
   admin.close()
   await agent.stop()
   interception.close() // pins stay: interception (failing closed) outlives the process
+}
+
+/** `--access-log` and `--access-log-sample`; a file that cannot be opened stops the start. */
+function openNodeAccessLog(config: NodeConfig, log: Logger): AccessLogWriter {
+  try {
+    const accessLog = openAccessLog({
+      destination: config.accessLog, sampleRate: config.accessLogSample, node: config.name,
+      onError: (err) => log.error('access log: a write failed; access logging stopped', { destination: config.accessLog, error: err }),
+    })
+    log.info('access log', { destination: accessLog.destination, sampleRate: accessLog.sampleRate })
+    return accessLog
+  } catch (err) {
+    if (err instanceof AccessLogError) throw new ConfigError(`--access-log ${err.message}`)
+    throw err
+  }
 }
 
 /** Makes the enrolled-cgroups map equal to this node's enrolled pods. */

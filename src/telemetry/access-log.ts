@@ -2,7 +2,13 @@
 // The request path builds an `AccessLogEntry` only when `sampled()` says this request is logged,
 // so an unsampled request costs one random draw.
 //
-// (Skeleton: the writer lands with the telemetry work; the entry shape is what the pipeline fills.)
+// Lines are written by pino through its asynchronous destination (sonic-boom): `write()` appends
+// to a buffer and returns; the buffer goes out in the background, so a slow disk or reader does
+// not stall requests. Each line is one JSON object starting with `"type":"access"` (and the node),
+// which is how they are told apart from the daemon's own log lines when both go to stdout
+// (those carry `level` and `msg`, see log.ts): `jq 'select(.type == "access")'`.
+import { fstatSync, openSync } from 'node:fs'
+import { pino, type Logger as PinoLogger } from 'pino'
 
 /** What one access log line says about one request. */
 export interface AccessLogEntry {
@@ -46,3 +52,104 @@ export interface AccessLog {
 
 /** Logs nothing. */
 export const NO_ACCESS_LOG: AccessLog = Object.freeze({ sampled: () => false, write: () => {} })
+
+/** An access log the daemon opened, and must close when it stops. */
+export interface AccessLogWriter extends AccessLog {
+  /** `stdout`, `off`, or the file path. */
+  readonly destination: string
+  readonly sampleRate: number
+  /**
+   * Writes out what is still buffered and stops logging (later `sampled()` calls say no).
+   * Gives up after `timeoutMs` (a reader that stopped reading stdout must not hold a shutdown).
+   */
+  close(timeoutMs?: number): Promise<void>
+}
+
+export interface AccessLogOptions {
+  /** `stdout`, `off`, or a file path (opened for appending, created if missing). */
+  destination: string
+  /** The fraction of requests logged: 0 logs nothing, 1 every request. */
+  sampleRate: number
+  /** Added to every line (`"node"`), as the daemon's own lines carry it. */
+  node?: string
+  /** Uniform in [0, 1); `Math.random` unless a test injects a sequence. */
+  random?: () => number
+  /** A write failed (disk full, file removed...): logging stops, this is told once. */
+  onError?: (err: Error) => void
+}
+
+/** The access log cannot be opened. `name` lets the CLI print it as a user error. */
+export class AccessLogError extends Error {
+  override name = 'AccessLogError'
+}
+
+/**
+ * How many bytes of whole lines go out in one write. Writes are where the cost is (a system call
+ * on a thread of the pool, then a turn of the event loop), so lines are batched as much as
+ * sonic-boom's default allows. When stdout is a pipe or socket it is shared with the daemon's
+ * own log lines (written by another path): there writes stay within Linux's PIPE_BUF, which a
+ * pipe writes atomically, so the two never interleave mid-line (a line longer than that aside).
+ */
+const MAX_WRITE_BYTES = 16 * 1024
+const PIPE_BUF = 4096
+const DEFAULT_CLOSE_TIMEOUT_MS = 2_000
+
+export function openAccessLog(options: AccessLogOptions): AccessLogWriter {
+  const { destination, sampleRate } = options
+  if (!(sampleRate >= 0 && sampleRate <= 1)) throw new RangeError(`access log sample rate: expected 0 to 1, got ${sampleRate}`)
+  if (destination === 'off' || sampleRate === 0) {
+    return { destination, sampleRate, sampled: () => false, write: () => {}, close: async () => {} }
+  }
+  let fd: number
+  let maxWrite = MAX_WRITE_BYTES
+  if (destination === 'stdout') {
+    fd = process.stdout.fd
+    const stat = fstatSync(fd)
+    if (stat.isFIFO() || stat.isSocket()) maxWrite = PIPE_BUF
+  } else {
+    try {
+      fd = openSync(destination, 'a')
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      throw new AccessLogError(`${destination}: cannot open it for appending (${e.code ?? e.message}); check that the directory exists and is writable, or use --access-log stdout or off`)
+    }
+  }
+  // minLength 0: a line goes out as soon as no write is in flight (a quiet node's lines are not
+  // held back); under load, lines that arrive during a write are batched into the next one.
+  const stream = pino.destination({ dest: fd, sync: false, minLength: 0, maxWrite })
+  const logger: PinoLogger = pino({
+    base: options.node === undefined ? null : { node: options.node },
+    // The entry carries its own `start`. pino's level field becomes the line's first field, the
+    // type: these lines are records, not log messages with a level.
+    timestamp: false,
+    formatters: { level: () => ({ type: 'access' }) },
+  }, stream)
+
+  let open = true
+  let streamClosed = false
+  stream.once('close', () => { streamClosed = true })
+  stream.on('error', (err: Error) => {
+    if (!open) return
+    open = false
+    options.onError?.(err)
+  })
+  const random = options.random ?? Math.random
+  const sampled = sampleRate >= 1 ? () => open : () => open && random() < sampleRate
+  let closing: Promise<void> | undefined
+  return {
+    destination, sampleRate, sampled,
+    write(entry) { if (open) logger.info(entry) },
+    close(timeoutMs = DEFAULT_CLOSE_TIMEOUT_MS) {
+      closing ??= new Promise<void>((resolve) => {
+        open = false
+        if (streamClosed) { resolve(); return }
+        const timer = setTimeout(resolve, timeoutMs)
+        timer.unref()
+        stream.once('close', () => { clearTimeout(timer); resolve() })
+        // end() writes out the buffer, then closes (a file; stdout stays open).
+        try { stream.end() } catch { clearTimeout(timer); resolve() } // already torn down by an error
+      })
+      return closing
+    },
+  }
+}

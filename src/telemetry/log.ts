@@ -1,5 +1,7 @@
 // Structured logging: one JSON object per line on stdout, so a node's log can be read by people
 // (`jq`) and by collectors alike. `WEFT_LOG_LEVEL` (debug|info|warn|error) sets the threshold.
+// The L7 access log (access-log.ts) may share stdout: its lines carry `"type":"access"` and no
+// `level` or `msg`, these carry `time`, `level` and `msg` and no `type`.
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
 const order: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 }

@@ -14,14 +14,54 @@ export interface BpfCounterSource {
 const connectionLabels = ['direction', 'path', 'source_workload', 'destination_workload', 'destination_service'] as const
 const byteLabels = ['direction', 'source_workload', 'destination_workload', 'destination_service', 'flow'] as const
 /**
- * Requests the L7 proxy handled. reporter: `source` (the client's node proxy; `destination` when
- * the inbound side reports too). destination_workload is `unknown` when weft answered itself
- * (no endpoint, a timeout before any response); response_code is what the client got, `0` when
- * it got no response at all. protocol: `http` (HTTP/1.x) for now; `http2`, `grpc` to come.
+ * The labels of every per-request metric (requests, duration, request and response bytes), in
+ * the order they are declared. reporter: `source` (the client's node proxy; `destination` when
+ * the inbound side reports too). destination_service: `namespace/name`, or the dialled
+ * `VIP:port` when no service has it. destination_workload: `namespace/name` of the endpoint's
+ * workload, `unknown` when weft answered itself (no endpoint, a timeout before any response).
+ * response_code: the HTTP status the client got, `0` when it got no response at all (gRPC: the
+ * HTTP status, 200 for almost every call). grpc_status: the grpc-status the client got, as a
+ * number (`0` OK, `14` UNAVAILABLE...), from the trailers or a trailers-only response; `none`
+ * when it got none — every non-gRPC request, and a call that ended without one.
+ * protocol: `http` (HTTP/1.x), `http2` (HTTP/2 that is not gRPC), `grpc`.
  */
-const requestLabels = ['reporter', 'source_workload', 'destination_service', 'destination_workload', 'response_code', 'protocol'] as const
+const requestLabels = ['reporter', 'source_workload', 'destination_service', 'destination_workload', 'response_code', 'grpc_status', 'protocol'] as const
+export type RequestLabelName = typeof requestLabels[number]
+export type RequestProtocol = 'http' | 'http2' | 'grpc'
+/** One request's label values, as the pipeline builds them (once per request, for all four metrics). */
+export type RequestLabels = Readonly<Record<RequestLabelName, string>> & {
+  readonly reporter: 'source' | 'destination'
+  readonly protocol: RequestProtocol
+}
+/** grpc_status of a request that got no grpc-status (every non-gRPC request). */
+export const NO_GRPC_STATUS = 'none'
+/** What `recordRequest` adds for one finished request. */
+export interface RequestSample {
+  /** From the request head arriving to the response's last byte written to the client. */
+  readonly durationS: number
+  /** Body bytes received from the client (headers and framing not counted). */
+  readonly requestBytes: number
+  /** Body bytes sent to the client (headers and framing not counted). */
+  readonly responseBytes: number
+}
 /** Seconds; from 1 ms to 10 s, as Istio's and linkerd's buckets roughly are. */
 const requestDurationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+/**
+ * Why a try was retried: what the failed try got.
+ * - `connect-failure`: no connection to the endpoint (the request never left);
+ * - `reset`: the connection or stream was reset after the request went out;
+ * - `per-try-timeout`: the per-try timeout fired;
+ * - `retriable-status`: an HTTP status the policy retries (5xx, gateway-error or a listed code);
+ * - `retriable-grpc-status`: a grpc-status the policy retries (e.g. 14 UNAVAILABLE).
+ */
+export type RetryReason = 'connect-failure' | 'reset' | 'per-try-timeout' | 'retriable-status' | 'retriable-grpc-status'
+/** The outlier detector's rule that ejected an endpoint (the DestinationPolicy field). */
+export type EjectionReason = 'consecutive5xx' | 'consecutiveGatewayErrors'
+/** The DestinationPolicy `circuitBreaker` field whose limit was hit. */
+export type BreakerLimitName = 'maxConnections' | 'maxPendingRequests' | 'maxRequests' | 'maxRetries'
+/** The protocol of a downstream connection the L7 proxy serves (gRPC rides on http2 connections). */
+export type L7ConnectionProtocol = 'http' | 'http2'
 
 export class NodeMetrics {
   readonly registry = new Registry()
@@ -47,8 +87,9 @@ export class NodeMetrics {
     labelNames: ['direction', 'reason'], registers: [this.registry],
   })
 
+  // Per request (labels: requestLabels above). recordRequest() updates all four at once.
   readonly requests = new Counter({
-    name: 'weft_requests_total', help: 'HTTP requests handled by the L7 proxy, by response code.',
+    name: 'weft_requests_total', help: 'Requests the L7 proxy handled (HTTP/1.x, HTTP/2, gRPC), by what the client got.',
     labelNames: requestLabels, registers: [this.registry],
   })
   /** From the request head arriving to the response's last byte written to the client. */
@@ -56,6 +97,65 @@ export class NodeMetrics {
     name: 'weft_request_duration_seconds', help: 'Time from a request arriving to its response being sent in full.',
     labelNames: requestLabels, buckets: requestDurationBuckets, registers: [this.registry],
   })
+  readonly requestBytes = new Counter({
+    name: 'weft_request_bytes_total', help: 'Request body bytes received from clients by the L7 proxy (headers and framing not counted).',
+    labelNames: requestLabels, registers: [this.registry],
+  })
+  readonly responseBytes = new Counter({
+    name: 'weft_response_bytes_total', help: 'Response body bytes sent to clients by the L7 proxy (headers and framing not counted).',
+    labelNames: requestLabels, registers: [this.registry],
+  })
+
+  // Resilience: what retries, outlier detection and circuit breaking did. destination_service as above.
+  /** One per retry sent (not per request); reason: RetryReason. */
+  readonly retries = new Counter({
+    name: 'weft_retries_total', help: 'Retries the L7 proxy sent, by what the failed try got (connect-failure, reset, per-try-timeout, retriable-status, retriable-grpc-status).',
+    labelNames: ['destination_service', 'reason'], registers: [this.registry],
+  })
+  readonly retryBudgetExhausted = new Counter({
+    name: 'weft_retry_budget_exhausted_total', help: 'Retries the policy allowed but the destination\'s retry budget refused (the failed try\'s answer went to the client).',
+    labelNames: ['destination_service'], registers: [this.registry],
+  })
+  /** endpoint: `ip:port`; reason: EjectionReason. */
+  readonly outlierEjections = new Counter({
+    name: 'weft_outlier_ejections_total', help: 'Endpoints taken out of balancing by outlier detection, by the rule that ejected them (consecutive5xx, consecutiveGatewayErrors).',
+    labelNames: ['destination_service', 'endpoint', 'reason'], registers: [this.registry],
+  })
+  /** limit: BreakerLimitName. */
+  readonly circuitBreakerTrips = new Counter({
+    name: 'weft_circuit_breaker_trips_total', help: 'Connections, requests or retries refused because a circuit breaker limit was reached, by limit (maxConnections, maxPendingRequests, maxRequests, maxRetries).',
+    labelNames: ['destination_service', 'limit'], registers: [this.registry],
+  })
+
+  // Downstream connections the L7 proxy serves (a subset of the outbound connections above).
+  readonly l7ConnectionsActive = new Gauge({
+    name: 'weft_l7_connections_active', help: 'Client connections the L7 proxy is serving now, by protocol (http: HTTP/1.x; http2: HTTP/2, gRPC included).',
+    labelNames: ['protocol'], registers: [this.registry],
+  })
+  readonly l7Connections = new Counter({
+    name: 'weft_l7_connections_total', help: 'Client connections the L7 proxy took over, by protocol (http: HTTP/1.x; http2: HTTP/2, gRPC included).',
+    labelNames: ['protocol'], registers: [this.registry],
+  })
+
+  /** Counts one finished request in the four per-request metrics (one label object for all). */
+  recordRequest(labels: RequestLabels, sample: RequestSample): void {
+    this.requests.inc(labels)
+    this.requestDuration.observe(labels, sample.durationS)
+    this.requestBytes.inc(labels, sample.requestBytes)
+    this.responseBytes.inc(labels, sample.responseBytes)
+  }
+
+  /** A downstream connection handed to the L7 proxy; call the returned function once when it closes. */
+  l7ConnectionOpened(protocol: L7ConnectionProtocol): () => void {
+    this.l7Connections.inc({ protocol })
+    this.l7ConnectionsActive.inc({ protocol })
+    let closed = false
+    return () => {
+      if (closed) return
+      closed = true
+      this.l7ConnectionsActive.dec({ protocol })
+    }
+  }
 
   constructor(node: string, bpf: () => BpfCounterSource | undefined) {
     this.registry.setDefaultLabels({ node })
