@@ -261,6 +261,22 @@ t.test('direct: an endpoint that refuses, or never speaks HTTP/2, is a ConnectFa
   t.same(pools.sessions(), [], 'failed sessions are not pooled')
 })
 
+t.test('headers HTTP/2 forbids are the caller\'s error, not a connect failure, and the session stays', async (t) => {
+  const local = await h2server(t, '127.0.0.2')
+  const snapshot = snapshotWith(local.port, 1)
+  const { pools } = await setup(t, () => snapshot)
+  const endpoint = endpointOf(snapshot, '198.19.0.10')
+  await readResponse((await pools.request(endpoint, 'default/client', snapshot, get('/'), { endStream: true })).stream)
+  const err = await pools.request(endpoint, 'default/client', snapshot, { ...get('/'), connection: 'keep-alive' }, { endStream: true }).then(() => undefined, (e: unknown) => e as NodeJS.ErrnoException)
+  t.equal(err?.code, 'ERR_HTTP2_INVALID_CONNECTION_HEADERS')
+  t.notOk(err instanceof ConnectFailure, 'not a ConnectFailure: retrying elsewhere would not help')
+  // The first stream counts until its 'close', a moment after its 'end'; the refused one never counts.
+  await until(() => pools.sessions().length === 1 && pools.sessions()[0]!.activeStreams === 0)
+  t.pass('the session stays, with nothing counted against it')
+  t.equal((await readResponse((await pools.request(endpoint, 'default/client', snapshot, get('/'), { endStream: true })).stream)).body.toString(), 'ok')
+  t.equal(local.sessions.length, 1, 'on the same connection')
+})
+
 t.test('trailers (gRPC status) reach the client stream', async (t) => {
   const local = await h2server(t, '127.0.0.2')
   const snapshot = snapshotWith(local.port, 1)

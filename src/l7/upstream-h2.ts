@@ -90,7 +90,6 @@ export class H2UpstreamPools {
    * also means the peer did not process the request).
    */
   async request(endpoint: Endpoint, sourceWorkload: string, snapshot: MeshSnapshot, headers: http2.OutgoingHttpHeaders, options: H2RequestOptions = {}): Promise<H2Upstream> {
-    if (this.closed) throw new ConnectFailure(`HTTP/2 upstream pools are closed; not connecting to ${endpoint.ip}:${endpoint.port}`)
     const route = this.route(endpoint, sourceWorkload, snapshot)
     // Two tries: a session can turn unusable between being picked and `request()` (a GOAWAY
     // processed in between makes `request()` throw); that request never left either.
@@ -102,8 +101,10 @@ export class H2UpstreamPools {
       try {
         stream = session.request(headers, { endStream: options.endStream ?? false })
       } catch (err) {
+        this.release(pooled)
+        // Bad headers are the caller's problem and the session is fine: not a connect failure.
+        if (!session.closed && !session.destroyed) throw err
         lastError = err as Error
-        pooled.activeStreams--
         this.forget(pooled)
         continue
       }
@@ -153,6 +154,7 @@ export class H2UpstreamPools {
    */
   private async acquire(route: Route, endpoint: Endpoint, sourceWorkload: string): Promise<PooledSession> {
     for (;;) {
+      if (this.closed) throw new ConnectFailure(`HTTP/2 upstream pools are closed; not connecting to ${endpoint.ip}:${endpoint.port}`)
       const list = this.pools.get(route.key) ?? []
       let making: PooledSession | undefined
       for (const pooled of list) {
@@ -236,20 +238,23 @@ export class H2UpstreamPools {
     return pooled
   }
 
-  /** Counts the stream out when it closes (it was counted in by `reserve`); idle sessions close. */
+  /** Counts the stream out when it closes (it was counted in by `reserve`). */
   private track(pooled: PooledSession, stream: ClientHttp2Stream): void {
-    if (pooled.idleTimer) { clearTimeout(pooled.idleTimer); pooled.idleTimer = undefined }
-    stream.once('close', () => {
-      pooled.activeStreams--
-      if (pooled.activeStreams > 0 || pooled.gone) return
-      const idleTimeoutMs = this.options.idleTimeoutMs ?? 30_000
-      pooled.idleTimer = setTimeout(() => {
-        if (pooled.activeStreams > 0) return
-        this.forget(pooled)
-        pooled.session?.close()
-      }, idleTimeoutMs)
-      pooled.idleTimer.unref()
-    })
+    stream.once('close', () => this.release(pooled))
+  }
+
+  /** One stream less; a session left without streams is closed after idleTimeoutMs. */
+  private release(pooled: PooledSession): void {
+    pooled.activeStreams--
+    if (pooled.activeStreams > 0 || pooled.gone) return
+    const idleTimeoutMs = this.options.idleTimeoutMs ?? 30_000
+    if (idleTimeoutMs <= 0) return // as for http.Agent's timeout: 0 keeps sessions open
+    pooled.idleTimer = setTimeout(() => {
+      if (pooled.activeStreams > 0) return
+      this.forget(pooled)
+      pooled.session?.close()
+    }, idleTimeoutMs)
+    pooled.idleTimer.unref()
   }
 
   /** Takes a session out of the pool (it finishes what it carries on its own). */
