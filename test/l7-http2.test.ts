@@ -243,3 +243,36 @@ t.test('HTTP/1.1 trailers are relayed after a chunked body', async (t) => {
   t.equal(reply.body, 'part one;part two')
   t.equal(reply.trailers['x-digest'], 'abc123')
 })
+
+t.test('breaker maxConnections: a try that needs a connection beyond the limit is refused 503; kept-alive ones serve on', async (t) => {
+  let release: (() => void) | undefined
+  const server = http.createServer((req, res) => {
+    req.resume()
+    if (req.url === '/hold') { release = () => res.end('held'); return }
+    res.end('ok')
+  })
+  server.listen(0, '127.0.0.2')
+  await once(server, 'listening')
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const policy = { apiVersion: 'weft.dev/v1alpha1', kind: 'DestinationPolicy', metadata: { name: 'web', namespace: 'default' }, spec: { targetRef: { kind: 'Service', name: 'web' }, circuitBreaker: { maxConnections: 1 } } }
+  const proxy = await proxyFor(t, snapshotWith('http', [(server.address() as net.AddressInfo).port], { 'destinationpolicy.default.web': policy }), 'http1')
+  const get = (path: string): Promise<{ status: number; error: string | undefined; body: string }> => new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: proxy.port, path, agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { body += c })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, error: res.headers['weft-error'] as string | undefined, body }))
+    }).on('error', reject)
+  })
+  const held = get('/hold')
+  while (!release) await new Promise((resolve) => setTimeout(resolve, 10))
+  const refused = await get('/second')
+  t.equal(refused.status, 503, 'the one upstream connection is busy: no second one')
+  t.equal(refused.error, 'circuit breaker open for default/web: maxConnections at its limit of 1')
+  release()
+  t.equal((await held).body, 'held')
+  const reused = await get('/third')
+  t.equal(reused.status, 200, 'the kept-alive connection serves the next request')
+  const samples = parsePrometheusText(await proxy.metrics.registry.metrics())
+  t.equal(sumSamples(samples, 'weft_circuit_breaker_trips_total', { destination_service: 'default/web', limit: 'maxConnections' }), 1)
+})

@@ -19,12 +19,20 @@ const topology: TopologyInput = {
     { name: 'other', node: 'node2', labels: { app: 'other' } },
     { name: 'flaky', node: 'node1', labels: { app: 'flaky' } },
     { name: 'slow', node: 'node2', labels: { app: 'slow' } },
+    { name: 'fast', node: 'node1', labels: { app: 'lb' } },
+    { name: 'laggy', node: 'node1', labels: { app: 'lb' } },
+    { name: 'bad', node: 'node1', labels: { app: 'eject' } },
+    { name: 'good', node: 'node2', labels: { app: 'eject' } },
+    { name: 'gate', node: 'node2', labels: { app: 'gate' } },
+    { name: 'faulty', node: 'node1', labels: { app: 'faulty' } },
+    { name: 'failing', node: 'node2', labels: { app: 'failing' } },
   ],
 }
 
 /**
  * An HTTP server on :8080 that answers with who it is and what it was sent. Modes: `ok`;
- * `flaky` answers 503 to every other request (the first included); `slow MS` waits before answering.
+ * `flaky` answers 503 to every other request (the first included); `slow MS` waits before
+ * answering; `fail` answers 503 (or the status given as third argument) to every request.
  */
 const serverScript = `
 const http = require('node:http')
@@ -35,6 +43,7 @@ http.createServer((req, res) => {
   req.resume()
   req.on('end', () => {
     if (mode === 'flaky' && seq % 2 === 1) { res.writeHead(503); res.end('flaky\\n'); return }
+    if (mode === 'fail') { res.writeHead(Number(delay ?? 503)); res.end('failing\\n'); return }
     const reply = () => {
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(JSON.stringify({ server: name, seq, path: req.url, requestId: req.headers['x-request-id'] ?? null, forwardedFor: req.headers['x-forwarded-for'] ?? null }) + '\\n')
@@ -44,25 +53,33 @@ http.createServer((req, res) => {
 }).listen(8080, () => console.log('listening'))
 `
 
-/** Node's http client: N keep-alive requests to a URL, prints {"<server>": count, "status <code>": count}. */
+/**
+ * Node's http client: N keep-alive requests to a URL, `parallel` at a time (default 4), prints
+ * {"<server>": count, "status <code>": count, "slower <ms>": count of requests that took at least
+ * the given ms, "weft-error <text>": count}.
+ */
 const clientScript = `
 const http = require('node:http')
-const [url, count] = process.argv.slice(1)
-const agent = new http.Agent({ keepAlive: true, maxSockets: 4 })
+const [url, count, parallel = '4', slowerMs = '0'] = process.argv.slice(1)
+const agent = new http.Agent({ keepAlive: true, maxSockets: Number(parallel) })
 const counts = {}
+const add = (key) => { counts[key] = (counts[key] ?? 0) + 1 }
 const one = () => new Promise((resolve) => {
-  http.get(url, { agent, timeout: 5000 }, (res) => {
+  const started = Date.now()
+  http.get(url, { agent, timeout: 10000 }, (res) => {
     let body = ''
     res.on('data', (c) => (body += c))
     res.on('end', () => {
-      const key = res.statusCode === 200 ? JSON.parse(body).server : 'status ' + res.statusCode
-      counts[key] = (counts[key] ?? 0) + 1
+      add(res.statusCode === 200 ? JSON.parse(body).server : 'status ' + res.statusCode)
+      if (res.headers['weft-error']) add('weft-error ' + res.headers['weft-error'])
+      if (Number(slowerMs) > 0 && Date.now() - started >= Number(slowerMs)) add('slower ' + slowerMs)
       resolve()
     })
-  }).on('error', (e) => { counts['error ' + e.code] = (counts['error ' + e.code] ?? 0) + 1; resolve() })
+  }).on('error', (e) => { add('error ' + e.code); resolve() })
 })
 ;(async () => {
-  for (let i = 0; i < Number(count); i += 4) await Promise.all([one(), one(), one(), one()])
+  const width = Number(parallel)
+  for (let i = 0; i < Number(count); i += width) await Promise.all(Array.from({ length: Math.min(width, Number(count) - i) }, one))
   console.log(JSON.stringify(counts))
   process.exit(0)
 })()
@@ -78,6 +95,11 @@ const route = (name: string, parent: string, rules: unknown[]): Record<string, u
   spec: { parentRefs: [{ kind: 'Service', name: parent, port: 80 }], rules },
 })
 
+const policy = (name: string, spec: Record<string, unknown>): Record<string, unknown> => ({
+  apiVersion: 'weft.dev/v1alpha1', kind: 'DestinationPolicy', metadata: { name, namespace: 'default' },
+  spec: { targetRef: { kind: 'Service', name }, ...spec },
+})
+
 const resources: Array<[string, Record<string, unknown>]> = [
   ['service.default.web', service('web', '198.19.0.20', { app: 'web' }, 'http')],
   ['service.default.web-v1', service('web-v1', '198.19.0.21', { app: 'web', version: 'v1' }, 'http')],
@@ -87,6 +109,17 @@ const resources: Array<[string, Record<string, unknown>]> = [
   ['service.default.slow', service('slow', '198.19.0.25', { app: 'slow' }, 'http')],
   ['service.default.empty', service('empty', '198.19.0.26', { app: 'nobody' }, 'http')],
   ['service.default.plain', service('plain', '198.19.0.27', { app: 'web', version: 'v1' })],
+  ['service.default.lb', service('lb', '198.19.0.28', { app: 'lb' }, 'http')],
+  ['service.default.eject', service('eject', '198.19.0.29', { app: 'eject' }, 'http')],
+  ['service.default.gate', service('gate', '198.19.0.30', { app: 'gate' }, 'http')],
+  ['service.default.faulty', service('faulty', '198.19.0.31', { app: 'faulty' }, 'http')],
+  ['service.default.failing', service('failing', '198.19.0.32', { app: 'failing' }, 'http')],
+  ['service.default.slow-total', service('slow-total', '198.19.0.33', { app: 'slow' }, 'http')],
+  ['destinationpolicy.default.eject', policy('eject', { loadBalancer: { type: 'RoundRobin' }, outlierDetection: { consecutive5xx: 3, baseEjectionTime: '2s', maxEjectionPercent: 50 } })],
+  ['destinationpolicy.default.gate', policy('gate', { circuitBreaker: { maxRequests: 2 } })],
+  ['destinationpolicy.default.faulty', policy('faulty', { faults: { delay: { fixedDelay: '400ms', percent: 50 }, abort: { httpStatus: 418, percent: 30 } } })],
+  ['httproute.default.failing', route('failing', 'failing', [{ backendRefs: [{ name: 'failing', port: 80 }], retry: { attempts: 2, codes: [503], backoff: '1ms' } }])],
+  ['httproute.default.slow-total', route('slow-total', 'slow-total', [{ backendRefs: [{ name: 'slow-total', port: 80 }], timeouts: { request: '500ms' } }])],
   ['httproute.default.web', route('web', 'web', [
     { matches: [{ path: { type: 'PathPrefix', value: '/other' } }], backendRefs: [{ name: 'other', port: 80 }] },
     { backendRefs: [{ name: 'web-v1', port: 80, weight: 90 }, { name: 'web-v2', port: 80, weight: 10 }] },
@@ -122,6 +155,13 @@ async function curl(lab: Lab, url: string, ...args: string[]): Promise<CurlReply
   return { status: Number(statusLine.split(' ')[1]), headers, body: rest.join('\r\n\r\n') }
 }
 
+/** The Node client script in the client pod: `count` requests, `parallel` at a time; the counts it prints. */
+async function load(lab: Lab, url: string, count: number, parallel: number, slowerMs = 0): Promise<Record<string, number>> {
+  const r = await lab.run('client', [node, '-e', clientScript, url, String(count), String(parallel), String(slowerMs)])
+  if (r.code !== 0) throw new Error(`client exited ${r.code}: ${r.stderr}`)
+  return JSON.parse(r.stdout.trim()) as Record<string, number>
+}
+
 t.test('HTTP/1.1 through the node proxy in a two-node lab', async (t) => {
   if (!requireLab(t)) return
   const lab = await startLab(t, topology, { startDaemons: true })
@@ -130,6 +170,11 @@ t.test('HTTP/1.1 through the node proxy in a two-node lab', async (t) => {
   for (const name of ['web-a', 'web-b', 'other']) await startIn(t, lab, name, [node, '-e', serverScript, name, 'ok'], /listening/)
   await startIn(t, lab, 'flaky', [node, '-e', serverScript, 'flaky', 'flaky'], /listening/)
   await startIn(t, lab, 'slow', [node, '-e', serverScript, 'slow', 'slow', '3000'], /listening/)
+  for (const name of ['fast', 'good', 'faulty']) await startIn(t, lab, name, [node, '-e', serverScript, name, 'ok'], /listening/)
+  await startIn(t, lab, 'laggy', [node, '-e', serverScript, 'laggy', 'slow', '60'], /listening/)
+  await startIn(t, lab, 'gate', [node, '-e', serverScript, 'gate', 'slow', '1500'], /listening/)
+  await startIn(t, lab, 'bad', [node, '-e', serverScript, 'bad', 'fail', '500'], /listening/)
+  await startIn(t, lab, 'failing', [node, '-e', serverScript, 'failing', 'fail', '503'], /listening/)
   let revision = 0
   for (const [key, value] of resources) revision = await operator.putResource(key, value)
   await waitForNodes(operator, revision)
@@ -156,13 +201,12 @@ t.test('HTTP/1.1 through the node proxy in a two-node lab', async (t) => {
     t.match(JSON.parse(reply.body), { server: 'web-a', path: '/sniffed', requestId: /^[0-9a-f-]{36}$/ })
   })
 
-  t.test('an HTTPRoute 90/10 split over 300 requests stays within statistical bounds', async (t) => {
-    const r = await lab.run('client', [node, '-e', clientScript, 'http://198.19.0.20/split', '300'])
-    const counts = JSON.parse(r.stdout.trim()) as Record<string, number>
-    // Binomial(300, 0.1): mean 30, sd ≈ 5.2; 8..60 is more than four sd either way.
+  t.test('an HTTPRoute 90/10 split over 1,000 requests stays within statistical bounds', async (t) => {
+    const counts = await load(lab, 'http://198.19.0.20/split', 1000, 8)
+    // Binomial(1000, 0.1): mean 100, sd ≈ 9.5; 55..145 is more than four sd either way.
     const canary = counts['web-b'] ?? 0
-    t.equal((counts['web-a'] ?? 0) + canary, 300, `every request answered by web-a or web-b (${r.stdout.trim()})`)
-    t.ok(canary >= 8 && canary <= 60, `web-b got ${canary} of 300 (expected about 30)`)
+    t.equal((counts['web-a'] ?? 0) + canary, 1000, `every request answered by web-a or web-b (${JSON.stringify(counts)})`)
+    t.ok(canary >= 55 && canary <= 145, `web-b got ${canary} of 1000 (expected about 100)`)
   })
 
   t.test('a path match routes to a different backend', async (t) => {
@@ -190,17 +234,78 @@ t.test('HTTP/1.1 through the node proxy in a two-node lab', async (t) => {
     t.equal(reply.headers['weft-error'], 'no healthy endpoint for default/empty')
   })
 
+  t.test('EWMA (the default balancer) sends most requests to the faster of two endpoints', async (t) => {
+    const counts = await load(lab, 'http://198.19.0.28/', 200, 4)
+    const fast = counts.fast ?? 0
+    const laggy = counts.laggy ?? 0
+    t.equal(fast + laggy, 200, `every request answered (${JSON.stringify(counts)})`)
+    t.ok(fast > 2 * laggy, `the fast endpoint got ${fast}, the one 60 ms slower ${laggy}`)
+  })
+
+  t.test('a circuit breaker at maxRequests 2 lets two requests in and answers the rest 503 naming it', async (t) => {
+    // Six at once to a backend that takes 1.5 s: two are in flight when the other four arrive.
+    const counts = await load(lab, 'http://198.19.0.30/', 6, 6)
+    t.equal(counts.gate, 2, `two admitted (${JSON.stringify(counts)})`)
+    t.equal(counts['status 503'], 4, 'four refused')
+    t.equal(counts['weft-error circuit breaker open for default/gate: maxRequests at its limit of 2'], 4, 'the refusal names the breaker and its limit')
+  })
+
+  t.test('outlier detection ejects an endpoint after 3 consecutive 5xx and brings it back after the ejection time', async (t) => {
+    // Round robin over bad (always 500) and good: bad's third 500 ejects it.
+    const first = await load(lab, 'http://198.19.0.29/', 30, 1)
+    t.equal(first['status 500'], 3, `bad answered three times, then was ejected (${JSON.stringify(first)})`)
+    t.equal(first.good, 27, 'good took everything else')
+    // The ejection lasts baseEjectionTime (2 s) for a first ejection; after it, bad is tried again.
+    await new Promise((resolve) => setTimeout(resolve, 2500))
+    const later = await load(lab, 'http://198.19.0.29/', 4, 1)
+    t.ok((later['status 500'] ?? 0) >= 1, `bad is back in rotation after its ejection time (${JSON.stringify(later)})`)
+  })
+
+  t.test('faults: a 400 ms delay on about half the requests, a 418 abort on about 30%', async (t) => {
+    const counts = await load(lab, 'http://198.19.0.31/', 300, 20, 400)
+    const aborted = counts['status 418'] ?? 0
+    const delayed = counts['slower 400'] ?? 0
+    t.equal((counts.faulty ?? 0) + aborted, 300, `every request answered by the server or aborted (${JSON.stringify(counts)})`)
+    // Binomial(300, 0.3): mean 90, sd ≈ 7.9; Binomial(300, 0.5): mean 150, sd ≈ 8.7; bounds over four sd.
+    t.ok(aborted >= 55 && aborted <= 125, `${aborted} of 300 aborted with 418 (expected about 90)`)
+    t.ok(delayed >= 110 && delayed <= 190, `${delayed} of 300 delayed by at least 400 ms (expected about 150)`)
+    t.equal(counts['weft-error fault injected for default/faulty: abort with 418'], aborted, 'each abort says it was injected')
+  })
+
+  t.test('retries stop at the retry budget: a backend that always fails gets at most 20% extra plus the floor', async (t) => {
+    const node1 = lab.nodes.find((n) => n.name === 'node1')!
+    const before = parsePrometheusText(await (await fetch(`http://${node1.address}:15020/metrics`)).text())
+    const counts = await load(lab, 'http://198.19.0.32/', 400, 8)
+    t.equal(counts['status 503'], 400, `every request ends 503 (${JSON.stringify(counts)})`)
+    const after = parsePrometheusText(await (await fetch(`http://${node1.address}:15020/metrics`)).text())
+    const delta = (name: string): number => sumSamples(after, name, { destination_service: 'default/failing' }) - sumSamples(before, name, { destination_service: 'default/failing' })
+    const retries = delta('weft_retries_total')
+    // The route asks for 2 retries each (800); the budget allows 20% of 400 plus 10/s over its 10 s window.
+    t.ok(retries > 0 && retries <= 0.2 * 400 + 100 + 1, `${retries} retries, within the budget of about ${0.2 * 400 + 100}`)
+    t.ok(delta('weft_retry_budget_exhausted_total') > 0, 'retries refused by the budget are counted')
+  })
+
+  t.test('an overall request timeout gives 504 even while the try is still waiting', async (t) => {
+    const reply = await curl(lab, 'http://198.19.0.33/')
+    t.equal(reply.status, 504)
+    t.equal(reply.headers['weft-error'], 'request timeout of 500ms for default/slow-total')
+  })
+
   t.test('weft_requests_total carries the labelled counts', async (t) => {
     const node1 = lab.nodes.find((n) => n.name === 'node1')!
     const samples = parsePrometheusText(await (await fetch(`http://${node1.address}:15020/metrics`)).text())
     const base = { reporter: 'source', source_workload: 'default/client', protocol: 'http' }
     const split = sumSamples(samples, 'weft_requests_total', { ...base, destination_service: 'default/web-v1', destination_workload: 'default/web-a', response_code: '200' }) +
       sumSamples(samples, 'weft_requests_total', { ...base, destination_service: 'default/web-v2', destination_workload: 'default/web-b', response_code: '200' })
-    t.ok(split >= 300, `the split's 300 requests (and the first test's) are counted by destination (${split})`)
+    t.ok(split >= 1000, `the split's 1000 requests (and the first test's) are counted by destination (${split})`)
     t.equal(sumSamples(samples, 'weft_requests_total', { ...base, destination_service: 'default/flaky', response_code: '200' }), 6, 'six retried requests count once each, as 200')
     t.equal(sumSamples(samples, 'weft_requests_total', { ...base, destination_service: 'default/slow', response_code: '504' }), 1, 'the timeout as 504')
     t.equal(sumSamples(samples, 'weft_requests_total', { ...base, destination_service: 'default/empty', destination_workload: 'unknown', response_code: '503' }), 1, 'no endpoint as 503 to workload unknown')
     t.equal(sumSamples(samples, 'weft_requests_total', { ...base, destination_service: 'default/other', destination_workload: 'default/other', response_code: '200' }), 1, 'the path match')
     t.ok(sumSamples(samples, 'weft_request_duration_seconds_count', { ...base, destination_service: 'default/flaky' }) === 6, 'durations are observed per request')
+    t.equal(sumSamples(samples, 'weft_retries_total', { destination_service: 'default/flaky' }), 6, 'each of the six flaky requests was retried once (the backend fails every other request)')
+    t.equal(sumSamples(samples, 'weft_outlier_ejections_total', { destination_service: 'default/eject', reason: 'consecutive5xx' }), 1, 'one ejection')
+    t.equal(sumSamples(samples, 'weft_circuit_breaker_trips_total', { destination_service: 'default/gate', limit: 'maxRequests' }), 4, 'four breaker trips')
+    t.ok(sumSamples(samples, 'weft_response_bytes_total', { ...base, destination_service: 'default/web-v1' }) > 0, 'response bytes are counted')
   })
 })

@@ -16,7 +16,7 @@ import type { Duplex } from 'node:stream'
 import { serviceAddress, type MeshSnapshot } from '../config/resources/index.ts'
 import { RoundRobinBalancer } from './balancer.ts'
 import type { Logger } from '../telemetry/log.ts'
-import type { NodeMetrics, Path } from '../telemetry/metrics.ts'
+import type { L7ConnectionProtocol, NodeMetrics, Path } from '../telemetry/metrics.ts'
 import type { AccessLog } from '../telemetry/access-log.ts'
 import { ConnectionTracker } from './connections.ts'
 import { abort, splice } from './splice.ts'
@@ -115,7 +115,7 @@ export class OutboundListener {
         if (socket.destroyed) return
       }
       if ((protocol === 'http1' || protocol === 'http2' || protocol === 'grpc') && !unread) {
-        this.handOffL7(protocol === 'http1' ? this.http1 : this.http2, socket, { sourceIp: peerIp, sourceWorkload: sourceLabel, vip: original.ip, port: original.port })
+        this.handOffL7(protocol === 'http1' ? 'http' : 'http2', socket, { sourceIp: peerIp, sourceWorkload: sourceLabel, vip: original.ip, port: original.port })
         return
       }
     }
@@ -179,12 +179,19 @@ export class OutboundListener {
     socket.resume()
   }
 
-  private handOffL7(proxy: Http1Proxy | Http2Proxy, socket: Socket, context: Parameters<Http1Proxy['handle']>[1]): void {
+  private handOffL7(protocol: L7ConnectionProtocol, socket: Socket, context: Parameters<Http1Proxy['handle']>[1]): void {
     // Tracked like a spliced connection, so draining waits for it (and aborts it at the deadline).
     const handle = { abort: () => abort(socket) }
+    const { metrics } = this.options
     this.connections.add(handle)
-    socket.once('close', () => this.connections.remove(handle))
-    proxy.handle(socket, context)
+    metrics.l7Connections.inc({ protocol })
+    metrics.l7ConnectionsActive.inc({ protocol })
+    socket.once('close', () => {
+      this.connections.remove(handle)
+      metrics.l7ConnectionsActive.dec({ protocol })
+    })
+    if (protocol === 'http') this.http1.handle(socket, context)
+    else this.http2.handle(socket, context)
   }
 }
 

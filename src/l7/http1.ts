@@ -25,7 +25,8 @@ import type { Destination } from './destinations.ts'
 import { httpMeshError, WEFT_ERROR_HEADER, type MeshErrorCause } from './errors.ts'
 import { Pipeline, type Attempt, type DownstreamContext, type Exchange, type ExchangeStats, type OutgoingHeaders, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
 import type { Clock, Random } from './random.ts'
-import { ConnectFailure, UpstreamPools, type UpstreamPath } from './upstream.ts'
+import { isOpen, type BreakerOpen } from './breaker.ts'
+import { BREAKER_OPTION, BreakerRefusal, ConnectFailure, UpstreamPools, type UpstreamPath } from './upstream.ts'
 
 export type { DownstreamContext } from './pipeline.ts'
 export { DEFAULT_MAX_REPLAY_BYTES } from './pipeline.ts'
@@ -169,12 +170,18 @@ class Http1Exchange implements Exchange {
   }
 
   send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try {
+    // A try waiting for its connection is a pending request (the breaker's maxPendingRequests).
+    const pending = destination.breaker.tryAcquire('pendingRequests')
+    if (isOpen(pending)) return { result: Promise.resolve({ outcome: { kind: 'connect-failure' }, refused: breakerOpen(pending.open) }), cancel: () => {} }
     const upstream = this.pools.for(endpoint, this.context.sourceWorkload, destination.snapshot)
     onPath(upstream.path)
     const request = http.request({
       agent: upstream.agent, host: endpoint.ip, port: endpoint.port,
       method: this.request.method, path: this.request.path, headers: headers as http.OutgoingHttpHeaders, setHost: false,
-    })
+      [BREAKER_OPTION]: destination.breaker,
+    } as http.RequestOptions)
+    request.once('socket', (socket: Socket) => { if (socket.connecting) socket.once('connect', pending); else pending() })
+    request.once('close', pending)
     const result = new Promise<Attempt>((resolve) => {
       let settled = false
       const settle = (attempt: Attempt): void => {
@@ -187,6 +194,7 @@ class Http1Exchange implements Exchange {
         settle({ outcome: { kind: 'response', status: message.statusCode ?? 101 }, response: { ...http1Response(message), upgraded: { socket, head } } as Http1Response })
       })
       request.on('error', (err: NodeJS.ErrnoException) => {
+        if (err instanceof BreakerRefusal) { settle({ outcome: { kind: 'connect-failure' }, refused: breakerOpen(err.open) }); return }
         // A kept-alive connection the server had just closed: the request never reached it.
         const neverArrived = err instanceof ConnectFailure || CONNECT_ERRORS.has(err.code ?? '') || (request.reusedSocket && err.code === 'ECONNRESET')
         settle({ outcome: { kind: neverArrived ? 'connect-failure' : 'reset' } })
@@ -284,6 +292,10 @@ class Http1Exchange implements Exchange {
     })
     client.resume()
   }
+}
+
+function breakerOpen(open: BreakerOpen['open']): NonNullable<Attempt['refused']> {
+  return { kind: 'breaker-open', destination: open.destination, limit: open.limit, max: open.max }
 }
 
 function http1Response(message: IncomingMessage): Http1Response {

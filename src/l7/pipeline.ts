@@ -16,7 +16,7 @@ import type { Readable } from 'node:stream'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
 import type { AccessLog } from '../telemetry/access-log.ts'
 import type { Logger } from '../telemetry/log.ts'
-import type { NodeMetrics } from '../telemetry/metrics.ts'
+import { NO_GRPC_STATUS, type NodeMetrics, type RequestLabels, type RetryReason } from '../telemetry/metrics.ts'
 import { hashKeyOf, type EndpointState } from './balancers.ts'
 import { isOpen, type Release } from './breaker.ts'
 import { type Destination, L7Configs } from './destinations.ts'
@@ -69,6 +69,8 @@ export interface UpstreamResponse {
 export interface Attempt {
   readonly outcome: AttemptOutcome
   readonly response?: UpstreamResponse | undefined
+  /** The try was refused before anything was sent (a breaker limit on connections or pending requests): answer with this, do not retry. */
+  readonly refused?: Extract<MeshErrorCause, { kind: 'breaker-open' }> | undefined
 }
 
 /** One try in flight. */
@@ -131,15 +133,14 @@ export class Pipeline {
   private readonly now: Clock
   private readonly maxReplayBytes: number
   private readonly onConfig: ((snapshot: MeshSnapshot) => void)[] = []
-  // TEMP until the telemetry metrics land: the counters the pipeline feeds, when declared.
-  private readonly metrics: Partial<Record<'retries' | 'breakerTrips' | 'outlierEjections' | 'retryBudgetExhausted', { inc(labels: Record<string, string>): void }>>
+  private readonly metrics: NodeMetrics
 
   constructor(options: PipelineOptions) {
     this.options = options
     this.random = options.random ?? Math.random
     this.now = options.now ?? (() => performance.now())
     this.maxReplayBytes = options.maxReplayBytes ?? DEFAULT_MAX_REPLAY_BYTES
-    this.metrics = options.metrics as unknown as Pipeline['metrics']
+    this.metrics = options.metrics
     this.configs = new L7Configs({ random: this.random, now: this.now, node: options.node }, (config) => {
       for (const listener of this.onConfig) listener(config.snapshot)
     })
@@ -217,7 +218,7 @@ export class Pipeline {
     // The breaker: requests in flight to this destination.
     const admitted = target.breaker.tryAcquire('requests')
     if (isOpen(admitted)) {
-      this.metrics.breakerTrips?.inc({ destination_service: target.name, limit: admitted.open.limit })
+      this.metrics.circuitBreakerTrips.inc({ destination_service: target.name, limit: admitted.open.limit })
       exchange.fail({ kind: 'breaker-open', destination: target.name, limit: admitted.open.limit, max: admitted.open.max })
       return
     }
@@ -252,17 +253,23 @@ export class Pipeline {
       const attempt = await this.attempt(exchange, target, picked, headers, body ?? request.body, retry.perTryTimeoutMs, (started) => { current = started }, (path) => { trace.upstreamPath = path })
       releaseRetry()
       if (over) { attempt.response?.discard(); return }
+      if (attempt.refused) {
+        clearTimeout(requestTimer)
+        this.metrics.circuitBreakerTrips.inc({ destination_service: target.name, limit: attempt.refused.limit })
+        exchange.fail(attempt.refused)
+        return
+      }
       const { outcome, response } = attempt
       const ejection = target.recordOutcome(picked, outcome)
       if (ejection) {
-        this.metrics.outlierEjections?.inc({ destination_service: target.name, endpoint: ejection.id, reason: ejection.reason })
+        this.metrics.outlierEjections.inc({ destination_service: target.name, endpoint: ejection.id, reason: ejection.reason })
         this.options.log.info('l7: endpoint ejected by outlier detection', { destination: target.name, endpoint: ejection.id, reason: ejection.reason, ejections: ejection.times })
       }
       if (body !== undefined && retry.shouldRetry(outcome, retries)) {
         const allowed = this.mayRetry(target)
         if (typeof allowed === 'function') {
           retryHeld = allowed
-          this.metrics.retries?.inc({ destination_service: target.name, reason: retryReason(outcome) })
+          this.metrics.retries.inc({ destination_service: target.name, reason: retryReason(outcome) })
           response?.discard()
           const wait = retry.backoffMs(retries, this.random)
           if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
@@ -289,12 +296,12 @@ export class Pipeline {
   private mayRetry(target: Destination): Release | MeshErrorCause {
     const slot = target.breaker.tryAcquire('retries')
     if (isOpen(slot)) {
-      this.metrics.breakerTrips?.inc({ destination_service: target.name, limit: slot.open.limit })
+      this.metrics.circuitBreakerTrips.inc({ destination_service: target.name, limit: slot.open.limit })
       return { kind: 'breaker-open', destination: target.name, limit: slot.open.limit, max: slot.open.max }
     }
     if (!target.budget.tryRetry()) {
       slot()
-      this.metrics.retryBudgetExhausted?.inc({ destination_service: target.name })
+      this.metrics.retryBudgetExhausted.inc({ destination_service: target.name })
       return { kind: 'retry-budget-exhausted', destination: target.name }
     }
     return slot
@@ -341,17 +348,16 @@ export class Pipeline {
   private record(exchange: Exchange, trace: { destinationService: string; destinationWorkload: string; endpoint: string | undefined; retries: number; upstreamPath: UpstreamPath | undefined }, started: number, startedAt: number, logged: boolean): void {
     const { request, context, stats } = exchange
     const durationMs = this.now() - started
-    const { metrics } = this.options
-    const labels = {
+    const labels: RequestLabels = {
       reporter: 'source',
       source_workload: context.sourceWorkload,
       destination_service: trace.destinationService,
       destination_workload: trace.destinationWorkload,
       response_code: String(stats.status),
+      grpc_status: stats.grpcStatus === undefined ? NO_GRPC_STATUS : String(stats.grpcStatus),
       protocol: request.protocol,
     }
-    metrics.requests.inc(labels)
-    metrics.requestDuration.observe(labels, durationMs / 1000)
+    this.metrics.recordRequest(labels, { durationS: durationMs / 1000, requestBytes: stats.requestBytes, responseBytes: stats.responseBytes })
     if (!logged) return
     this.options.accessLog?.write({
       start: new Date(startedAt).toISOString(),
@@ -383,9 +389,10 @@ function header(value: string | string[] | undefined): string | undefined {
 }
 
 /** The label of a retry: what made the try fail. */
-function retryReason(outcome: AttemptOutcome): string {
+function retryReason(outcome: AttemptOutcome): RetryReason {
   switch (outcome.kind) {
-    case 'response': return outcome.grpcStatus !== undefined && outcome.grpcStatus !== 0 ? `grpc-${outcome.grpcStatus}` : String(outcome.status)
+    case 'response': return outcome.grpcStatus !== undefined && outcome.grpcStatus !== 0 && outcome.status < 500 ? 'retriable-grpc-status' : 'retriable-status'
+    case 'timeout': return 'per-try-timeout'
     default: return outcome.kind
   }
 }

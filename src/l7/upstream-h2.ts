@@ -23,7 +23,7 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
 import net from 'node:net'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
-import { ConnectFailure, type UpstreamOptions, type UpstreamPath } from './upstream.ts'
+import { ConnectFailure, upstreamRoute, type UpstreamOptions, type UpstreamPath, type UpstreamRoute as Route } from './upstream.ts'
 
 /** Sessions per key before new streams queue on the least busy one instead. */
 export const MAX_SESSIONS_PER_KEY = 16
@@ -68,11 +68,6 @@ interface PooledSession {
   idleTimer: NodeJS.Timeout | undefined
 }
 
-interface Route {
-  readonly key: string
-  readonly path: UpstreamPath
-  readonly remoteAddress: string | undefined
-}
 
 export class H2UpstreamPools {
   private readonly options: UpstreamOptions
@@ -90,7 +85,7 @@ export class H2UpstreamPools {
    * also means the peer did not process the request).
    */
   async request(endpoint: Endpoint, sourceWorkload: string, snapshot: MeshSnapshot, headers: http2.OutgoingHttpHeaders, options: H2RequestOptions = {}): Promise<H2Upstream> {
-    const route = this.route(endpoint, sourceWorkload, snapshot)
+    const route = upstreamRoute(endpoint, sourceWorkload, snapshot, this.options.node)
     // Two tries: a session can turn unusable between being picked and `request()` (a GOAWAY
     // processed in between makes `request()` throw); that request never left either.
     let lastError: Error | undefined
@@ -141,13 +136,6 @@ export class H2UpstreamPools {
   }
 
   // The same keying as UpstreamPools.for in upstream.ts.
-  private route(endpoint: Endpoint, sourceWorkload: string, snapshot: MeshSnapshot): Route {
-    const remoteNode = endpoint.node !== undefined && endpoint.node !== this.options.node ? snapshot.nodes.get(endpoint.node) : undefined
-    return remoteNode
-      ? { key: `${endpoint.ip}:${endpoint.port}|${remoteNode.address}|${sourceWorkload}`, path: 'tunnel', remoteAddress: remoteNode.address }
-      : { key: `${endpoint.ip}:${endpoint.port}`, path: 'direct', remoteAddress: undefined }
-  }
-
   /**
    * A ready session of `route` with room for one more stream, that stream already counted: the
    * count must go up before anyone else looks (the caller's `request()` runs a microtask later).

@@ -16,6 +16,7 @@ import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
 import type { TunnelPool } from '../datapath/tunnel.ts'
+import { isOpen, type BreakerOpen, type CircuitBreaker, type Release } from './breaker.ts'
 
 export interface UpstreamOptions {
   /** This node's name: endpoints elsewhere are reached through the tunnel. */
@@ -39,6 +40,48 @@ export class ConnectFailure extends Error {
   readonly code = 'WEFT_CONNECT_FAILURE'
 }
 
+/** A new connection refused because the destination's breaker is at `maxConnections`: nothing was sent. */
+export class BreakerRefusal extends Error {
+  readonly code = 'WEFT_BREAKER_OPEN'
+  readonly open: BreakerOpen['open']
+
+  constructor(open: BreakerOpen['open']) {
+    super(`circuit breaker open for ${open.destination}: ${open.limit} at its limit of ${open.max}`)
+    this.open = open
+  }
+}
+
+/**
+ * The request option that carries the destination's breaker to `createConnection` (the Agent
+ * passes request options through), so each new connection takes a `connections` slot, given
+ * back when it closes.
+ */
+export const BREAKER_OPTION = 'weftBreaker'
+
+/** Takes a connection slot from the breaker in `options` (if any); the release, or the refusal. */
+function connectionSlot(options: unknown): Release | BreakerRefusal {
+  const breaker = (options as Record<string, unknown>)[BREAKER_OPTION] as CircuitBreaker | undefined
+  if (!breaker) return () => {}
+  const slot = breaker.tryAcquire('connections')
+  return isOpen(slot) ? new BreakerRefusal(slot.open) : slot
+}
+
+/** How requests from `sourceWorkload` reach `endpoint`, and the key of their pool (shared with upstream-h2.ts). */
+export interface UpstreamRoute {
+  /** `ip:port` direct; `ip:port|node address|source workload` through the tunnel. */
+  readonly key: string
+  readonly path: UpstreamPath
+  /** The endpoint's node address, through the tunnel. */
+  readonly remoteAddress: string | undefined
+}
+
+export function upstreamRoute(endpoint: Endpoint, sourceWorkload: string, snapshot: MeshSnapshot, localNode: string): UpstreamRoute {
+  const remoteNode = endpoint.node !== undefined && endpoint.node !== localNode ? snapshot.nodes.get(endpoint.node) : undefined
+  return remoteNode
+    ? { key: `${endpoint.ip}:${endpoint.port}|${remoteNode.address}|${sourceWorkload}`, path: 'tunnel', remoteAddress: remoteNode.address }
+    : { key: `${endpoint.ip}:${endpoint.port}`, path: 'direct', remoteAddress: undefined }
+}
+
 export class UpstreamPools {
   private readonly options: UpstreamOptions
   private readonly agents = new Map<string, Upstream>()
@@ -49,21 +92,22 @@ export class UpstreamPools {
 
   /** The pool for requests from `sourceWorkload` to `endpoint`. */
   for(endpoint: Endpoint, sourceWorkload: string, snapshot: MeshSnapshot): Upstream {
-    const remoteNode = endpoint.node !== undefined && endpoint.node !== this.options.node ? snapshot.nodes.get(endpoint.node) : undefined
-    const key = remoteNode ? `${endpoint.ip}:${endpoint.port}|${remoteNode.address}|${sourceWorkload}` : `${endpoint.ip}:${endpoint.port}`
+    const { key, remoteAddress } = upstreamRoute(endpoint, sourceWorkload, snapshot, this.options.node)
     const existing = this.agents.get(key)
     if (existing) return existing
     const idle = this.options.idleTimeoutMs ?? 30_000
     let upstream: Upstream
-    if (remoteNode) {
+    if (remoteAddress !== undefined) {
       const tunnels = this.options.tunnels
-      const target = { peerAddress: remoteNode.address, peerPort: this.options.inboundPort, destination: `${endpoint.ip}:${endpoint.port}`, sourceWorkload }
+      const target = { peerAddress: remoteAddress, peerPort: this.options.inboundPort, destination: `${endpoint.ip}:${endpoint.port}`, sourceWorkload }
       const agent = new http.Agent({ keepAlive: true, timeout: idle, scheduling: 'lifo' })
       // Asynchronous createConnection: return nothing and answer through the callback.
-      agent.createConnection = ((_options: unknown, callback: (err: Error | null, stream?: Duplex) => void) => {
+      agent.createConnection = ((options: unknown, callback: (err: Error | null, stream?: Duplex) => void) => {
+        const slot = connectionSlot(options)
+        if (slot instanceof BreakerRefusal) { process.nextTick(callback, slot); return undefined }
         tunnels.open(target).then(
-          (stream) => callback(null, asSocketLike(stream)),
-          (err: unknown) => callback(new ConnectFailure((err as Error).message)),
+          (stream) => { stream.once('close', slot); callback(null, asSocketLike(stream)) },
+          (err: unknown) => { slot(); callback(new ConnectFailure((err as Error).message)) },
         )
         return undefined
       }) as unknown as http.Agent['createConnection']
@@ -73,11 +117,13 @@ export class UpstreamPools {
       const connectTimeoutMs = this.options.connectTimeoutMs
       // The Agent's own connect has no deadline: an endpoint that never answers the SYN would
       // hold the request until the per-try timeout, or forever without one.
-      agent.createConnection = ((options: net.NetConnectOpts) => {
+      agent.createConnection = ((options: net.NetConnectOpts, callback: (err: Error | null, stream?: Duplex) => void) => {
+        const slot = connectionSlot(options)
+        if (slot instanceof BreakerRefusal) { process.nextTick(callback, slot); return undefined }
         const socket = net.connect({ ...options, noDelay: true })
         const timer = setTimeout(() => socket.destroy(new ConnectFailure(`connect to ${endpoint.ip}:${endpoint.port} timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs)
         socket.once('connect', () => clearTimeout(timer))
-        socket.once('close', () => clearTimeout(timer))
+        socket.once('close', () => { clearTimeout(timer); slot() })
         return socket
       }) as unknown as http.Agent['createConnection']
       upstream = { agent, path: 'direct' }
