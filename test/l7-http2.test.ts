@@ -276,3 +276,44 @@ t.test('breaker maxConnections: a try that needs a connection beyond the limit i
   const samples = parsePrometheusText(await proxy.metrics.registry.metrics())
   t.equal(sumSamples(samples, 'weft_circuit_breaker_trips_total', { destination_service: 'default/web', limit: 'maxConnections' }), 1)
 })
+
+t.test('gRPC: a trailers-only UNAVAILABLE is retried by default; other statuses are not', async (t) => {
+  // A raw HTTP/2 server speaking just enough gRPC: odd calls get UNAVAILABLE, even ones an empty OK reply.
+  let calls = 0
+  const server = http2.createServer()
+  server.on('stream', (stream, headers) => {
+    stream.resume()
+    stream.on('end', () => {
+      calls++
+      if (headers[':path'] === '/weft.test.Echo/Denied') {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '7', 'grpc-message': 'no' }, { endStream: true })
+        return
+      }
+      if (calls % 2 === 1) {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'try again' }, { endStream: true })
+        return
+      }
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }))
+      stream.end(Buffer.from([0, 0, 0, 0, 0]))
+    })
+  })
+  server.listen(0, '127.0.0.2')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const proxy = await proxyFor(t, snapshotWith('grpc', [(server.address() as net.AddressInfo).port]))
+  const session = connect(t, proxy.port)
+  const call = (method: string): Promise<H2Reply> => h2Request(session, { ':method': 'POST', ':path': `/weft.test.Echo/${method}`, 'content-type': 'application/grpc', te: 'trailers' }, Buffer.from([0, 0, 0, 0, 0]))
+  for (let i = 0; i < 3; i++) {
+    const reply = await call('Echo')
+    t.equal(reply.trailers['grpc-status'], '0', `call ${i} succeeded on its retry`)
+  }
+  t.equal(calls, 6, 'each call took two tries')
+  const denied = await call('Denied')
+  t.equal(denied.headers['grpc-status'], '7', 'PERMISSION_DENIED reaches the client as it was')
+  t.equal(calls, 7, 'and was not retried')
+  const samples = parsePrometheusText(await proxy.metrics.registry.metrics())
+  t.equal(sumSamples(samples, 'weft_retries_total', { destination_service: 'default/web', reason: 'retriable-grpc-status' }), 3)
+  t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'grpc', grpc_status: '0' }), 3)
+  t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'grpc', grpc_status: '7' }), 1)
+})

@@ -20,10 +20,12 @@ import { WeightedSplit } from './split.ts'
 import { faultConfigFromPolicy } from './faults.ts'
 
 /**
- * Retries when no route says otherwise: only tries that never reached the endpoint (the
- * connection could not be made), which are safe for any method. Two, as Envoy's default.
+ * Retries when no route says otherwise: tries that never reached the endpoint (the connection
+ * could not be made), safe for any method, and gRPC calls answered UNAVAILABLE (14) with a
+ * trailers-only response — the status gRPC uses for "not processed, try again", retried by
+ * default in Istio too. Two, as Envoy's default.
  */
-export const DEFAULT_RETRY: RetryConfig = Object.freeze({ maxRetries: 2, retryOn: Object.freeze(['connect-failure'] as const) })
+export const DEFAULT_RETRY: RetryConfig = Object.freeze({ maxRetries: 2, retryOn: Object.freeze(['connect-failure'] as const), grpcStatusCodes: Object.freeze([14]) })
 
 /** What compiling a snapshot needs besides the snapshot: randomness and time (injected in tests), and this node's name (locality). */
 export interface L7Deps {

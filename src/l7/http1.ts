@@ -202,9 +202,8 @@ class Http1Exchange implements Exchange {
       request.once('close', () => settle({ outcome: { kind: 'reset' } }))
     })
     if (body === undefined) request.end()
-    else if (Buffer.isBuffer(body)) { this.stats.requestBytes = body.length; request.end(body) }
+    else if (Buffer.isBuffer(body)) request.end(body)
     else {
-      body.on('data', (chunk: Buffer) => { this.stats.requestBytes += chunk.length })
       // pipe, not pipeline: a failed try must not destroy the client's connection, which still
       // gets weft's answer.
       body.pipe(request)

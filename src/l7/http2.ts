@@ -175,11 +175,8 @@ class Http2Exchange implements Exchange {
       // REFUSED_STREAM: the peer did not process the request (RFC 9113 8.7): as good as never sent.
       upstream.once('close', () => settle({ outcome: { kind: upstream.rstCode === NGHTTP2_REFUSED_STREAM ? 'connect-failure' : 'reset' } }))
       if (endStream) return
-      if (Buffer.isBuffer(body)) { this.stats.requestBytes = body.length; upstream.end(body); return }
-      if (body) {
-        body.on('data', (chunk: Buffer) => { this.stats.requestBytes += chunk.length })
-        body.pipe(upstream)
-      }
+      if (Buffer.isBuffer(body)) { upstream.end(body); return }
+      body?.pipe(upstream)
     })
   }
 

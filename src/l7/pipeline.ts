@@ -24,6 +24,7 @@ import type { MeshErrorCause } from './errors.ts'
 import type { Clock, Random } from './random.ts'
 import type { AttemptOutcome, RetryPolicy } from './retry.ts'
 import { applyHeaderModifier } from './router.ts'
+import { ReplayableBody } from './replay.ts'
 import type { UpstreamPath } from './upstream.ts'
 
 export type L7Protocol = 'http' | 'http2' | 'grpc'
@@ -175,6 +176,7 @@ export class Pipeline {
       endpoint: undefined as string | undefined,
       retries: 0,
       upstreamPath: undefined as UpstreamPath | undefined,
+      replay: undefined as ReplayableBody | undefined,
     }
     let gone = false
     exchange.onClose(() => { gone = true; this.record(exchange, trace, started, startedAt, logged) })
@@ -224,9 +226,13 @@ export class Pipeline {
     }
     exchange.onClose(admitted)
 
-    // The body: buffered when a retry could replay it, streamed to one try otherwise.
-    const body = await this.replayableBody(request)
+    // The body: read whole when its declared length is small (a retry resends the buffer), else
+    // streamed to the try as it arrives with a bounded copy for a retry (replay.ts).
+    const body = await this.bufferedBody(request)
     if (body === 'aborted') return
+    const replay = body === undefined && request.body ? new ReplayableBody(request.body, this.maxReplayBytes) : undefined
+    trace.replay = replay
+    exchange.stats.requestBytes = body?.length ?? 0
     const hashKey = target.hashOn ? hashKeyOf(target.hashOn, request.headers, context.sourceIp) : undefined
 
     // The overall request timeout ends whatever try is in flight.
@@ -250,7 +256,7 @@ export class Pipeline {
       trace.endpoint = picked.id
       trace.retries = retries
       trace.destinationWorkload = picked.endpoint.workload ? `${picked.endpoint.workload.namespace}/${picked.endpoint.workload.name}` : 'unknown'
-      const attempt = await this.attempt(exchange, target, picked, headers, body ?? request.body, retry.perTryTimeoutMs, (started) => { current = started }, (path) => { trace.upstreamPath = path })
+      const attempt = await this.attempt(exchange, target, picked, headers, body ?? replay?.open(), retry.perTryTimeoutMs, (started) => { current = started }, (path) => { trace.upstreamPath = path })
       releaseRetry()
       if (over) { attempt.response?.discard(); return }
       if (attempt.refused) {
@@ -265,7 +271,7 @@ export class Pipeline {
         this.metrics.outlierEjections.inc({ destination_service: target.name, endpoint: ejection.id, reason: ejection.reason })
         this.options.log.info('l7: endpoint ejected by outlier detection', { destination: target.name, endpoint: ejection.id, reason: ejection.reason, ejections: ejection.times })
       }
-      if (body !== undefined && retry.shouldRetry(outcome, retries)) {
+      if ((body !== undefined || replay?.replayable === true) && retry.shouldRetry(outcome, retries)) {
         const allowed = this.mayRetry(target)
         if (typeof allowed === 'function') {
           retryHeld = allowed
@@ -308,10 +314,10 @@ export class Pipeline {
   }
 
   /**
-   * The whole request body when it can be replayed (none, or a Content-Length within the bound),
-   * `undefined` when it must stream to one try, 'aborted' when the client went away meanwhile.
+   * The whole request body when its declared length is within the replay bound (or there is
+   * none), `undefined` when it is to stream, 'aborted' when the client went away meanwhile.
    */
-  private replayableBody(request: ProxyRequest): Promise<Buffer | undefined | 'aborted'> {
+  private bufferedBody(request: ProxyRequest): Promise<Buffer | undefined | 'aborted'> {
     const body = request.body
     if (body === undefined) return Promise.resolve(Buffer.alloc(0))
     const length = request.contentLength
@@ -345,8 +351,9 @@ export class Pipeline {
   }
 
   /** Metrics and the access log line of a finished exchange. */
-  private record(exchange: Exchange, trace: { destinationService: string; destinationWorkload: string; endpoint: string | undefined; retries: number; upstreamPath: UpstreamPath | undefined }, started: number, startedAt: number, logged: boolean): void {
+  private record(exchange: Exchange, trace: { destinationService: string; destinationWorkload: string; endpoint: string | undefined; retries: number; upstreamPath: UpstreamPath | undefined; replay: ReplayableBody | undefined }, started: number, startedAt: number, logged: boolean): void {
     const { request, context, stats } = exchange
+    if (trace.replay) stats.requestBytes = trace.replay.received
     const durationMs = this.now() - started
     const labels: RequestLabels = {
       reporter: 'source',
