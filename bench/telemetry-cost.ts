@@ -1,20 +1,25 @@
 // What telemetry costs per request, in isolation: a microbenchmark of what the L7 pipeline does
 // for each finished request — nothing, the per-request metrics (NodeMetrics.recordRequest:
 // counter, histogram, request and response bytes), and those plus an access log line at sample
-// rate 1 and 0.01 to /dev/null (through pino's asynchronous destination, as the daemon writes).
+// rate 1 and 0.01 to /dev/null (through pino's asynchronous destination, as the daemon writes),
+// and, for comparison, the same metrics kept by prom-client's Counter and Histogram.
 // Label values cycle through a realistic mesh: 20 source workloads, 10 services with 3 workloads
 // each, a few response codes, HTTP and gRPC — a few thousand series, as a busy node has.
 // Prints ns/request (wall and process CPU, which includes the background writes) per scenario.
 //   .weft/bin/node bench/telemetry-cost.ts [--requests 200000] [--rounds 5]
 import { parseArgs } from 'node:util'
+import { Counter, Histogram, Registry } from 'prom-client'
 import { openAccessLog, type AccessLogEntry, type AccessLogWriter } from '../src/telemetry/access-log.ts'
 import { NO_GRPC_STATUS, NodeMetrics, type RequestLabels, type RequestProtocol } from '../src/telemetry/metrics.ts'
 
 const { values } = parseArgs({ options: { requests: { type: 'string', default: '200000' }, rounds: { type: 'string', default: '5' } } })
 const N = Number(values.requests)
 const ROUNDS = Number(values.rounds)
-/** Requests between yields to the event loop, so the log's background writes run as they would. */
-const YIELD_EVERY = 1000
+/**
+ * Requests between yields to the event loop, so the log's background writes run as they would:
+ * a busy proxy finishes a handful of requests per turn of the loop (each is its own I/O event).
+ */
+const YIELD_EVERY = 16
 
 // The request mix: index i picks its labels from these, as the pipeline would get them.
 const sources = Array.from({ length: 20 }, (_, i) => `default/client-${i}`)
@@ -48,12 +53,32 @@ function entryOf(labels: RequestLabels, i: number, startMs: number): AccessLogEn
   }
 }
 
-interface Scenario { name: string; metrics: boolean; sampleRate: number | undefined }
+/**
+ * The same four metrics kept by prom-client's own Counter and Histogram (what request-series.ts
+ * replaces), for comparison.
+ */
+function promClientMetrics(): (labels: RequestLabels, durationS: number, requestBytes: number, responseBytes: number) => void {
+  const registry = new Registry()
+  const labelNames = ['reporter', 'source_workload', 'destination_service', 'destination_workload', 'response_code', 'grpc_status', 'protocol']
+  const requests = new Counter({ name: 'requests_total', help: '-', labelNames, registers: [registry] })
+  const duration = new Histogram({ name: 'request_duration_seconds', help: '-', labelNames, buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] })
+  const requestBytes = new Counter({ name: 'request_bytes_total', help: '-', labelNames, registers: [registry] })
+  const responseBytes = new Counter({ name: 'response_bytes_total', help: '-', labelNames, registers: [registry] })
+  return (labels, durationS, req, res) => {
+    requests.inc(labels)
+    duration.observe(labels, durationS)
+    requestBytes.inc(labels, req)
+    responseBytes.inc(labels, res)
+  }
+}
+
+interface Scenario { name: string; metrics: 'none' | 'weft' | 'prom-client'; sampleRate: number | undefined }
 const scenarios: Scenario[] = [
-  { name: 'nothing (labels built, nothing recorded)', metrics: false, sampleRate: undefined },
-  { name: 'metrics (recordRequest)', metrics: true, sampleRate: undefined },
-  { name: 'metrics + access log, sample 1, /dev/null', metrics: true, sampleRate: 1 },
-  { name: 'metrics + access log, sample 0.01, /dev/null', metrics: true, sampleRate: 0.01 },
+  { name: 'nothing (labels built, nothing recorded)', metrics: 'none', sampleRate: undefined },
+  { name: 'metrics (recordRequest)', metrics: 'weft', sampleRate: undefined },
+  { name: 'metrics + access log, sample 1, /dev/null', metrics: 'weft', sampleRate: 1 },
+  { name: 'metrics + access log, sample 0.01, /dev/null', metrics: 'weft', sampleRate: 0.01 },
+  { name: '(comparison) the same metrics as prom-client Counter/Histogram', metrics: 'prom-client', sampleRate: undefined },
 ]
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
@@ -61,6 +86,7 @@ const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(r
 /** One round of one scenario: N requests, then the log written out. Returns ns per request. */
 async function round(scenario: Scenario): Promise<{ wallNs: number; cpuNs: number; series: number }> {
   const metrics = new NodeMetrics('bench', () => undefined)
+  const viaPromClient = promClientMetrics()
   const accessLog: AccessLogWriter | undefined = scenario.sampleRate === undefined
     ? undefined : openAccessLog({ destination: '/dev/null', sampleRate: scenario.sampleRate, node: 'bench' })
   let sink = 0
@@ -69,7 +95,8 @@ async function round(scenario: Scenario): Promise<{ wallNs: number; cpuNs: numbe
   const nowMs = Date.now()
   for (let i = 0; i < N; i++) {
     const labels = labelsOf(i)
-    if (scenario.metrics) metrics.recordRequest(labels, { durationS: 0.00125, requestBytes: 0, responseBytes: 1024 })
+    if (scenario.metrics === 'weft') metrics.recordRequest(labels, { durationS: 0.00125, requestBytes: 0, responseBytes: 1024 })
+    else if (scenario.metrics === 'prom-client') viaPromClient(labels, 0.00125, 0, 1024)
     else sink += labels.response_code.length
     if (accessLog?.sampled()) accessLog.write(entryOf(labels, i, nowMs))
     if (i % YIELD_EVERY === YIELD_EVERY - 1) await yieldToLoop()
@@ -77,7 +104,7 @@ async function round(scenario: Scenario): Promise<{ wallNs: number; cpuNs: numbe
   await accessLog?.close(60_000)
   const wallNs = Number(process.hrtime.bigint() - start)
   const cpu = process.cpuUsage(cpuStart)
-  const series = (await metrics.requests.get()).values.length
+  const series = scenario.metrics === 'weft' ? metrics.requestSeriesCount : 0
   if (sink < 0) console.log(sink) // keeps the baseline's work from being optimised away
   return { wallNs: wallNs / N, cpuNs: ((cpu.user + cpu.system) * 1000) / N, series }
 }

@@ -1,5 +1,6 @@
 // Every metric the node daemon exports, declared once: name, help and labels live here only.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { RequestSeries } from './request-series.ts'
 
 /** outbound: a redirected pod connection leaving through this node; inbound: a tunnel stream arriving. */
 export type Direction = 'outbound' | 'inbound'
@@ -87,24 +88,13 @@ export class NodeMetrics {
     labelNames: ['direction', 'reason'], registers: [this.registry],
   })
 
-  // Per request (labels: requestLabels above). recordRequest() updates all four at once.
-  readonly requests = new Counter({
-    name: 'weft_requests_total', help: 'Requests the L7 proxy handled (HTTP/1.x, HTTP/2, gRPC), by what the client got.',
-    labelNames: requestLabels, registers: [this.registry],
-  })
-  /** From the request head arriving to the response's last byte written to the client. */
-  readonly requestDuration = new Histogram({
-    name: 'weft_request_duration_seconds', help: 'Time from a request arriving to its response being sent in full.',
-    labelNames: requestLabels, buckets: requestDurationBuckets, registers: [this.registry],
-  })
-  readonly requestBytes = new Counter({
-    name: 'weft_request_bytes_total', help: 'Request body bytes received from clients by the L7 proxy (headers and framing not counted).',
-    labelNames: requestLabels, registers: [this.registry],
-  })
-  readonly responseBytes = new Counter({
-    name: 'weft_response_bytes_total', help: 'Response body bytes sent to clients by the L7 proxy (headers and framing not counted).',
-    labelNames: requestLabels, registers: [this.registry],
-  })
+  /**
+   * Per request (labels: requestLabels above): weft_requests_total, weft_request_duration_seconds,
+   * weft_request_bytes_total, weft_response_bytes_total. Kept in one record per label set that
+   * recordRequest() updates at once, read out in prom-client's shape at scrape time (see
+   * request-series.ts for why).
+   */
+  private readonly requestSeries = new RequestSeries<RequestLabelName, RequestLabels>(requestLabels, requestDurationBuckets)
 
   // Resilience: what retries, outlier detection and circuit breaking did. destination_service as above.
   /** One per retry sent (not per request); reason: RetryReason. */
@@ -139,11 +129,11 @@ export class NodeMetrics {
 
   /** Counts one finished request in the four per-request metrics (one label object for all). */
   recordRequest(labels: RequestLabels, sample: RequestSample): void {
-    this.requests.inc(labels)
-    this.requestDuration.observe(labels, sample.durationS)
-    this.requestBytes.inc(labels, sample.requestBytes)
-    this.responseBytes.inc(labels, sample.responseBytes)
+    this.requestSeries.record(labels, sample.durationS, sample.requestBytes, sample.responseBytes)
   }
+
+  /** How many label sets the per-request metrics hold (each is one series of each of the four). */
+  get requestSeriesCount(): number { return this.requestSeries.size }
 
   /** A downstream connection handed to the L7 proxy; call the returned function once when it closes. */
   l7ConnectionOpened(protocol: L7ConnectionProtocol): () => void {
@@ -159,6 +149,12 @@ export class NodeMetrics {
 
   constructor(node: string, bpf: () => BpfCounterSource | undefined) {
     this.registry.setDefaultLabels({ node })
+    const requests = this.requestSeries
+    requests.counter(this.registry, { name: 'weft_requests_total', help: 'Requests the L7 proxy handled (HTTP/1.x, HTTP/2, gRPC), by what the client got.' }, 'requests')
+    /** From the request head arriving to the response's last byte written to the client. */
+    requests.histogram(this.registry, { name: 'weft_request_duration_seconds', help: 'Time from a request arriving to its response being sent in full.' })
+    requests.counter(this.registry, { name: 'weft_request_bytes_total', help: 'Request body bytes received from clients by the L7 proxy (headers and framing not counted).' }, 'requestBytes')
+    requests.counter(this.registry, { name: 'weft_response_bytes_total', help: 'Response body bytes sent to clients by the L7 proxy (headers and framing not counted).' }, 'responseBytes')
     collectDefaultMetrics({ register: this.registry, prefix: 'weft_process_' })
     // The kernel-side counters are read from the BPF per-CPU array at scrape time.
     const last = new Map<string, bigint>()
