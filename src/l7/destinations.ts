@@ -8,7 +8,7 @@
 // defaults otherwise), outlier detection (off unless the policy asks, as in Envoy and Istio),
 // fault injection, and locality failover (endpoints on this node first while enough of them are
 // healthy).
-import { destinationPolicyFor, serviceAddress, type DestinationPolicy, type Endpoint, type MeshSnapshot, type ServiceTarget } from '../config/resources/index.ts'
+import { destinationPolicyFor, durationMs, serviceAddress, type DestinationPolicy, type Endpoint, type MeshSnapshot, type ServiceTarget } from '../config/resources/index.ts'
 import { createBalancer, EndpointState, type Balancer, type HashOn } from './balancers.ts'
 import { CircuitBreaker } from './breaker.ts'
 import { FaultInjector } from './faults.ts'
@@ -59,6 +59,8 @@ export interface DestinationParts {
   readonly policy: DestinationPolicy['spec'] | undefined
   /** The snapshot the destination was compiled from (where its endpoints' nodes are). */
   readonly snapshot: MeshSnapshot
+  /** connectionPool.idleTimeout: idle upstream connections close after this long; undefined: the pools' default. */
+  readonly idleTimeoutMs: number | undefined
 }
 
 /** One service port as a destination of requests. */
@@ -76,6 +78,7 @@ export class Destination {
   readonly localFirst: LocalFirst | undefined
   readonly policy: DestinationPolicy['spec'] | undefined
   readonly snapshot: MeshSnapshot
+  readonly idleTimeoutMs: number | undefined
 
   constructor(target: ServiceTarget, parts: DestinationParts) {
     this.name = `${target.service.metadata.namespace}/${target.service.metadata.name}`
@@ -90,6 +93,7 @@ export class Destination {
     this.localFirst = parts.localFirst
     this.policy = parts.policy
     this.snapshot = parts.snapshot
+    this.idleTimeoutMs = parts.idleTimeoutMs
   }
 
   /**
@@ -180,7 +184,7 @@ export class L7Config {
           localFirst = { endpoints: local, balancer: createBalancer(balancerType, local, deps), spillOverBelowPercent: spec.failover.spillOverBelowHealthyPercent ?? DEFAULT_SPILL_OVER_BELOW_PERCENT }
         }
       }
-      const destination = new Destination(target, { endpoints: states, balancer, hashOn: spec?.loadBalancer?.hashOn, budget, breaker, outlier, faults: faults?.inert ? undefined : faults, localFirst, policy: spec, snapshot })
+      const destination = new Destination(target, { endpoints: states, balancer, hashOn: spec?.loadBalancer?.hashOn, budget, breaker, outlier, faults: faults?.inert ? undefined : faults, localFirst, policy: spec, snapshot, idleTimeoutMs: spec?.connectionPool?.idleTimeout === undefined ? undefined : durationMs(spec.connectionPool.idleTimeout) })
       byName.set(key, destination)
       byAddress.set(address, destination)
     }

@@ -173,7 +173,7 @@ class Http1Exchange implements Exchange {
     // A try waiting for its connection is a pending request (the breaker's maxPendingRequests).
     const pending = destination.breaker.tryAcquire('pendingRequests')
     if (isOpen(pending)) return { result: Promise.resolve({ outcome: { kind: 'connect-failure' }, refused: breakerOpen(pending.open) }), cancel: () => {} }
-    const upstream = this.pools.for(endpoint, this.context.sourceWorkload, destination.snapshot)
+    const upstream = this.pools.for(endpoint, this.context.sourceWorkload, destination.snapshot, destination.idleTimeoutMs)
     onPath(upstream.path)
     const request = http.request({
       agent: upstream.agent, host: endpoint.ip, port: endpoint.port,

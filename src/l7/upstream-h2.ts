@@ -41,6 +41,8 @@ export interface H2Upstream {
 export interface H2RequestOptions {
   /** End the request with its headers (no body); default false. */
   readonly endStream?: boolean | undefined
+  /** The idle timeout of a session opened for this request (a DestinationPolicy's connectionPool.idleTimeout); default the pools' own. */
+  readonly idleTimeoutMs?: number | undefined
 }
 
 /** One session of the pool, as `sessions()` reports it (for tests and the admin endpoint). */
@@ -66,6 +68,8 @@ interface PooledSession {
   gone: boolean
   activeStreams: number
   idleTimer: NodeJS.Timeout | undefined
+  /** Closed after this long without streams (0: never). */
+  readonly idleTimeoutMs: number
 }
 
 
@@ -90,7 +94,7 @@ export class H2UpstreamPools {
     // processed in between makes `request()` throw); that request never left either.
     let lastError: Error | undefined
     for (let attempt = 0; attempt < 2; attempt++) {
-      const pooled = await this.acquire(route, endpoint, sourceWorkload)
+      const pooled = await this.acquire(route, endpoint, sourceWorkload, options.idleTimeoutMs)
       const session = pooled.session!
       let stream: ClientHttp2Stream
       try {
@@ -140,7 +144,7 @@ export class H2UpstreamPools {
    * A ready session of `route` with room for one more stream, that stream already counted: the
    * count must go up before anyone else looks (the caller's `request()` runs a microtask later).
    */
-  private async acquire(route: Route, endpoint: Endpoint, sourceWorkload: string): Promise<PooledSession> {
+  private async acquire(route: Route, endpoint: Endpoint, sourceWorkload: string, idleTimeoutMs: number | undefined): Promise<PooledSession> {
     for (;;) {
       if (this.closed) throw new ConnectFailure(`HTTP/2 upstream pools are closed; not connecting to ${endpoint.ip}:${endpoint.port}`)
       const list = this.pools.get(route.key) ?? []
@@ -160,7 +164,7 @@ export class H2UpstreamPools {
       if (usable.length >= MAX_SESSIONS_PER_KEY) {
         return reserve(usable.reduce((a, b) => (b.activeStreams < a.activeStreams ? b : a)))
       }
-      const pooled = this.open(route, endpoint, sourceWorkload)
+      const pooled = this.open(route, endpoint, sourceWorkload, idleTimeoutMs)
       await pooled.ready
       // The one who made it takes a stream on it even if waiters filled it meanwhile: nghttp2
       // queues the stream until a slot frees, and no loop of new sessions can start.
@@ -168,7 +172,7 @@ export class H2UpstreamPools {
     }
   }
 
-  private open(route: Route, endpoint: Endpoint, sourceWorkload: string): PooledSession {
+  private open(route: Route, endpoint: Endpoint, sourceWorkload: string, idleTimeoutMs: number | undefined): PooledSession {
     const authority = `${endpoint.ip}:${endpoint.port}`
     const connectTimeoutMs = this.options.connectTimeoutMs
     let settled = false
@@ -177,6 +181,7 @@ export class H2UpstreamPools {
     ready.catch(() => {}) // waiters observe it; an unobserved rejection must not crash the process
     const pooled: PooledSession = {
       key: route.key, path: route.path, session: undefined, ready, isReady: false, gone: false, activeStreams: 0, idleTimer: undefined,
+      idleTimeoutMs: idleTimeoutMs ?? this.options.idleTimeoutMs ?? 30_000,
       abandon: (message) => {
         if (settled) return
         settled = true
@@ -235,7 +240,7 @@ export class H2UpstreamPools {
   private release(pooled: PooledSession): void {
     pooled.activeStreams--
     if (pooled.activeStreams > 0 || pooled.gone) return
-    const idleTimeoutMs = this.options.idleTimeoutMs ?? 30_000
+    const idleTimeoutMs = pooled.idleTimeoutMs
     if (idleTimeoutMs <= 0) return // as for http.Agent's timeout: 0 keeps sessions open
     pooled.idleTimer = setTimeout(() => {
       if (pooled.activeStreams > 0) return

@@ -90,12 +90,15 @@ export class UpstreamPools {
     this.options = options
   }
 
-  /** The pool for requests from `sourceWorkload` to `endpoint`. */
-  for(endpoint: Endpoint, sourceWorkload: string, snapshot: MeshSnapshot): Upstream {
+  /**
+   * The pool for requests from `sourceWorkload` to `endpoint`; `idleTimeoutMs` (a DestinationPolicy's
+   * connectionPool.idleTimeout) applies when the pool is made here.
+   */
+  for(endpoint: Endpoint, sourceWorkload: string, snapshot: MeshSnapshot, idleTimeoutMs?: number): Upstream {
     const { key, remoteAddress } = upstreamRoute(endpoint, sourceWorkload, snapshot, this.options.node)
     const existing = this.agents.get(key)
     if (existing) return existing
-    const idle = this.options.idleTimeoutMs ?? 30_000
+    const idle = idleTimeoutMs ?? this.options.idleTimeoutMs ?? 30_000
     let upstream: Upstream
     if (remoteAddress !== undefined) {
       const tunnels = this.options.tunnels
