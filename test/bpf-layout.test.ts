@@ -91,6 +91,28 @@ t.test('the kernel agrees: loaded maps have the declared type, key size and valu
   t.end()
 })
 
+t.test('the addon refuses keys and values whose size is not the map\'s (no read or write past a buffer)', (t) => {
+  if (!requirePrivileged(t, ['root', 'addon', 'bpf-object'])) return
+  const object = native.openAndLoadObject(defaultObjectPath)
+  t.teardown(() => {
+    for (const fd of [...Object.values(object.programs), ...Object.values(object.maps)]) native.close(fd)
+  })
+  const layout = maps.dstByTuple
+  const fd = object.maps[layout.name]!
+  const key = Buffer.alloc(layout.keySize)
+  const value = Buffer.alloc(layout.valueSize)
+  t.throws(() => native.mapLookup(fd, key, layout.valueSize - 4), new RegExp(`mapLookup: value is ${layout.valueSize - 4} bytes, map fd ${fd} has ${layout.valueSize}-byte values`))
+  t.throws(() => native.mapLookupAndDelete(fd, Buffer.alloc(2), layout.valueSize), /mapLookupAndDelete: key is 2 bytes/)
+  t.throws(() => native.mapUpdate(fd, key, Buffer.alloc(1)), /mapUpdate: value is 1 bytes/)
+  t.throws(() => native.mapUpdate(fd, Buffer.alloc(1), value), /mapUpdate: key is 1 bytes/)
+  t.throws(() => native.mapDelete(fd, Buffer.alloc(layout.keySize + 1)), /mapDelete: key is/)
+  t.throws(() => native.mapKeys(fd, 3), /mapKeys: key is 3 bytes/)
+  native.mapUpdate(fd, key, value)
+  t.same(native.mapLookup(fd, key, layout.valueSize), value, 'the right sizes work')
+  t.equal(native.mapDelete(fd, key), true)
+  t.end()
+})
+
 t.test('codecs: network order for addresses and ports, host order for excluded ports and ids', (t) => {
   t.same([...maps.interceptRules.encodeKey({ prefixLength: 24, ip: '198.18.9.0' })], [24, 0, 0, 0, 198, 18, 9, 0])
   t.same([...maps.dstByTuple.encodeKey({ ip: '::ffff:10.0.0.1', port: 0x1234 })], [10, 0, 0, 1, 0x12, 0x34, 0, 0], 'IPv4-mapped peers are accepted')

@@ -236,13 +236,31 @@ Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// Map element calls. Sizes are the caller's: the loader checks them against mapInfo once.
+// Map element calls. The kernel reads key_size bytes of the key and writes value_size bytes of
+// the value (per CPU for per-CPU maps), whatever the buffers are: every call checks the sizes it
+// is given against the map's own (one BPF_OBJ_GET_INFO_BY_FD), so a wrong size is a TypeError,
+// never a read or write past a buffer.
+
+static void CheckSize(Napi::Env env, const char* call, int fd, const char* what, size_t given, uint32_t expected) {
+  if (given != expected)
+    ThrowType(env, std::string(call) + ": " + what + " is " + std::to_string(given) + " bytes, map fd " +
+                       std::to_string(fd) + " has " + std::to_string(expected) + "-byte " + what + "s");
+}
+
+static bpf_map_info MapSizes(Napi::Env env, int fd, const char* call) {
+  bpf_map_info map;
+  GetInfo(env, fd, &map, call);
+  return map;
+}
 
 Napi::Value MapLookup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0, "mapLookup");
   auto key = BufferArg(info, 1, "mapLookup");
   uint32_t valueSize = U32Arg(info, 2, "mapLookup", 0, false);
+  bpf_map_info map = MapSizes(env, fd, "mapLookup");
+  CheckSize(env, "mapLookup", fd, "key", key.Length(), map.key_size);
+  CheckSize(env, "mapLookup", fd, "value", valueSize, map.value_size);
   auto value = Napi::Buffer<uint8_t>::New(env, valueSize);
   if (bpf_map_lookup_elem(fd, key.Data(), value.Data()) != 0) {
     if (errno == ENOENT) return env.Null();
@@ -256,6 +274,9 @@ Napi::Value MapLookupAndDelete(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0, "mapLookupAndDelete");
   auto key = BufferArg(info, 1, "mapLookupAndDelete");
   uint32_t valueSize = U32Arg(info, 2, "mapLookupAndDelete", 0, false);
+  bpf_map_info map = MapSizes(env, fd, "mapLookupAndDelete");
+  CheckSize(env, "mapLookupAndDelete", fd, "key", key.Length(), map.key_size);
+  CheckSize(env, "mapLookupAndDelete", fd, "value", valueSize, map.value_size);
   auto value = Napi::Buffer<uint8_t>::New(env, valueSize);
   if (bpf_map_lookup_and_delete_elem(fd, key.Data(), value.Data()) != 0) {
     if (errno == ENOENT) return env.Null();
@@ -269,6 +290,9 @@ Napi::Value MapLookupPercpu(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0, "mapLookupPercpu");
   auto key = BufferArg(info, 1, "mapLookupPercpu");
   uint32_t valueSize = U32Arg(info, 2, "mapLookupPercpu", 0, false);
+  bpf_map_info map = MapSizes(env, fd, "mapLookupPercpu");
+  CheckSize(env, "mapLookupPercpu", fd, "key", key.Length(), map.key_size);
+  CheckSize(env, "mapLookupPercpu", fd, "value", valueSize, map.value_size);
   int cpus = libbpf_num_possible_cpus();
   if (cpus < 0) ThrowErrno(env, -cpus, "mapLookupPercpu: libbpf_num_possible_cpus");
   // The kernel copies one slot per possible CPU, each rounded up to 8 bytes.
@@ -290,6 +314,9 @@ Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
   auto key = BufferArg(info, 1, "mapUpdate");
   auto value = BufferArg(info, 2, "mapUpdate");
   uint32_t flags = U32Arg(info, 3, "mapUpdate", BPF_ANY, true);
+  bpf_map_info map = MapSizes(env, fd, "mapUpdate");
+  CheckSize(env, "mapUpdate", fd, "key", key.Length(), map.key_size);
+  CheckSize(env, "mapUpdate", fd, "value", value.Length(), map.value_size);
   if (bpf_map_update_elem(fd, key.Data(), value.Data(), flags) != 0)
     ThrowErrno(env, errno, "mapUpdate map fd " + std::to_string(fd));
   return env.Undefined();
@@ -299,6 +326,7 @@ Napi::Value MapDelete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0, "mapDelete");
   auto key = BufferArg(info, 1, "mapDelete");
+  CheckSize(env, "mapDelete", fd, "key", key.Length(), MapSizes(env, fd, "mapDelete").key_size);
   if (bpf_map_delete_elem(fd, key.Data()) != 0) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
     ThrowErrno(env, errno, "mapDelete map fd " + std::to_string(fd));
@@ -310,6 +338,7 @@ Napi::Value MapKeys(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0, "mapKeys");
   uint32_t keySize = U32Arg(info, 1, "mapKeys", 0, false);
+  CheckSize(env, "mapKeys", fd, "key", keySize, MapSizes(env, fd, "mapKeys").key_size);
   std::vector<uint8_t> current(keySize), next(keySize);
   Napi::Array result = Napi::Array::New(env);
   const void* prev = nullptr;  // NULL asks for the first key
