@@ -271,18 +271,6 @@ const unary = (lab: Lab, vip: string, ...args: string[]): Promise<UnaryResult> =
 const chat = (lab: Lab, vip: string, messages: number): Promise<ChatResult> => runJson(lab, [node, grpcFixture, 'chat', '--target', `${vip}:80`, '--messages', String(messages)])
 const raw = (lab: Lab, vip: string, bytes: Buffer): Promise<RawResult> => runJson(lab, [node, '-e', rawScript, vip, '80'], bytes.toString('base64'))
 
-/**
- * A known bug, so these assertions report as todo rather than fail: gRPC through the tunnel loses
- * its trailers (grpc-status) now and then. src/l7/http2.ts attaches the upstream stream's
- * 'trailers' listener in relay(), promise ticks after 'response'; through the tunnel the upstream
- * session reads from a JS stream (the CONNECT stream), so when the response HEADERS and the
- * trailers arrive in one read both events are emitted in one batch of nextTicks and 'trailers'
- * fires before relay() listens. The proxy then ends the client's stream with empty trailers and
- * the client gets INTERNAL "Received RST_STREAM with code 0 (Call ended without gRPC status)".
- * Direct connections are not affected (each frame is its own callback scope there).
- */
-const tunnelTrailersBug = { todo: 'src/l7/http2.ts relay() listens for upstream trailers too late: gRPC through the tunnel sometimes ends without grpc-status' }
-
 const MiB = 1 << 20
 const BULK_BYTES = 100 * 1000 * 1000
 const RSS_BOUND = 300 * MiB
@@ -359,7 +347,7 @@ t.test('HTTP/1.1, HTTP/2, gRPC and WebSocket through the node proxy in a two-nod
     // Ten, not two: enough for the bug below to show nearly every run while it is there.
     const remote = await unary(lab, VIP.grpcB, '--count', '10')
     sent.grpcB += 10
-    t.same({ ok: remote.ok, servers: remote.servers }, { ok: 10, servers: { 'grpc-b': 10 } }, `ten calls answered by grpc-b on node2 (${JSON.stringify(remote.codes)})`, tunnelTrailersBug)
+    t.same({ ok: remote.ok, servers: remote.servers }, { ok: 10, servers: { 'grpc-b': 10 } }, `ten calls answered by grpc-b on node2 (${JSON.stringify(remote.codes)})`)
   })
 
   t.test('a status the server returns reaches the client', async (t) => {
@@ -378,9 +366,9 @@ t.test('HTTP/1.1, HTTP/2, gRPC and WebSocket through the node proxy in a two-nod
 
     const remote = await chat(lab, VIP.grpcB, 50)
     sent.grpcB++
-    t.equal(remote.ok, true, `through the tunnel too (${JSON.stringify({ ...remote, replies: remote.replies?.length })})`, tunnelTrailersBug)
-    t.same(remote.replies?.map((r) => r.seq), Array.from({ length: 50 }, (_, i) => i + 1), 'fifty replies, in order', tunnelTrailersBug)
-    t.ok(remote.replies?.every((r) => r.server === 'grpc-b'), 'all by grpc-b', tunnelTrailersBug)
+    t.equal(remote.ok, true, `through the tunnel too (${JSON.stringify({ ...remote, replies: remote.replies?.length })})`)
+    t.same(remote.replies?.map((r) => r.seq), Array.from({ length: 50 }, (_, i) => i + 1), 'fifty replies, in order')
+    t.ok(remote.replies?.every((r) => r.server === 'grpc-b'), 'all by grpc-b')
   })
 
   t.test('a GRPCRoute sends weft.test.Echo/Echo to one backend and everything else to another', async (t) => {
@@ -498,7 +486,7 @@ t.test('HTTP/1.1, HTTP/2, gRPC and WebSocket through the node proxy in a two-nod
     t.equal(count({ protocol: 'grpc', destination_service: 'default/grpc-a', grpc_status: '5' }), sent.grpcAStatus5, 'the NOT_FOUND call, by its grpc_status')
     t.equal(count({ protocol: 'grpc', destination_service: 'default/grpc-a' }), sent.grpcAOk + sent.grpcAStatus5, 'nothing else to grpc-a')
     t.equal(count({ protocol: 'grpc', destination_service: 'default/grpc-b', destination_workload: 'default/grpc-b' }), sent.grpcB, 'unary and Chat calls to grpc-b (a stream is one request)')
-    t.equal(count({ protocol: 'grpc', destination_service: 'default/grpc-b', grpc_status: '0' }), sent.grpcB, 'all of them OK', tunnelTrailersBug)
+    t.equal(count({ protocol: 'grpc', destination_service: 'default/grpc-b', grpc_status: '0' }), sent.grpcB, 'all of them OK')
     t.equal(count({ protocol: 'grpc', destination_service: 'default/grpc-echo', destination_workload: 'default/grpc-a', grpc_status: '0' }), sent.grpcEcho, 'the GRPCRoute\'s Echo calls, by the backend it chose')
     t.equal(count({ protocol: 'grpc', destination_service: 'default/grpc-rest', destination_workload: 'default/grpc-c', grpc_status: '0' }), sent.grpcRest, 'the GRPCRoute\'s Chat call, by its catch-all backend')
     t.equal(count({ protocol: 'grpc', destination_service: 'default/grpc-routed' }), 0, 'none counted under the route\'s parent')

@@ -89,6 +89,12 @@ interface Http2Response extends UpstreamResponse {
   readonly headers: IncomingHttpHeaders
   /** The response ended with its headers (trailers-only). */
   readonly endedWithHeaders: boolean
+  /**
+   * The trailers once they arrived. Listened for from the start: through a tunnel the session
+   * reads from a JS stream, and headers and trailers arriving in one read are emitted in one
+   * batch, before a listener added when the response is relayed would exist.
+   */
+  trailers: IncomingHttpHeaders | undefined
 }
 
 class Http2Exchange implements Exchange {
@@ -168,7 +174,9 @@ class Http2Exchange implements Exchange {
           status, grpcStatus: grpc === undefined ? undefined : Number(grpc), body: upstream, stream: upstream, headers,
           endedWithHeaders: (flags & NGHTTP2_FLAG_END_STREAM) !== 0,
           discard: () => { upstream.close(NGHTTP2_CANCEL) },
+          trailers: undefined,
         }
+        upstream.once('trailers', (trailers: IncomingHttpHeaders) => { response.trailers = trailers })
         settle({ outcome: { kind: 'response', status, grpcStatus: response.grpcStatus }, response })
       })
       upstream.on('error', () => {})
@@ -181,7 +189,8 @@ class Http2Exchange implements Exchange {
   }
 
   relay(response: UpstreamResponse, done: () => void): void {
-    const { stream: upstream, headers: upstreamHeaders, endedWithHeaders } = response as Http2Response
+    const relayed = response as Http2Response
+    const { stream: upstream, headers: upstreamHeaders, endedWithHeaders } = relayed
     const downstream = this.stream
     if (downstream.destroyed) { upstream.close(NGHTTP2_CANCEL); done(); return }
     this.stats.status = response.status
@@ -192,15 +201,12 @@ class Http2Exchange implements Exchange {
       done()
       return
     }
-    let trailers: IncomingHttpHeaders | undefined
-    upstream.once('trailers', (received: IncomingHttpHeaders) => {
-      trailers = received
-      const grpc = received['grpc-status']
-      if (grpc !== undefined) this.stats.grpcStatus = Number(grpc)
-    })
     downstream.once('wantTrailers', () => {
+      // The upstream stream has ended here (it was piped whole), so its trailers, if any, are in.
       const out: http2.OutgoingHttpHeaders = {}
-      for (const [name, value] of Object.entries(trailers ?? {})) if (!name.startsWith(':')) out[name] = value
+      for (const [name, value] of Object.entries(relayed.trailers ?? {})) if (!name.startsWith(':')) out[name] = value
+      const grpc = relayed.trailers?.['grpc-status']
+      if (grpc !== undefined) this.stats.grpcStatus = Number(grpc)
       downstream.sendTrailers(out)
     })
     downstream.respond(headers, { waitForTrailers: true })
