@@ -218,6 +218,8 @@ class Http1Exchange implements Exchange {
     const headers = responseHeaders(message.headers, upgraded !== undefined)
     if ('socket' in this.downstream) { this.relayRaw(message, upgraded, headers, done); return }
     const res = this.downstream.res
+    // Cut between its head and now: nothing more will come (its 'close' has been and gone).
+    if (message.destroyed && !message.complete) { res.destroy(); done(); return }
     res.writeHead(status, message.statusMessage, headers as http.OutgoingHttpHeaders)
     message.on('data', (chunk: Buffer) => { this.stats.responseBytes += chunk.length })
     message.pipe(res, { end: false })

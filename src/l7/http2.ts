@@ -193,6 +193,8 @@ class Http2Exchange implements Exchange {
     const { stream: upstream, headers: upstreamHeaders, endedWithHeaders } = relayed
     const downstream = this.stream
     if (downstream.destroyed) { upstream.close(NGHTTP2_CANCEL); done(); return }
+    // Reset between its head and now: nothing more will come (its 'close' has been and gone).
+    if (upstream.destroyed && !upstream.readableEnded && !endedWithHeaders) { this.reset(); done(); return }
     this.stats.status = response.status
     this.stats.grpcStatus = response.grpcStatus
     const headers = responseHeaders(upstreamHeaders)
