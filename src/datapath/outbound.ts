@@ -55,11 +55,14 @@ export class OutboundListener {
   private readonly balancer = new RoundRobinBalancer()
   private readonly http1: Http1Proxy
   private readonly http2: Http2Proxy
+  /** The L7 request path both frontends share; its `describe()` is the admin endpoint's view. */
+  readonly pipeline: Pipeline
 
   constructor(options: OutboundOptions) {
     this.options = options
     // One pipeline for both frontends: a destination's balancer, breaker and budget see all its requests.
-    const pipeline = new Pipeline({ node: options.node, snapshot: options.snapshot, metrics: options.metrics, log: options.log, accessLog: options.accessLog })
+    this.pipeline = new Pipeline({ node: options.node, snapshot: options.snapshot, metrics: options.metrics, log: options.log, accessLog: options.accessLog })
+    const pipeline = this.pipeline
     const upstream = { node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs, tunnels: options.tunnels }
     this.http1 = new Http1Proxy({ ...upstream, pipeline, snapshot: options.snapshot, metrics: options.metrics, log: options.log })
     this.http2 = new Http2Proxy({ ...upstream, pipeline, log: options.log })

@@ -71,6 +71,11 @@ export class CircuitBreaker {
     }
   }
 
+  /** The limit of `kind`. */
+  limit(kind: BreakerKind): number {
+    return this.max[kind]
+  }
+
   /** How many of `kind` are held now. */
   current(kind: BreakerKind): number {
     return this.inUse[kind]

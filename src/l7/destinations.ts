@@ -10,7 +10,7 @@
 // healthy).
 import { destinationPolicyFor, durationMs, serviceAddress, type DestinationPolicy, type Endpoint, type MeshSnapshot, type ServiceTarget } from '../config/resources/index.ts'
 import { createBalancer, EndpointState, type Balancer, type HashOn } from './balancers.ts'
-import { CircuitBreaker } from './breaker.ts'
+import { CircuitBreaker, type BreakerKind } from './breaker.ts'
 import { FaultInjector } from './faults.ts'
 import { OutlierDetector, outlierConfigFromPolicy, type Ejection, type OutlierOutcome } from './outlier.ts'
 import { compileRouteTables, type RouteBackend, type RouteRule, type RouteTable } from './router.ts'
@@ -32,6 +32,19 @@ export interface L7Deps {
   readonly random: Random
   readonly now: Clock
   readonly node: string
+}
+
+/** A destination as /debug/destinations shows it (JSON). */
+export interface DestinationView {
+  readonly service: string
+  readonly address: string
+  readonly loadBalancer: string
+  readonly localityFirst: boolean
+  readonly outlierDetection: boolean
+  readonly faults: boolean
+  readonly retryBudgetAvailable: number
+  readonly breaker: Readonly<Record<BreakerKind, { inUse: number; max: number; trips: number }>>
+  readonly endpoints: readonly { endpoint: string; node: string | null; workload: string | null; inFlight: number; latencyMs: number; ejected: boolean }[]
 }
 
 /** The default share of healthy local endpoints under which locality failover spills over to all. */
@@ -120,6 +133,29 @@ export class Destination {
     const ejection = this.outlier.record(state.id, outcome)
     if (ejection) state.ejected = true
     return ejection
+  }
+
+  /** What the admin endpoint shows of this destination: its policy's effect and each endpoint's state now. */
+  describe(now: number): DestinationView {
+    const held = (kind: BreakerKind): { inUse: number; max: number; trips: number } => ({ inUse: this.breaker.current(kind), max: this.breaker.limit(kind), trips: this.breaker.tripped(kind) })
+    return {
+      service: this.name,
+      address: serviceAddress(this.target.vip, this.target.port.port),
+      loadBalancer: this.policy?.loadBalancer?.type ?? 'EWMA',
+      localityFirst: this.localFirst !== undefined,
+      outlierDetection: this.outlier !== undefined,
+      faults: this.faults !== undefined,
+      retryBudgetAvailable: this.budget.available(),
+      breaker: { connections: held('connections'), pendingRequests: held('pendingRequests'), requests: held('requests'), retries: held('retries') },
+      endpoints: this.endpoints.map((state) => ({
+        endpoint: state.id,
+        node: state.endpoint.node ?? null,
+        workload: state.endpoint.workload ? `${state.endpoint.workload.namespace}/${state.endpoint.workload.name}` : null,
+        inFlight: state.inFlight,
+        latencyMs: Math.round(state.latencyMs(now) * 1000) / 1000,
+        ejected: state.ejected,
+      })),
+    }
   }
 
   private stateOf(id: string): EndpointState<Endpoint> | undefined {
@@ -211,6 +247,11 @@ export class L7Config {
   /** The destination a route backend names, or undefined when the service or port is unknown. */
   destinationOf(backend: RouteBackend): Destination | undefined {
     return this.byName.get(`${backend.service}:${backend.port}`)
+  }
+
+  /** Every destination (service port) of this snapshot, for the admin endpoint. */
+  describe(now: number): DestinationView[] {
+    return [...this.byAddress.values()].map((destination) => destination.describe(now))
   }
 
   ruleState(rule: RouteRule): RuleState {

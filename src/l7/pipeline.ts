@@ -19,7 +19,7 @@ import type { Logger } from '../telemetry/log.ts'
 import { NO_GRPC_STATUS, type NodeMetrics, type RequestLabels, type RetryReason } from '../telemetry/metrics.ts'
 import { hashKeyOf, type EndpointState } from './balancers.ts'
 import { isOpen, type Release } from './breaker.ts'
-import { type Destination, L7Configs } from './destinations.ts'
+import { type Destination, type DestinationView, L7Configs } from './destinations.ts'
 import type { MeshErrorCause } from './errors.ts'
 import type { Clock, Random } from './random.ts'
 import type { AttemptOutcome, RetryPolicy } from './retry.ts'
@@ -150,6 +150,11 @@ export class Pipeline {
   /** Called with each new snapshot the pipeline compiles (the transports prune their pools). */
   onSnapshot(listener: (snapshot: MeshSnapshot) => void): void {
     this.onConfig.push(listener)
+  }
+
+  /** The destinations of the current snapshot with their live state (the admin endpoint's /debug/destinations). */
+  describe(): DestinationView[] {
+    return this.configs.get(this.options.snapshot()).describe(this.now())
   }
 
   /** Handles one request to the end; never rejects (an unexpected failure is logged and answered 500 or reset). */
