@@ -169,16 +169,59 @@ t.test('adopting an install attached to another cgroup root is refused with a cl
   t.end()
 })
 
-t.test('a partial install (links missing) is removed and installed afresh', (t) => {
+t.test('a partial install (a link pin missing, maps and programs still pinned) is removed and installed afresh', async (t) => {
   if (!requirePrivileged(t)) return
-  const fixture = cgroupFixture(t)
-  const first = openIn(t, fixture, 15001)
+  ensureLabUnreachableRoute()
+  const { unlinkSync } = await import('node:fs')
+  const fixture = cgroupFixture(t) // its teardown detaches and unpins whatever is left, and removes the cgroups
+  const pod = fixture.pod('pod')
+  const proxy = await fakeProxy(t)
+  const first = openIn(t, fixture, proxy.port)
+  first.setEnrolledCgroups([7n])
+  const before = { programs: first.programIds(), maps: first.mapIds(), links: first.linkIds() }
   first.close()
-  NodeInterception.uninstall(fixture.pinDir)
-  t.same(attachedPrograms(fixture.node), [], 'uninstall detached everything')
-  const second = openIn(t, fixture, 15001)
-  t.equal(second.adopted, false)
-  t.equal(attachedPrograms(fixture.node).length, 3)
+
+  // What a crash between pinning the links would leave: every map and program pinned, one
+  // link pin missing. With no fd and no pin left, the kernel releases that link (detaches it).
+  unlinkSync(join(fixture.pinDir, 'links', 'sockops'))
+  t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), ['connect4', 'getpeername4'], 'setup: one link pin gone')
+  t.equal(readdirSync(join(fixture.pinDir, 'maps')).length, 7, 'setup: maps still pinned')
+  t.same(readdirSync(join(fixture.pinDir, 'progs')).sort(), ['connect4', 'getpeername4', 'sockops'], 'setup: programs still pinned')
+  t.ok(
+    await eventually(() => attachedPrograms(fixture.node).map((program) => program.attach_type).sort().join() === 'cgroup_inet4_connect,cgroup_inet4_getpeername'),
+    'setup: the unpinned link was released, the other two are still attached',
+  )
+
+  const second = openIn(t, fixture, proxy.port)
+  t.equal(second.adopted, false, 'not adopted: installed afresh')
+  t.same(second.updatedPrograms, [])
+  const after = { programs: second.programIds(), maps: second.mapIds(), links: second.linkIds() }
+  for (const point of ['connect4', 'sockops', 'getpeername4'] as const) {
+    t.not(after.programs[point], before.programs[point], `${point}: a newly loaded program`)
+    t.not(after.links[point], before.links[point], `${point}: a new link`)
+  }
+  t.not(after.maps.enrolledCgroups, before.maps.enrolledCgroups, 'new maps, not the pinned ones')
+  t.same(second.enrolledCgroups(), [], 'the old maps\' contents are gone with them')
+  t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), ['connect4', 'getpeername4', 'sockops'], 'every link pinned again')
+  t.same(
+    attachedPrograms(fixture.node).map((program) => [program.attach_type, program.id]).sort(),
+    [
+      ['cgroup_inet4_connect', after.programs.connect4],
+      ['cgroup_inet4_getpeername', after.programs.getpeername4],
+      ['cgroup_sock_ops', after.programs.sockops],
+    ].sort(),
+    'attached: exactly the new programs, once each (the two old links that survived were detached)',
+  )
+
+  second.setEnrolledCgroups([cgroupIdOf(pod)])
+  const client = await connectFrom(t, pod, '198.18.7.7', 80)
+  t.same({ address: client.remoteAddress, port: client.remotePort }, { address: '198.18.7.7', port: 80 }, 'redirected, and getpeername shows the original peer')
+  t.equal(proxy.accepted.length, 1, 'the proxy accepted the connection')
+  t.same(second.takeOriginalDestination(proxy.accepted[0]?.peerIp ?? '', proxy.accepted[0]?.peerPort ?? 0), {
+    ip: '198.18.7.7',
+    port: 80,
+    sourceCgroupId: cgroupIdOf(pod),
+  }, 'sockops recorded the original destination (the hook whose link was missing)')
   t.end()
 })
 
