@@ -22,6 +22,10 @@ import {
   startInLab, stopProcess, toolVersion, writeConfig, type Started,
 } from './servers.ts'
 import { sidecarConnections, startSidecars, stopSidecar, type Sidecar } from './sidecar.ts'
+import {
+  accessLogLinesByService, accessLogSetting, applyL7Services, l7PodLabels, l7RequestsCounted, L7_SERVICE_PORT, L7_SERVICES,
+} from './l7.ts'
+import { DEFAULTS as NODE_DEFAULTS } from '../src/config/node-config.ts'
 
 const LOADGEN = fileURLToPath(new URL('./loadgen.ts', import.meta.url))
 
@@ -52,7 +56,10 @@ export const PROFILES: Record<'quick' | 'default', Omit<BenchOptions, 'onProgres
 export const CONFIGURATIONS: ConfigurationInfo[] = [
   { id: 'direct', title: 'direct (no mesh)', available: true, description: 'An unenrolled client pod connects straight to the server pod: the floor every other row is compared with.' },
   { id: 'weft-l4', title: 'weft L4', available: true, description: 'An enrolled client pod: eBPF redirects its connect to the node proxy (one `weft node` per node), which splices bytes to the server pod (same node) or through the pooled HTTP/2 CONNECT tunnel to the destination node\'s proxy (cross node: two proxies).' },
-  { id: 'weft-l7', title: 'weft L7 (HTTP, metrics on)', available: false, reason: 'L7 (issue 4) is in progress: its HTTP/1.1 path landed after this harness was written and is not measured here yet', description: 'Will be the same path as weft L4 with the HTTP pipeline in the node proxy.' },
+  {
+    id: 'weft-l7', title: 'weft L7 (HTTP, metrics on)', available: true,
+    description: `The weft L4 path, but the enrolled client dials a Service VIP (${L7_SERVICES['same-node'].vip} selecting srv1, ${L7_SERVICES['cross-node'].vip} selecting srv2; published over NATS) whose port declares appProtocol: http, so the node proxy terminates HTTP/1.1 (keep-alive to the client) and runs each request through the L7 pipeline (route, EWMA pick, retry policy, per-request metrics, access log), forwarding over a pooled keep-alive connection to the pod (same node) or through the HTTP/2 CONNECT tunnel to node2's proxy, which splices to the pod (cross node: two proxies, the second L4). The daemons run with their default telemetry: metrics on and the access log on (--access-log ${NODE_DEFAULTS.accessLog}, --access-log-sample ${NODE_DEFAULTS.accessLogSample}: a JSON line per request; in the lab stdout is the node's log file). Checked: node1's weft_requests_total for the Service must grow by at least the requests answered in each slice, else the row fails. HTTP only.`,
+  },
   { id: 'sidecar', title: 'sidecar (weft proxy per pod)', available: true, description: 'The sidecar model built from weft\'s own proxy so only the architecture differs: a `weft node` instance in the client pod (eBPF at the pod\'s cgroup intercepts the client\'s outbound) tunnels over HTTP/2 CONNECT to a second instance in the server pod (ssrv1/ssrv2: the same servers as srv1/srv2, kept apart because a pod with a sidecar is on its sidecar\'s node for every proxy), which connects to the app over the pod\'s own address. Two proxies on every path, same node or not. Each sidecar reads NATS with operator creds (bench only). Not measured: mTLS (weft has none yet) and iptables redirection (eBPF here).' },
   { id: 'nginx', title: 'nginx (node L7 hop)', available: true, description: 'nginx (one worker) in the client node\'s namespace as an HTTP reverse proxy with keep-alive upstream pools; the client addresses it explicitly (no transparent interception). One proxy on either path. HTTP only.' },
   { id: 'haproxy', title: 'haproxy (node L7 hop)', available: true, description: 'haproxy (one thread, HTTP mode, keep-alive and connection reuse) in the client node\'s namespace, addressed explicitly. One proxy on either path. HTTP only.' },
@@ -64,8 +71,9 @@ const TOPOLOGY: TopologyInput = {
     { name: 'plain', node: 'node1', enrolled: false },
     { name: 'meshed', node: 'node1', enrolled: true },
     { name: 'sidecar', node: 'node1', enrolled: false },
-    { name: 'srv1', node: 'node1', enrolled: false },
-    { name: 'srv2', node: 'node2', enrolled: false },
+    // Labelled so that the weft L7 row's Services select them (bench/l7.ts).
+    { name: 'srv1', node: 'node1', enrolled: false, labels: l7PodLabels('srv1') },
+    { name: 'srv2', node: 'node2', enrolled: false, labels: l7PodLabels('srv2') },
     // The sidecar model's servers (same servers, same nodes): a pod with a sidecar is on its
     // sidecar's "node" for every proxy (bench/sidecar.ts), so srv1/srv2 stay the node daemons'.
     { name: 'ssrv1', node: 'node1', enrolled: false },
@@ -82,6 +90,9 @@ interface Scenario {
   port: number
   /** Processes whose CPU and memory are the hop's cost, with labels for the report. */
   proxies: () => { pids: number[]; labels: string[] }
+  /** The weft L7 row: where to read that its requests took the L7 path (the client node's admin
+   *  address and the Service, `namespace/name`, as weft_requests_total labels it). */
+  l7?: { nodeAddress: string; service: string }
 }
 
 interface Accumulator {
@@ -94,6 +105,11 @@ interface Accumulator {
   proxyLabels: string[]
   closed: ClosedLoopResult | null
   failure: string | undefined
+  /** The weft L7 row: requests sent, requests the client node's L7 proxy counted for the Service,
+   *  access log lines written for it (counted at the end of the run). */
+  l7: { requestsSent: number; requestsCounted: number; accessLogLines: number } | undefined
+  /** The traffic did not take the path the row is about: the row fails with this reason. */
+  pathProblem: string | undefined
 }
 
 /** Where the load generator runs and where everything else does, when there are CPUs to spare. */
@@ -112,9 +128,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const work = mkdtempSync(join(tmpdir(), 'weft-bench-'))
   const runIds = options.runIds ?? { main: randomRunId(), density: randomRunId() }
   const results: ScenarioResult[] = []
+  const notes: { l7Telemetry?: string } = {}
   let density: DensityResult = { status: 'skipped', reason: 'no pod counts given', method: '', weft: [], sidecar: [] }
   try {
-    const accumulators = await runLatency(options, runIds.main, work, pinning, flags)
+    const accumulators = await runLatency(options, runIds.main, work, pinning, flags, notes)
     results.push(...summarise(options, accumulators, flags))
     if (options.densityPods.length > 0) density = await runDensity(options, runIds.density, work, pinning, flags)
   } finally {
@@ -135,7 +152,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       sliceSeconds: options.sliceSeconds, warmupSeconds: options.warmupSeconds, closedLoopSeconds: options.closedLoopSeconds,
       closedLoopConnections: options.closedLoopConnections, workloads: options.workloads, densityPods: options.densityPods, cpuPinning: pinning,
     },
-    configurations: CONFIGURATIONS,
+    configurations: CONFIGURATIONS.map((c) => (c.id === 'weft-l7' && notes.l7Telemetry ? { ...c, description: `${c.description} ${notes.l7Telemetry}` } : c)),
     results,
     density,
     flags,
@@ -174,7 +191,7 @@ function pinDaemons(lab: Lab, cpus: string | undefined): void {
   }
 }
 
-async function runLatency(options: BenchOptions, runId: string, work: string, pinning: ReturnType<typeof cpuPinning>, flags: string[]): Promise<Map<string, Accumulator>> {
+async function runLatency(options: BenchOptions, runId: string, work: string, pinning: ReturnType<typeof cpuPinning>, flags: string[], notes: { l7Telemetry?: string }): Promise<Map<string, Accumulator>> {
   const progress = options.onProgress
   const other = pinning?.everythingElse
   const lab = await labUpWhenFree(TOPOLOGY, runId, options, true)
@@ -203,6 +220,11 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
     const haproxy = await startInLab(lab, 'node1', 'haproxy', ['haproxy', '-f', haproxyConf, '-db'], other, { host: node1.proxyIp, port: PROXY_PORTS.haproxy['same-node'] }, join(work, 'haproxy', 'out.log'))
     processes.push(haproxy)
     progress('node-level proxies up: nginx and haproxy in node1')
+    const l7Wanted = options.workloads.includes('http')
+    if (l7Wanted) {
+      await applyL7Services(lab, srv1.namespace)
+      progress(`weft L7 Services applied on every node: ${Object.entries(L7_SERVICES).map(([path, s]) => `${s.vip}:${L7_SERVICE_PORT} -> ${s.pod} (${path})`).join(', ')}, appProtocol http`)
+    }
     sidecars = await startSidecars(lab, [lab.pod('sidecar'), ssrv1, ssrv2], work, other)
     progress(`sidecars up: ${sidecars.map((s) => s.name).join(', ')}`)
 
@@ -225,6 +247,12 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
           proxies: () => ({ pids: [...sidecarPid('sidecar'), ...sidecarPid(sidecarServer.name)], labels: ['weft sidecar (client pod)', `weft sidecar (${sidecarServer.name})`] }),
         })
         if (workload === 'http') {
+          const service = L7_SERVICES[path]
+          scenarios.push({
+            ...base, configuration: 'weft-l7', client: 'meshed', host: service.vip, port: L7_SERVICE_PORT,
+            proxies: () => (path === 'same-node' ? { pids: daemon('node1'), labels: ['weft node1'] } : { pids: [...daemon('node1'), ...daemon('node2')], labels: ['weft node1 (L7)', 'weft node2 (L4 from the tunnel)'] }),
+            l7: { nodeAddress: node1.address, service: `${srv1.namespace}/${service.name}` },
+          })
           scenarios.push({ ...base, configuration: 'nginx', client: 'plain', host: node1.proxyIp, port: PROXY_PORTS.nginx[path], proxies: () => ({ pids: withChildren(nginxProxy.pid), labels: ['nginx master+worker'] }) })
           scenarios.push({ ...base, configuration: 'haproxy', client: 'plain', host: node1.proxyIp, port: PROXY_PORTS.haproxy[path], proxies: () => ({ pids: withChildren(haproxy.pid), labels: ['haproxy'] }) })
         }
@@ -258,7 +286,9 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
         done++
         if (acc.failure) continue
         try {
+          const before = s.l7 ? await l7RequestsCounted(s.l7.nodeAddress, s.l7.service) : 0
           const result = await closedLoopSlice(lab, s, options, pinning?.loadGenerator)
+          if (s.l7) checkL7(acc, s, 'closed loop', result.requests, result.requests, (await l7RequestsCounted(s.l7.nodeAddress, s.l7.service)) - before, progress)
           const c = acc.closed ?? { tool: result.tool, connections: result.connections, seconds: 0, requests: 0, errors: 0, requestsPerSecond: 0 }
           c.seconds += result.seconds
           c.requests += result.requests
@@ -271,6 +301,19 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
           progress(`closed loop ${key(s)}: FAILED: ${(error as Error).message}`)
         }
       }
+    }
+    if (l7Wanted) {
+      const setting = accessLogSetting(lab.daemonPid('node1'))
+      const lines = accessLogLinesByService(lab.logFile('node1'))
+      const counted: string[] = []
+      for (const s of scenarios) {
+        const acc = accumulators.get(key(s)) as Accumulator
+        if (!s.l7 || !acc.l7) continue
+        acc.l7.accessLogLines = lines.get(s.l7.service) ?? 0
+        counted.push(`${s.path}: ${acc.l7.accessLogLines.toLocaleString('en-US')} access log lines for ${acc.l7.requestsCounted.toLocaleString('en-US')} requests`)
+      }
+      notes.l7Telemetry = `This run: node1's daemon ran with --access-log ${setting.destination} --access-log-sample ${setting.sampleRate}${setting.fromDefaults ? ' (its defaults)' : ''}; ${counted.join('; ')}.`
+      progress(`weft L7: ${notes.l7Telemetry}`)
     }
     return accumulators
   } finally {
@@ -300,13 +343,28 @@ async function checkSidecarPath(sidecars: Sidecar[], flags: string[], progress: 
   }
 }
 
+/** The weft L7 row is only L7 if its requests took the L7 path: the client node's L7 proxy must
+ *  have counted (weft_requests_total for the Service) at least the requests that were answered.
+ *  Fewer means some went another way (spliced as opaque TCP, or not through weft at all): the row
+ *  fails, with the counts. */
+function checkL7(acc: Accumulator, s: Scenario, phase: string, sent: number, answered: number, counted: number, progress: (line: string) => void): void {
+  const l7 = acc.l7 ?? { requestsSent: 0, requestsCounted: 0, accessLogLines: 0 }
+  l7.requestsSent += sent
+  l7.requestsCounted += counted
+  acc.l7 = l7
+  progress(`weft L7 path: ${key(s)} ${phase}: ${sent} requests sent, ${answered} answered, ${counted} counted by node1's L7 proxy (weft_requests_total, ${s.l7?.service})`)
+  if (counted < answered && !acc.pathProblem) {
+    acc.pathProblem = `not through L7: node1's weft_requests_total for ${s.l7?.service} grew by ${counted} in a ${phase} slice that got ${answered} answers (of ${sent} sent)`
+  }
+}
+
 const key = (s: { configuration: string; path: string; workload: string }): string => `${s.configuration}/${s.path}/${s.workload}`
 
 function newAccumulator(): Accumulator {
   return {
     latency: hdr.build(HISTOGRAM_OPTIONS), service: hdr.build(HISTOGRAM_OPTIONS),
     counts: { slices: 0, scheduled: 0, ok: 0, badStatus: 0, connectionErrors: 0, timeouts: 0, maxTimerLagUs: 0 },
-    cpuSeconds: 0, requestsForCpu: 0, rssBytes: 0, proxyLabels: [], closed: null, failure: undefined,
+    cpuSeconds: 0, requestsForCpu: 0, rssBytes: 0, proxyLabels: [], closed: null, failure: undefined, l7: undefined, pathProblem: undefined,
   }
 }
 
@@ -317,12 +375,15 @@ async function openLoopSlice(lab: Lab, s: Scenario, acc: Accumulator, options: B
   }
   const argv = [process.execPath, '--disable-warning=ExperimentalWarning', LOADGEN, JSON.stringify(spec)]
   const proxies = s.proxies()
+  const l7Before = s.l7 ? await l7RequestsCounted(s.l7.nodeAddress, s.l7.service) : 0
   const cpuBefore = totalCpuSeconds(proxies.pids)
   const run = await lab.run(s.client, cpu ? ['taskset', '-c', cpu, ...argv] : argv, { timeoutMs: spec.durationMs + spec.warmupMs + 20_000 })
   const cpuAfter = totalCpuSeconds(proxies.pids)
   const line = run.stdout.trim().split('\n').pop() ?? ''
   if (run.code !== 0 || !line.startsWith('{')) throw new Error(`load generator in ${s.client} exited ${run.code}: ${(run.stderr || run.stdout).trim().slice(-400)}`)
   const result = JSON.parse(line) as LoadResult
+  const warmupSent = Math.round(options.rate * options.warmupSeconds)
+  if (s.l7) checkL7(acc, s, 'open loop', result.scheduled + warmupSent, result.ok, (await l7RequestsCounted(s.l7.nodeAddress, s.l7.service)) - l7Before, options.onProgress)
   acc.latency.add(hdr.decodeFromCompressedBase64(result.latency))
   acc.service.add(hdr.decodeFromCompressedBase64(result.serviceTime))
   const c = acc.counts
@@ -335,7 +396,7 @@ async function openLoopSlice(lab: Lab, s: Scenario, acc: Accumulator, options: B
   c.maxTimerLagUs = Math.max(c.maxTimerLagUs, result.maxTimerLagUs)
   // The CPU window holds the warm-up requests too.
   acc.cpuSeconds += cpuAfter - cpuBefore
-  acc.requestsForCpu += result.scheduled + Math.round(options.rate * options.warmupSeconds)
+  acc.requestsForCpu += result.scheduled + warmupSent
   acc.rssBytes = Math.max(acc.rssBytes, totalRssBytes(proxies.pids))
   acc.proxyLabels = proxies.labels
 }
@@ -385,6 +446,11 @@ function summarise(options: BenchOptions, accumulators: Map<string, Accumulator>
           results.push({ ...base, status: 'failed', reason: acc.failure, flagged: true, openLoop: null, closedLoop: acc.closed, proxy: null })
           continue
         }
+        if (acc.pathProblem) {
+          flags.push(`${key(base)}: failed: ${acc.pathProblem}`)
+          results.push({ ...base, status: 'failed', reason: acc.pathProblem, flagged: true, openLoop: null, closedLoop: acc.closed, proxy: null, ...(acc.l7 ? { l7: acc.l7 } : {}) })
+          continue
+        }
         const latency = percentiles(acc.latency)
         const errorsTotal = acc.counts.badStatus + acc.counts.connectionErrors + acc.counts.timeouts
         const closedErrors = acc.closed?.errors ?? 0
@@ -408,6 +474,7 @@ function summarise(options: BenchOptions, accumulators: Map<string, Accumulator>
             cpuSecondsPer1000Requests: acc.requestsForCpu > 0 ? Math.round((acc.cpuSeconds / acc.requestsForCpu) * 1000 * 10000) / 10000 : 0,
             rssBytes: acc.rssBytes,
           },
+          ...(acc.l7 ? { l7: acc.l7 } : {}),
         })
       }
     }

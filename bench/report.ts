@@ -66,6 +66,18 @@ export interface ScenarioResult {
   openLoop: OpenLoopResult | null
   closedLoop: ClosedLoopResult | null
   proxy: ProxyCost | null
+  /** weft L7 rows only: that the requests took the L7 path, and how much was logged. */
+  l7?: L7PathCheck
+}
+
+/** What the client node's L7 proxy saw of a weft L7 row's requests, over all its slices. */
+export interface L7PathCheck {
+  /** Open loop (warm-up included) and closed loop (wrk's completed requests). */
+  requestsSent: number
+  /** Growth of weft_requests_total for the row's Service on the client's node. */
+  requestsCounted: number
+  /** Access log lines (`"type":"access"`) the client's node wrote for the Service in the run. */
+  accessLogLines: number
 }
 
 export interface DensityPoint { pods: number; processes: number; rssBytes: number; requests: number; errors: number }
@@ -133,6 +145,11 @@ export function renderMarkdown(report: BenchReport): string {
       ].join(' | ').trim())
     }
     lines.push('')
+    const checked = report.results.filter((x) => x.workload === workload && x.l7)
+    if (checked.length > 0) {
+      const n = (v: number): string => v.toLocaleString('en-US')
+      lines.push(`L7 path check (${titles.get('weft-l7') ?? 'weft-l7'}): ${checked.map((x) => `${x.path}: ${n(x.l7!.requestsSent)} requests sent, ${n(x.l7!.requestsCounted)} counted by the client node's L7 proxy (weft_requests_total), ${n(x.l7!.accessLogLines)} access log lines`).join('; ')}.`, '')
+    }
   }
   lines.push('## Density: total proxy memory (RSS) on one node', '')
   const d = report.density

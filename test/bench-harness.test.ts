@@ -1,6 +1,7 @@
 // The benchmark harness on a tiny load: the report has every configuration, every path and
-// workload, counts that add up, errors counted (never dropped), the density view, and the JSON,
-// Markdown and SVG files. No timing assertions: numbers on a shared machine are not a spec.
+// workload, counts that add up, errors counted (never dropped), the weft L7 rows checked to have
+// gone through the L7 proxy, the density view, and the JSON, Markdown and SVG files. No timing
+// assertions: numbers on a shared machine are not a spec.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -10,6 +11,7 @@ import { CONFIGURATIONS, runBench } from '../bench/harness.ts'
 import { SCHEMA_VERSION } from '../bench/report.ts'
 import { parseBenchArgs, writeReport } from '../bench/run.ts'
 import { readReport } from '../bench/harness.ts'
+import { DEFAULTS as NODE_DEFAULTS } from '../src/config/node-config.ts'
 import { requireLab, testRunId } from './helpers/lab.ts'
 
 t.test('options: --quick and overrides', async (t) => {
@@ -50,11 +52,7 @@ t.test('a tiny run: structure and counts', async (t) => {
   t.equal(report.results.length, CONFIGURATIONS.length * 2 * 2)
   for (const r of report.results) {
     const where = `${r.configuration}/${r.path}/${r.workload}`
-    if (r.configuration === 'weft-l7') {
-      t.equal(r.status, 'not-available', `${where}: L7 reported as not available, not faked`)
-      continue
-    }
-    if ((r.configuration === 'nginx' || r.configuration === 'haproxy') && r.workload === 'echo') {
+    if ((r.configuration === 'weft-l7' || r.configuration === 'nginx' || r.configuration === 'haproxy') && r.workload === 'echo') {
       t.equal(r.status, 'not-applicable', where)
       continue
     }
@@ -75,17 +73,32 @@ t.test('a tiny run: structure and counts', async (t) => {
     }
     if (r.configuration === 'direct') t.equal(r.proxy, null, `${where}: no proxy on the direct path`)
     else t.ok(r.proxy && r.proxy.rssBytes > 0 && r.proxy.processes.length > 0, `${where}: proxy memory read`)
+    if (r.configuration === 'weft-l7') {
+      const l7 = r.l7
+      if (!l7) { t.fail(`${where}: no L7 path check`); continue }
+      const answered = o.ok + (r.closedLoop?.requests ?? 0)
+      t.ok(l7.requestsCounted >= answered, `${where}: node1's L7 proxy counted every answered request (${l7.requestsCounted} counted, ${answered} answered)`)
+      t.ok(l7.requestsCounted <= l7.requestsSent + 2 * 16, `${where}: and not more than were sent, give or take wrk's last in-flight requests (${l7.requestsCounted} counted, ${l7.requestsSent} sent)`)
+      // The lab starts daemons with the defaults: every request logged when the default rate is 1.
+      const defaults: { accessLog: string; accessLogSample: number } = NODE_DEFAULTS
+      if (defaults.accessLog !== 'off' && defaults.accessLogSample === 1) t.equal(l7.accessLogLines, l7.requestsCounted, `${where}: an access log line per request at sample rate 1`)
+      else t.ok(l7.accessLogLines <= l7.requestsCounted, `${where}: at most an access log line per request`)
+    } else {
+      t.equal(r.l7, undefined, `${where}: no L7 path check on other rows`)
+    }
   }
+  t.match(report.configurations.find((c) => c.id === 'weft-l7')?.description ?? '', /This run: node1's daemon ran with --access-log \S+ --access-log-sample [\d.]+/, 'the L7 row says the access log setting it measured')
   t.equal(report.density.status, 'measured', `density: ${report.density.reason ?? ''}`)
   t.same(report.density.weft.map((p) => [p.pods, p.processes]), [[1, 1], [2, 1]], 'one weft proxy whatever the pods')
   t.same(report.density.sidecar.map((p) => [p.pods, p.processes]), [[1, 2], [2, 3]], 'a proxy per pod: each client pod and the server pod')
-  t.ok(report.flags.some((f) => f.includes('weft L7')), 'the missing L7 configuration is flagged')
+  t.same(report.flags.filter((f) => f.startsWith('weft-l7/') || f.includes('not measured')), [], 'the weft L7 rows went through the L7 proxy, and every configuration was measured')
   t.same(report.flags.filter((f) => f.startsWith('sidecar:')), [], 'the sidecar rows took the sidecar path (client sidecar tunnelled to the servers\' sidecars)')
 
   t.same(readReport(files.json).results.length, report.results.length, 'the JSON reads back')
   const markdown = readFileSync(files.markdown, 'utf8')
   t.match(markdown, /\| weft L4 \| same-node \|/)
-  t.match(markdown, /not-available: L7/)
+  t.match(markdown, /\| weft L7 \(HTTP, metrics on\) \| cross-node \| \d/)
+  t.match(markdown, /L7 path check \(weft L7 \(HTTP, metrics on\)\): same-node: [\d,]+ requests sent, [\d,]+ counted/)
   const svg = readFileSync(files.svg, 'utf8')
   t.match(svg, /^<svg /)
   t.equal((svg.match(/<rect [^>]*><title>/g) ?? []).length, 4 * report.results.filter((r) => r.status === 'measured').length, 'four percentile bars per measured row')

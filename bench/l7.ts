@@ -1,0 +1,142 @@
+// The weft L7 row: the same lab and servers as weft L4, but the client dials a Service VIP whose
+// port declares `appProtocol: http`, so the node proxy terminates HTTP/1.1 (keep-alive to the
+// client) and runs each request through the L7 pipeline (src/l7: route, EWMA pick, retry policy,
+// metrics, access log), forwarding over pooled keep-alive connections (same node) or through the
+// HTTP/2 CONNECT tunnel to the other node's proxy (cross node; that proxy splices to the pod).
+//
+// The Services are configuration like any other: published on the lab's NATS as operator, and
+// the row waits until both node daemons report that revision applied with neither rejected.
+// The row is only L7 if the requests took the L7 path, so each slice reads the client node's
+// weft_requests_total for the Service before and after and the harness fails the row when it did
+// not grow by the requests that were answered. At the end of the run the harness counts the
+// access log lines the daemon wrote for each Service (to its log: stdout is the default
+// destination), so the report says how much logging the measured numbers include.
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs'
+import { request } from 'node:http'
+import type { NodeStatus } from '../src/config/agent.ts'
+import { DEFAULTS } from '../src/config/node-config.ts'
+import { resourceKey } from '../src/config/resources/index.ts'
+import { ADMIN_PORT, type Lab } from '../src/lab/index.ts'
+import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
+import { HTTP_PORT } from './servers.ts'
+import type { PathId } from './report.ts'
+
+const STATUS_TIMEOUT_MS = 15_000
+
+/** The port every L7 Service listens on (the VIP's port the client dials). */
+export const L7_SERVICE_PORT = 80
+
+/** Per path: the Service the weft L7 row dials, its VIP (inside the lab's 198.19.0.0/16 VIP range)
+ *  and the server pod it selects (by the `app` label the topology gives srv1 and srv2). */
+export const L7_SERVICES: Record<PathId, { name: string; vip: string; pod: string }> = {
+  'same-node': { name: 'bench-l7-srv1', vip: '198.19.0.81', pod: 'srv1' },
+  'cross-node': { name: 'bench-l7-srv2', vip: '198.19.0.82', pod: 'srv2' },
+}
+
+/** The label that the L7 Services select their server pod by. */
+export const l7PodLabels = (pod: string): Record<string, string> => ({ app: `bench-${pod}` })
+
+export function l7ServiceResources(namespace: string): Array<{ key: string; resource: Record<string, unknown> }> {
+  return Object.values(L7_SERVICES).map(({ name, vip, pod }) => ({
+    key: resourceKey({ kind: 'Service', namespace, name }),
+    resource: {
+      apiVersion: 'v1', kind: 'Service', metadata: { name, namespace },
+      spec: { clusterIP: vip, selector: l7PodLabels(pod), ports: [{ name: 'http', port: L7_SERVICE_PORT, targetPort: HTTP_PORT, appProtocol: 'http' }] },
+    },
+  }))
+}
+
+/** Publishes the L7 Services and waits until every node daemon has applied them (none rejected). */
+export async function applyL7Services(lab: Lab, namespace: string): Promise<void> {
+  const resources = l7ServiceResources(namespace)
+  const bus = await lab.connect('operator')
+  try {
+    let revision = 0
+    for (const { key, resource } of resources) revision = await bus.putResource(key, resource)
+    const keys = resources.map((r) => r.key)
+    const deadline = Date.now() + STATUS_TIMEOUT_MS
+    for (;;) {
+      const statuses = new Map((await bus.readStatuses()).map((e) => [e.node, e.status as NodeStatus]))
+      const problems: string[] = []
+      for (const node of lab.nodes) {
+        const status = statuses.get(node.name)
+        if (!status) { problems.push(`${node.name}: no status yet`); continue }
+        const rejected = status.rejected.filter((r) => keys.includes(r.key))
+        if (rejected.length > 0) throw new Error(`node ${node.name} rejected the weft L7 row's Services: ${rejected.map((r) => `${r.key}: ${r.reason}`).join('; ')}`)
+        if (status.revision < revision) problems.push(`${node.name}: at revision ${status.revision}, waiting for ${revision}`)
+      }
+      if (problems.length === 0) return
+      if (Date.now() > deadline) throw new Error(`the weft L7 row's Services were not applied after ${STATUS_TIMEOUT_MS / 1000} s: ${problems.join('; ')}`)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  } finally {
+    await bus.close()
+  }
+}
+
+/** weft_requests_total for one destination service on a node's admin /metrics. */
+export async function l7RequestsCounted(address: string, destinationService: string): Promise<number> {
+  const text = await getText(address, ADMIN_PORT, '/metrics')
+  return sumSamples(parsePrometheusText(text), 'weft_requests_total', { destination_service: destinationService })
+}
+
+/** The daemon's access log setting: its command line's --access-log / --access-log-sample, else
+ *  the defaults (src/config/node-config.ts). */
+export function accessLogSetting(pid: number | undefined): { destination: string; sampleRate: number; fromDefaults: boolean } {
+  let argv: string[] = []
+  try { if (pid) argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0') } catch { /* gone: say the defaults */ }
+  const value = (flag: string): string | undefined => {
+    const i = argv.indexOf(flag)
+    if (i >= 0) return argv[i + 1]
+    return argv.find((a) => a.startsWith(`${flag}=`))?.slice(flag.length + 1)
+  }
+  const destination = value('--access-log')
+  const sample = value('--access-log-sample')
+  return {
+    destination: destination ?? DEFAULTS.accessLog,
+    sampleRate: sample === undefined ? DEFAULTS.accessLogSample : Number(sample),
+    fromDefaults: destination === undefined && sample === undefined,
+  }
+}
+
+/** Access log lines (`"type":"access"`) in a log file, by their destinationService. Read in
+ *  chunks: a default-profile run logs some 100,000 requests. */
+export function accessLogLinesByService(file: string): Map<string, number> {
+  const counts = new Map<string, number>()
+  let fd: number
+  try { fd = openSync(file, 'r') } catch { return counts }
+  try {
+    const buffer = Buffer.alloc(1 << 20)
+    let carry = ''
+    const count = (line: string): void => {
+      if (!line.includes('"type":"access"')) return
+      const service = /"destinationService":"([^"]*)"/.exec(line)?.[1] ?? 'unknown'
+      counts.set(service, (counts.get(service) ?? 0) + 1)
+    }
+    for (;;) {
+      const n = readSync(fd, buffer, 0, buffer.length, null)
+      if (n <= 0) break
+      const lines = (carry + buffer.toString('utf8', 0, n)).split('\n')
+      carry = lines.pop() ?? ''
+      for (const line of lines) count(line)
+    }
+    count(carry)
+    return counts
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function getText(host: string, port: number, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, path, method: 'GET', timeout: 5000 }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => (body += chunk))
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET http://${host}:${port}${path}: ${res.statusCode}`))))
+    })
+    req.on('timeout', () => req.destroy(new Error(`GET http://${host}:${port}${path}: timed out`)))
+    req.on('error', reject)
+    req.end()
+  })
+}
