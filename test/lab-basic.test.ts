@@ -278,6 +278,8 @@ t.test('a lab of two nodes', async (t) => {
     t.match(result.stdout, new RegExp(`^0::/weft-${run}/nodes/node1/client$`, 'm'))
     t.match(result.stdout, /inet 198\.18\.1\.2\/24/)
     t.equal(result.stderr, 'oops\n')
+    const killed = await lab.run('client', ['sh', '-c', 'kill -USR1 $$'])
+    t.equal(killed.code, 128 + 10, 'killed by a signal: 128 + its number, as a shell reports it (SIGUSR1)')
     const onNode = await lab.run('node2', ['ip', '-4', '-o', 'addr', 'show', 'dev', 'pods'])
     t.match(onNode.stdout, /inet 198\.18\.2\.1\/24/, 'a node target runs in the node netns')
     t.throws(() => lab.exec('nope', ['true']), /no pod or node "nope" \(pods: client, echo-a, echo-b, outsider; nodes: node1, node2\)/)
@@ -297,6 +299,14 @@ t.test('a lab of two nodes', async (t) => {
     )
     const exec = runLabCli(['exec', '--run-id', run, 'echo-b', '--', 'sh', '-c', 'echo hi; exit 5'])
     t.same([exec.code, exec.stdout], [5, 'hi\n'], 'exit code and stdout passed through')
+    t.equal(runLabCli(['exec', '--run-id', run, 'echo-b', '--', 'sh', '-c', 'kill -TERM $$']).code, 128 + 15, 'killed by SIGTERM: 143')
+    const table = runLabCli(['ls']).stdout.split('\n').map((line) => line.split(/\s{2,}/))
+    t.same(
+      table.find((row) => row[0] === 'node1'),
+      ['node1', '198.18.0.2', '198.18.1.1', '198.18.1.0/24', `weft-${run}-node1`, '-'],
+      'ls shows a row per node: name, address, proxy ip, pod range, namespace, daemon pid (none here)',
+    )
+    t.same(table.find((row) => row[0] === 'echo-b'), ['echo-b', 'node2', '198.18.2.2', 'yes', 'app=echo'], 'and a row per pod')
 
     const oneLine = (result: { code: number; stderr: string }, pattern: RegExp, name: string): void => {
       t.not(result.code, 0, `${name}: non-zero exit`)

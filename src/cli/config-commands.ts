@@ -24,6 +24,7 @@ import {
   type ValidationContext,
 } from '../config/resources/index.ts'
 import { kindFromArgument, kindNamesList } from './kind-names.ts'
+import { renderTable } from './table.ts'
 import { CONNECTION_OPTIONS, HELP_OPTION, commandHelp, outputFormat, parseCommandArgs, type CommandSpec, type ParsedOptions } from './options.ts'
 
 /** A node whose last status is older than this is shown as stale (daemons republish every 5 s). */
@@ -403,12 +404,6 @@ const SUMMARY: Record<Kind, Column[]> = {
     { header: 'HOSTNAMES', value: (r) => (r.kind === 'GRPCRoute' ? joinOr(r.spec.hostnames ?? []) : '') },
     { header: 'RULES', value: (r) => (r.kind === 'GRPCRoute' ? String(r.spec.rules?.length ?? 0) : '') },
   ],
-}
-
-export function renderTable(headers: string[], rows: string[][]): string {
-  const widths = headers.map((header, i) => Math.max(header.length, ...rows.map((row) => (row[i] ?? '').length)))
-  const line = (cells: string[]): string => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join('   ').trimEnd()
-  return [line(headers), ...rows.map(line)].join('\n')
 }
 
 function parseStored(value: string): unknown {

@@ -2,11 +2,13 @@
 // one line on stderr starting with `weft: ` and a non-zero exit.
 import { readFileSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { renderTable } from '../cli/table.ts'
 import { controlPids, labContextIsCurrent, natsPids } from './control-plane.ts'
 import { daemonPids } from './daemons.ts'
 import { LabError } from './errors.ts'
 import { labDown, labDownAll, labUp, listLabs, openLab, type Lab } from './lab.ts'
 import { checkRunId, findRunIds } from './down.ts'
+import { exitStatus } from './processes.ts'
 import { parseTopology, topologyFromShorthand, type Topology } from './topology.ts'
 
 const HELP: Record<string, string> = {
@@ -201,7 +203,7 @@ async function exec(args: string[]): Promise<number> {
   try {
     return await new Promise<number>((resolve, reject) => {
       child.on('error', (error) => reject(new LabError(`lab exec: cannot run ${command[0]}: ${error.message}`)))
-      child.on('exit', (code, signal) => resolve(code ?? 128 + signalNumber(signal)))
+      child.on('exit', (code, signal) => resolve(exitStatus(code, signal)))
     })
   } finally {
     process.off('SIGINT', ignore).off('SIGTERM', forward).off('SIGHUP', forward)
@@ -246,28 +248,23 @@ function printLab(lab: Lab): void {
     '',
   ]
   lines.push(
-    ...table([
+    renderTable(
       ['NODE', 'ADDRESS', 'PROXY IP', 'POD RANGE', 'NAMESPACE', 'DAEMON'],
-      ...lab.nodes.map((n) => [n.name, n.address, n.proxyIp, n.podCidr, n.netns, String(daemonPids(n)[0] ?? '-')]),
-    ]),
+      lab.nodes.map((n) => [n.name, n.address, n.proxyIp, n.podCidr, n.netns, String(daemonPids(n)[0] ?? '-')]),
+    ),
     '',
-    ...table([
+    renderTable(
       ['POD', 'NODE', 'IP', 'ENROLLED', 'LABELS'],
-      ...lab.pods.map((p) => [
+      lab.pods.map((p) => [
         p.name,
         p.node,
         p.ip,
         p.enrolled ? 'yes' : 'no',
         Object.entries(p.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-',
       ]),
-    ]),
+    ),
   )
   process.stdout.write(`${lines.join('\n')}\n`)
-}
-
-function table(rows: string[][]): string[] {
-  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? []
-  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd())
 }
 
 function resolveLab(runId: string | undefined): Lab {
@@ -293,11 +290,6 @@ function describeRuns(runs: string[]): string {
 function wholeNumber(option: string, text: string): number {
   if (!/^\d+$/.test(text)) throw new LabError(`lab up: ${option} must be a whole number (got "${text}")`)
   return Number(text)
-}
-
-function signalNumber(signal: NodeJS.Signals | null): number {
-  const numbers: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 }
-  return signal ? (numbers[signal] ?? 1) : 1
 }
 
 function oneLine(error: unknown, command: string | undefined): string {

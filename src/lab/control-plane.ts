@@ -11,9 +11,9 @@ import { controlUserMayServe, requestRegister } from '../control/index.ts'
 import { CLI_MAIN } from './daemons.ts'
 import { LabError } from './errors.ts'
 import { credsFile, labNames, labResources, type LabNatsUser, type LabPlan } from './plan.ts'
-import { isAlive, spawnInCgroup } from './sys.ts'
+import { cgroupPids, logTail, stopCgroup } from './processes.ts'
+import { spawnInCgroup } from './sys.ts'
 
-const STOP_TIMEOUT_MS = 10_000
 /** weft control is a fresh node process: give it time to load before the first request. */
 const CONTROL_START_TIMEOUT_MS = 20_000
 
@@ -46,30 +46,9 @@ function writeCreds(plan: LabPlan, passwords: Record<string, string>): void {
 }
 
 
-function cgroupPids(cgroup: string): number[] {
-  try {
-    return readFileSync(join(cgroup, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number).filter(isAlive)
-  } catch {
-    return []
-  }
-}
-
-async function stopCgroup(cgroup: string, what: string, signal: NodeJS.Signals): Promise<void> {
-  for (const pid of cgroupPids(cgroup)) {
-    try {
-      process.kill(pid, signal)
-    } catch {
-      // Gone already.
-    }
-  }
-  const deadline = Date.now() + STOP_TIMEOUT_MS
-  while (cgroupPids(cgroup).length > 0) {
-    if (Date.now() > deadline) throw new LabError(`${what} still running ${STOP_TIMEOUT_MS / 1000} s after ${signal} (pids ${cgroupPids(cgroup).join(', ')})`)
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-}
-
 export const natsPids = (plan: LabPlan): number[] => cgroupPids(plan.nats.cgroup)
+/** Where startNatsServer has nats-server log (`<state>/nats/nats-server.log`). */
+export const natsLogFile = (plan: LabPlan): string => join(plan.nats.dir, 'nats-server.log')
 export const controlPids = (plan: LabPlan): number[] => cgroupPids(plan.control.cgroup)
 
 /**
@@ -101,7 +80,7 @@ export async function startNats(plan: LabPlan): Promise<void> {
 }
 
 export async function stopNats(plan: LabPlan, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  await stopCgroup(plan.nats.cgroup, `lab ${plan.runId}: nats-server`, signal)
+  await stopCgroup(plan.nats.cgroup, `lab ${plan.runId}: nats-server`, signal, natsLogFile(plan))
 }
 
 /** Records the lab's NATS as the current context (operator credentials), like a kubeconfig. */
@@ -137,7 +116,7 @@ export function startControl(plan: LabPlan): void {
 }
 
 export async function stopControl(plan: LabPlan, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  await stopCgroup(plan.control.cgroup, `lab ${plan.runId}: weft control`, signal)
+  await stopCgroup(plan.control.cgroup, `lab ${plan.runId}: weft control`, signal, plan.control.logFile)
 }
 
 /** A bus client of the lab's NATS as one of its users (from the host, through wh-<run>). */
@@ -156,7 +135,7 @@ export async function registerLab(plan: LabPlan, progress: (line: string) => voi
         const reply = await requestRegister(bus, resource, { waitForControlMs })
         return reply.ok ? undefined : reply.error
       } catch (error) {
-        if (error instanceof BusError) throw new LabError(`lab ${plan.runId}: registering through weft control: ${error.message}; see ${plan.control.logFile}${logTail(plan.control.logFile)}`)
+        if (error instanceof BusError) throw new LabError(`lab ${plan.runId}: registering through weft control: ${error.message}; see ${plan.control.logFile}${logTail(plan.control.logFile, 3)}`)
         throw error
       }
     }
@@ -165,14 +144,5 @@ export async function registerLab(plan: LabPlan, progress: (line: string) => voi
     progress(`lab ${plan.runId}: registered ${plan.nodes.length} node(s) and ${plan.pods.length} pod(s) through weft control`)
   } finally {
     await bus.close()
-  }
-}
-
-function logTail(file: string): string {
-  try {
-    const lines = readFileSync(file, 'utf8').trimEnd().split('\n').slice(-3)
-    return lines.length && lines[0] ? ` (last lines: ${lines.join(' | ')})` : ''
-  } catch {
-    return ''
   }
 }

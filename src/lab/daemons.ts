@@ -3,18 +3,17 @@
 // never intercepted), reading its configuration from the lab's NATS as `node-<name>`, logging to
 // <state dir>/<node>.log.
 import type { ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { LabError } from './errors.ts'
 import { ADMIN_PORT, credsFile, LAB_CIDR, UNDERLAY_CIDR, type LabNode, type LabPlan } from './plan.ts'
-import { isAlive, spawnInCgroup } from './sys.ts'
+import { cgroupPids, logTail, stopCgroup } from './processes.ts'
+import { spawnInCgroup } from './sys.ts'
 
 const REPO_ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 export const CLI_MAIN = join(REPO_ROOT, 'src', 'cli', 'main.ts')
 const READY_TIMEOUT_MS = 20_000
-const STOP_TIMEOUT_MS = 10_000
 
 /** Builds the argv of a node's daemon; the default is `weft node` with the lab's addresses. */
 export type DaemonCommand = (plan: LabPlan, node: LabNode) => string[]
@@ -43,15 +42,7 @@ export function spawnDaemon(plan: LabPlan, node: LabNode, command: DaemonCommand
 
 /** Pids in the node's daemon cgroup (the daemon, and anything it started). */
 export function daemonPids(node: LabNode): number[] {
-  try {
-    return readFileSync(join(node.daemonCgroup, 'cgroup.procs'), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map(Number)
-      .filter(isAlive)
-  } catch {
-    return []
-  }
+  return cgroupPids(node.daemonCgroup)
 }
 
 export async function waitDaemonReady(node: LabNode, child: ChildProcess | undefined, timeoutMs = READY_TIMEOUT_MS): Promise<void> {
@@ -62,31 +53,17 @@ export async function waitDaemonReady(node: LabNode, child: ChildProcess | undef
   })
   const url = `http://${node.address}:${ADMIN_PORT}/readyz`
   for (;;) {
-    if (exited) throw new LabError(`node daemon ${node.name} ${exited} before it was ready; see ${node.logFile}${logTail(node)}`)
+    if (exited) throw new LabError(`node daemon ${node.name} ${exited} before it was ready; see ${node.logFile}${logTail(node.logFile)}`)
     if (await answers200(node.address, ADMIN_PORT, '/readyz')) return
     if (Date.now() > deadline) {
-      throw new LabError(`node daemon ${node.name} not ready after ${timeoutMs / 1000} s (${url} did not answer 200); see ${node.logFile}${logTail(node)}`)
+      throw new LabError(`node daemon ${node.name} not ready after ${timeoutMs / 1000} s (${url} did not answer 200); see ${node.logFile}${logTail(node.logFile)}`)
     }
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }
 
 export async function stopDaemonProcesses(node: LabNode, signal: NodeJS.Signals): Promise<void> {
-  const pids = daemonPids(node)
-  for (const pid of pids) {
-    try {
-      process.kill(pid, signal)
-    } catch {
-      // Gone already.
-    }
-  }
-  const deadline = Date.now() + STOP_TIMEOUT_MS
-  while (daemonPids(node).length > 0) {
-    if (Date.now() > deadline) {
-      throw new LabError(`node daemon ${node.name} still running ${STOP_TIMEOUT_MS / 1000} s after ${signal} (pids ${daemonPids(node).join(', ')}); see ${node.logFile}`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
+  await stopCgroup(node.daemonCgroup, `node daemon ${node.name}`, signal, node.logFile)
 }
 
 export function answers200(host: string, port: number, path: string): Promise<boolean> {
@@ -99,13 +76,4 @@ export function answers200(host: string, port: number, path: string): Promise<bo
     req.on('error', () => resolve(false))
     req.end()
   })
-}
-
-function logTail(node: LabNode): string {
-  try {
-    const lines = readFileSync(node.logFile, 'utf8').trimEnd().split('\n').slice(-5)
-    return lines.length && lines[0] ? ` (last lines: ${lines.join(' | ')})` : ''
-  } catch {
-    return ''
-  }
 }

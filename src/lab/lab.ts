@@ -13,6 +13,7 @@ import {
   connectLab,
   controlPids,
   labContextIsCurrent,
+  natsLogFile,
   natsPids,
   registerLab,
   startControl,
@@ -21,6 +22,7 @@ import {
   stopNats,
   writeLabContext,
 } from './control-plane.ts'
+import { exitStatus } from './processes.ts'
 import { buildNetwork, ensureHostUnreachableRoute, hostRoutes } from './network.ts'
 import { credsFile, labNames, labResources, planLab, type LabNatsUser, type LabNode, type LabPlan, type LabPod } from './plan.ts'
 import { readState, STATE_VERSION, writeState, type LabState } from './state.ts'
@@ -61,7 +63,6 @@ export class Lab {
   /** The context `up` recorded (and made current) for `weft apply|get|delete|status`. */
   readonly contextName: string
   readonly plan: LabPlan
-  readonly #daemons = new Map<string, ChildProcess>()
   readonly #daemonCommand: DaemonCommand
 
   constructor(plan: LabPlan, command: DaemonCommand = daemonCommand) {
@@ -173,7 +174,7 @@ export class Lab {
       })
       child.on('close', (code, signal) => {
         clearTimeout(timer)
-        resolve({ code: exitCode(code, signal), stdout, stderr })
+        resolve({ code: exitStatus(code, signal), stdout, stderr })
       })
       child.stdin?.on('error', () => {})
       child.stdin?.end(options.input ?? '')
@@ -185,16 +186,12 @@ export class Lab {
     const node = this.node(nodeName)
     const running = daemonPids(node)
     if (running.length > 0) throw new LabError(`node daemon ${node.name} is already running (pid ${running.join(', ')})`)
-    const child = spawnDaemon(this.plan, node, this.#daemonCommand)
-    this.#daemons.set(node.name, child)
-    await waitDaemonReady(node, child)
+    await waitDaemonReady(node, spawnDaemon(this.plan, node, this.#daemonCommand))
   }
 
   /** Signals the node's daemon and waits until it has exited. */
   async stopDaemon(nodeName: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const node = this.node(nodeName)
-    await stopDaemonProcesses(node, signal)
-    this.#daemons.delete(node.name)
+    await stopDaemonProcesses(this.node(nodeName), signal)
   }
 
   /** The daemon's pid, read from its cgroup (so it also works on a lab opened from state.json). */
@@ -246,7 +243,7 @@ export async function labUp(topologyInput: TopologyInput, options: LabUpOptions 
     progress(`lab ${runId}: up with ${plan.nodes.length} node(s), ${plan.pods.length} pod(s)`)
     ensureHostUnreachableRoute()
     buildNetwork(plan, progress)
-    progress(`lab ${runId}: NATS with JetStream on ${plan.nats.url} (underlay netns; log ${join(plan.nats.dir, 'nats-server.log')})`)
+    progress(`lab ${runId}: NATS with JetStream on ${plan.nats.url} (underlay netns; log ${natsLogFile(plan)})`)
     await startNats(plan)
     writeLabContext(plan)
     progress(`lab ${runId}: context ${plan.nats.contextName} is current (weft apply|get|delete|status need no flags)`)
@@ -281,7 +278,7 @@ function keepDaemonLogs(plan: LabPlan, error: unknown): string {
   const logs: [string, string][] = [
     ...plan.nodes.map((node): [string, string] => [node.name, node.logFile]),
     ['control', plan.control.logFile],
-    ['nats-server', join(plan.nats.dir, 'nats-server.log')],
+    ['nats-server', natsLogFile(plan)],
   ]
   for (const [name, logFile] of logs) {
     if (!existsSync(logFile)) continue
@@ -361,10 +358,3 @@ export function randomRunId(): string {
   const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789'
   return [...randomBytes(6)].map((byte) => alphabet[byte % alphabet.length]).join('')
 }
-
-function exitCode(code: number | null, signal: NodeJS.Signals | null): number {
-  if (code !== null) return code
-  const signals: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 }
-  return 128 + (signal ? (signals[signal] ?? 1) : 1)
-}
-
