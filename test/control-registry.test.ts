@@ -8,7 +8,7 @@ import type { Test } from 'tap'
 import t from 'tap'
 
 import { connectBus, startNatsServer, type BusCredentials } from '../src/bus/index.ts'
-import { controlUserMayServe, requestDeregister, requestRegister, type RegistryReply } from '../src/control/index.ts'
+import { requestDeregister, requestRegister, type RegistryReply } from '../src/control/index.ts'
 
 const cli = join(import.meta.dirname, '..', 'src', 'cli', 'main.ts')
 
@@ -53,9 +53,8 @@ t.test('weft control owns the workload registry', async (t) => {
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const server = await startNatsServer({ dir, nodes: ['node1'] })
   t.teardown(() => server.stop())
-  // The lab does the same: `control` once src/bus lets it serve weft.control.>, `operator` until then.
-  const identity = controlUserMayServe() ? server.credentials.control : server.credentials.operator
-  const control = await startControl(t, ['--creds', credsFile(dir, identity.user, identity)])
+  // As the lab runs it: the user `control`, which src/bus lets serve weft.control.>.
+  const control = await startControl(t, ['--creds', credsFile(dir, 'control', server.credentials.control)])
   const operator = await connectBus(server.credentials.operator)
   t.teardown(() => operator.close())
 
@@ -109,13 +108,12 @@ t.test('weft control owns the workload registry', async (t) => {
     t.match(replies, { ok: false, error: /nobody serves weft\.control\.register .*is weft control running\?/ }, 'without it, a request fails at once, saying so')
   })
 
-  if (!controlUserMayServe()) {
-    await t.test('as `control` it says which permission it lacks (until src/bus grants weft.control.>)', async (t) => {
-      const result = spawnSync(process.execPath, [cli, 'control', '--creds', credsFile(dir, 'control', server.credentials.control)], { encoding: 'utf8', timeout: 15_000 })
-      t.equal(result.status, 1)
-      t.match(result.stderr, /^weft: control: nats: user control may not serve weft\.control\.> \(permission denied on subscription to weft\.control\.(register|deregister)\)/)
-    })
-  }
+  await t.test('as a user that may not serve weft.control.> it stops at start, saying which permission it lacks', async (t) => {
+    const node = server.credentials.node('node1')
+    const result = spawnSync(process.execPath, [cli, 'control', '--creds', credsFile(dir, node.user, node)], { encoding: 'utf8', timeout: 15_000 })
+    t.equal(result.status, 1)
+    t.match(result.stderr, /^weft: control: nats: user node-node1 may not serve weft\.control\.> \(permission denied on subscription to weft\.control\.(register|deregister)\)/)
+  })
 })
 
 t.test('weft control --help says what it is for', async (t) => {

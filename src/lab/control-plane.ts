@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path'
 
 import { BusError, connectBus, readContext, removeContext, startNatsServer, writeContext, type Bus, type BusCredentials } from '../bus/index.ts'
-import { controlUserMayServe, requestRegister } from '../control/index.ts'
+import { requestRegister } from '../control/index.ts'
 import { CLI_MAIN } from './daemons.ts'
 import { LabError } from './errors.ts'
 import { credsFile, labNames, labResources, type LabNatsUser, type LabPlan } from './plan.ts'
@@ -102,16 +102,11 @@ export function labContextIsCurrent(plan: LabPlan): boolean {
   }
 }
 
-/** Who weft control runs as: `control`, once src/bus lets that user serve weft.control.>. */
-export function controlIdentity(): LabNatsUser {
-  return controlUserMayServe() ? 'control' : 'operator'
-}
-
 /** Starts `weft control` in the underlay netns and its cgroup, logging to <state>/control.log. */
 export function startControl(plan: LabPlan): void {
   const running = controlPids(plan)
   if (running.length > 0) throw new LabError(`lab ${plan.runId}: weft control is already running (pid ${running.join(', ')})`)
-  const argv = [process.execPath, CLI_MAIN, 'control', '--creds', credsFile(plan, controlIdentity())]
+  const argv = [process.execPath, CLI_MAIN, 'control', '--creds', credsFile(plan, 'control')]
   spawnInCgroup(plan.underlayNetns, plan.control.cgroup, argv, plan.control.logFile)
 }
 
