@@ -108,6 +108,23 @@ t.test('off writes nothing; a file that cannot be opened is a clear error', asyn
   t.throws(() => openAccessLog({ destination: missing, sampleRate: 1 }), { message: `${missing}: cannot open it for appending (ENOENT); check that the directory exists and is writable, or use --access-log stdout or off` })
 })
 
+t.test('a write that fails stops access logging and says so once; close still returns', async (t) => {
+  // /dev/full answers every write with ENOSPC, as a full disk does.
+  const errors: Error[] = []
+  const log = openAccessLog({ destination: '/dev/full', sampleRate: 1, onError: (err) => errors.push(err) })
+  t.teardown(() => log.close())
+  t.ok(log.sampled())
+  log.write(entry(1))
+  await new Promise<void>((resolve) => {
+    const poll = setInterval(() => { if (errors.length > 0) { clearInterval(poll); resolve() } }, 5)
+  })
+  log.write(entry(2))
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  t.same(errors.map((e) => (e as NodeJS.ErrnoException).code), ['ENOSPC'])
+  t.notOk(log.sampled(), 'no more requests are sampled')
+  await log.close(1000)
+})
+
 t.test('stdout: access lines and the daemon\'s own log lines share it, every line whole JSON, told apart by type', async (t) => {
   // A child process writes both kinds through the real code to a pipe, as a container runtime reads a node's log.
   const dir = tempDir(t)
@@ -188,13 +205,23 @@ t.test('the L7 metrics appear in the Prometheus text with their declared labels'
   closeHttp()
   closeHttp() // a second call changes nothing
 
+  // Bucket bounds are inclusive (le); a duration that is not a number counts as 0.
+  const edge: RequestLabels = { ...http, destination_service: 'shop/edge', response_code: '503' }
+  metrics.recordRequest(edge, { durationS: 0.005, requestBytes: 0, responseBytes: 0 })
+  metrics.recordRequest(edge, { durationS: Number.NaN, requestBytes: 0, responseBytes: 0 })
+  metrics.recordRequest(edge, { durationS: 60, requestBytes: 0, responseBytes: 0 })
+
   const samples = parsePrometheusText(await metrics.registry.metrics())
+  const edgeBucket = (le: string) => sumSamples(samples, 'weft_request_duration_seconds_bucket', { response_code: '503', le })
+  t.same(['0.001', '0.0025', '0.005', '10', '+Inf'].map(edgeBucket), [1, 1, 2, 2, 3], 'cumulative buckets, le inclusive')
+  t.equal(sumSamples(samples, 'weft_request_duration_seconds_sum', { response_code: '503' }), 60.005)
+  t.equal(sumSamples(samples, 'weft_request_duration_seconds_count', { response_code: '503' }), 3)
   const only = (name: string) => samples.filter((s) => s.name === name)
   const requestLabelNames = ['destination_service', 'destination_workload', 'grpc_status', 'node', 'protocol', 'reporter', 'response_code', 'source_workload']
   for (const name of ['weft_requests_total', 'weft_request_bytes_total', 'weft_response_bytes_total', 'weft_request_duration_seconds_count']) {
-    t.same(only(name).map((s) => Object.keys(s.labels).sort()), [requestLabelNames, requestLabelNames], `${name}: two series, the request labels`)
+    t.same(only(name).map((s) => Object.keys(s.labels).sort()), [requestLabelNames, requestLabelNames, requestLabelNames], `${name}: three series, the request labels`)
   }
-  t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'http', grpc_status: 'none', node: 'node1' }), 2)
+  t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'http', grpc_status: 'none', response_code: '200', node: 'node1' }), 2)
   t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'grpc', grpc_status: '14' }), 1)
   t.equal(sumSamples(samples, 'weft_request_bytes_total', { destination_service: 'shop/reviews' }), 100)
   t.equal(sumSamples(samples, 'weft_response_bytes_total', { destination_service: 'shop/reviews' }), 3072)

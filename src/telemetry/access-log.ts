@@ -60,7 +60,8 @@ export interface AccessLogWriter extends AccessLog {
   readonly sampleRate: number
   /**
    * Writes out what is still buffered and stops logging (later `sampled()` calls say no).
-   * Gives up after `timeoutMs` (a reader that stopped reading stdout must not hold a shutdown).
+   * Gives up after `timeoutMs`, dropping the rest (a reader that stopped reading stdout must not
+   * hold a shutdown).
    */
   close(timeoutMs?: number): Promise<void>
 }
@@ -128,7 +129,16 @@ export function openAccessLog(options: AccessLogOptions): AccessLogWriter {
   let open = true
   let streamClosed = false
   stream.once('close', () => { streamClosed = true })
+  /**
+   * Drops what is buffered and closes. Needed wherever a write cannot complete: pino flushes a
+   * live destination synchronously at process exit, and sonic-boom's flushSync retries a failing
+   * write forever (ENOSPC included), which would hang the daemon's exit.
+   */
+  const abandon = (): void => {
+    try { stream.destroy() } catch { /* already destroyed (pino's EPIPE handling makes destroy a no-op) */ }
+  }
   stream.on('error', (err: Error) => {
+    abandon()
     if (!open) return
     open = false
     options.onError?.(err)
@@ -143,8 +153,8 @@ export function openAccessLog(options: AccessLogOptions): AccessLogWriter {
       closing ??= new Promise<void>((resolve) => {
         open = false
         if (streamClosed) { resolve(); return }
-        const timer = setTimeout(resolve, timeoutMs)
-        timer.unref()
+        // A reader that stopped reading stdout: give up on the rest rather than hold the exit.
+        const timer = setTimeout(() => { abandon(); resolve() }, timeoutMs)
         stream.once('close', () => { clearTimeout(timer); resolve() })
         // end() writes out the buffer, then closes (a file; stdout stays open).
         try { stream.end() } catch { clearTimeout(timer); resolve() } // already torn down by an error
