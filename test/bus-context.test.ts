@@ -63,3 +63,22 @@ t.test('nothing configured, or a missing creds file, says what to do', async (t)
   const unknown = t.throws(() => resolveBusOptions({ context: 'nope' }, env)) as BusError
   t.match(unknown.message, /^no context nope in .*config\.json \(have: none\)$/)
 })
+
+t.test('--creds servers is a string, as in a context; a list means the same; anything else is refused', async (t) => {
+  const env = { XDG_CONFIG_HOME: tempHome(t) }
+  const write = (name: string, body: object): string => {
+    const file = join(env.XDG_CONFIG_HOME, name)
+    writeFileSync(file, JSON.stringify(body))
+    return file
+  }
+  const one = write('one.json', { servers: 'nats://198.18.0.254:4222', user: 'control', pass: 'c' })
+  t.same(resolveBusOptions({ creds: one }, env), { servers: 'nats://198.18.0.254:4222', user: 'control', pass: 'c' })
+  const several = write('several.json', { servers: 'nats://127.0.0.1:4222,nats://127.0.0.1:4223', user: 'u', pass: 'p' })
+  t.equal(resolveBusOptions({ creds: several }, env).servers, 'nats://127.0.0.1:4222,nats://127.0.0.1:4223', 'several, comma-separated')
+  const list = write('list.json', { servers: ['nats://127.0.0.1:4222', 'nats://127.0.0.1:4223'], user: 'u', pass: 'p' })
+  t.equal(resolveBusOptions({ creds: list }, env).servers, 'nats://127.0.0.1:4222,nats://127.0.0.1:4223', 'a list is read as the same string')
+  const bad = write('bad.json', { servers: 4222, user: 'u', pass: 'p' })
+  const error = t.throws(() => resolveBusOptions({ creds: bad }, env)) as BusError
+  t.equal(error.message, `--creds ${bad}: servers: expected a string like "nats://host:4222" (several: comma-separated), got 4222`)
+  t.equal(error.kind, 'invalid')
+})

@@ -23,7 +23,7 @@ const node1 = { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name:
 
 function credsFile(dir: string, name: string, credentials: BusCredentials): string {
   const file = join(dir, `${name}.json`)
-  writeFileSync(file, JSON.stringify({ servers: [credentials.servers], user: credentials.user, pass: credentials.pass }), { mode: 0o600 })
+  writeFileSync(file, JSON.stringify({ servers: credentials.servers, user: credentials.user, pass: credentials.pass }), { mode: 0o600 })
   return file
 }
 

@@ -153,7 +153,7 @@ t.test('a lab of two nodes', async (t) => {
       const file = lab.credsFile(user)
       t.equal(file, `/run/weft/labs/${run}/creds/${user}.json`)
       t.equal(statSync(file).mode & 0o777, 0o600, `${user}.json is 0600`)
-      t.match(JSON.parse(readFileSync(file, 'utf8')), { servers: ['nats://198.18.0.254:4222'], user, pass: /.{8,}/ })
+      t.match(JSON.parse(readFileSync(file, 'utf8')), { servers: 'nats://198.18.0.254:4222', user, pass: /.{8,}/ })
     }
     t.throws(() => lab.credsFile('node-node9'), /no NATS user "node-node9" \(users: operator, control, node-node1, node-node2\)/)
 

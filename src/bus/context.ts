@@ -78,7 +78,14 @@ function readCreds(path: string): Partial<BusContext> {
     throw new BusError('invalid', `--creds ${path}: ${reason}; expected JSON {"user": ..., "pass": ...}`)
   }
   if (typeof parsed !== 'object' || parsed === null) throw new BusError('invalid', `--creds ${path}: expected JSON {"user": ..., "pass": ...}`)
-  return parsed as Partial<BusContext>
+  const creds = parsed as Partial<BusContext> & { servers?: unknown }
+  // `servers` is a string, comma-separated for several, as in a context (and the nats CLI's `url`);
+  // a list of URLs, which older lab creds files held, means the same.
+  if (Array.isArray(creds.servers) && creds.servers.every((server) => typeof server === 'string')) return { ...creds, servers: creds.servers.join(',') }
+  if (creds.servers !== undefined && typeof creds.servers !== 'string') {
+    throw new BusError('invalid', `--creds ${path}: servers: expected a string like "nats://host:4222" (several: comma-separated), got ${JSON.stringify(creds.servers)}`)
+  }
+  return creds as Partial<BusContext>
 }
 
 /**

@@ -2,7 +2,8 @@
 // in the underlay netns (NATS on br0's 198.18.0.254:4222) and each in a cgroup of the run
 // (<cg2>/weft-<run>/control/{nats,plane}), so `down`, which empties the run's cgroup tree, stops
 // them also after a crash. Credentials live in <state>/creds/<user>.json (0600, the --creds
-// format); restarts reuse them, so clients and daemons keep working across a NATS restart.
+// format: {"servers": "nats://...", "user", "pass"}); restarts reuse them, so clients and daemons
+// keep working across a NATS restart.
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -25,13 +26,14 @@ export function labNatsUsers(plan: LabPlan): LabNatsUser[] {
 /** A user's credentials from its creds file. */
 export function readCreds(plan: LabPlan, user: LabNatsUser): BusCredentials {
   const file = credsFile(plan, user)
-  let parsed: { servers?: string[]; user?: string; pass?: string }
+  let parsed: { servers?: unknown; user?: string; pass?: string }
   try {
     parsed = JSON.parse(readFileSync(file, 'utf8')) as typeof parsed
   } catch (error) {
     throw new LabError(`lab ${plan.runId}: cannot read NATS credentials ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
   }
-  return { servers: parsed.servers?.[0] ?? plan.nats.url, user: parsed.user ?? user, pass: parsed.pass ?? '' }
+  // A lab has one server; creds written before `servers` became a string held a list of it.
+  return { servers: typeof parsed.servers === 'string' ? parsed.servers : plan.nats.url, user: parsed.user ?? user, pass: parsed.pass ?? '' }
 }
 
 function writeCreds(plan: LabPlan, passwords: Record<string, string>): void {
@@ -40,7 +42,7 @@ function writeCreds(plan: LabPlan, passwords: Record<string, string>): void {
     const pass = passwords[user]
     if (pass === undefined) throw new LabError(`lab ${plan.runId}: nats-server has no user ${user}`)
     const file = credsFile(plan, user)
-    writeFileSync(file, `${JSON.stringify({ servers: [plan.nats.url], user, pass }, null, 2)}\n`, { mode: 0o600 })
+    writeFileSync(file, `${JSON.stringify({ servers: plan.nats.url, user, pass }, null, 2)}\n`, { mode: 0o600 })
     chmodSync(file, 0o600)
   }
 }
