@@ -332,16 +332,33 @@ t.test('status: a table of nodes with lag, rejections and stale marking', async 
   t.match(wide.stdout, /^node2: rejected service\.default\.x: spec\.ports\[0\]\.port: expected a number from 1 to 65535, got 0$/m)
   t.match(wide.stdout, /NATS\s+WARNINGS\s+RESOURCES\s+REASON/)
 
-  const json = JSON.parse((await s.weft(['status', '-o', 'json'])).stdout) as { revision: number; nodes: { node: string; lag: number; stale: boolean; rejected: unknown[] }[] }
+  const json = JSON.parse((await s.weft(['status', '-o', 'json'])).stdout) as { revision: number; staleAfterSeconds: number; nodes: { node: string; lag: number; stale: boolean; rejected: unknown[] }[] }
   t.equal(json.revision, 3)
   t.match(json.nodes, [{ node: 'node1', lag: 0, stale: false, rejected: [] }, { node: 'node2', lag: 1, stale: false, rejected: [{ key: 'service.default.x' }] }])
 
-  // A node silent for more than 15 s is stale.
-  await new Promise((resolve) => setTimeout(resolve, 16_000))
+  // A node silent for longer than the CLI's threshold (staleAfterSeconds, fixed in the CLI) is
+  // stale. Poll until node2 is, with a deadline well past the threshold, rather than sleeping.
+  const staleAfterMs = json.staleAfterSeconds * 1000
+  t.ok(staleAfterMs > 0, 'status -o json says when a node turns stale')
+  type StatusJson = { nodes: { node: string; stale: boolean; ageSeconds: number }[] }
+  const node2Status = async (): Promise<StatusJson['nodes'][number] | undefined> => {
+    const run = await s.weft(['status', '-o', 'json'])
+    if (run.code !== 0) throw new Error(`weft status -o json exited ${run.code}: ${run.stderr}`)
+    return (JSON.parse(run.stdout) as StatusJson).nodes.find((node) => node.node === 'node2')
+  }
+  const deadline = Date.now() + staleAfterMs + 30_000
+  let silent = await node2Status()
+  while (silent?.stale !== true && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 250))
+    silent = await node2Status()
+  }
+  t.equal(silent?.stale, true, `node2 turned stale before the deadline (last seen ${silent?.ageSeconds ?? '?'} s ago)`)
+  t.ok((silent?.ageSeconds ?? 0) * 1000 > staleAfterMs, 'only once its age passed the threshold')
+
   await node1.publishStatus('node1', nodeStatus('node1', 3))
   const later = lines((await s.weft(['status'])).stdout).map((line) => line.split(/\s{2,}/))
   t.match(later[2], ['node1', '3', '0', '0', 'yes', /^\d+s ago$/], 'node1 reported again: not stale')
-  t.match(later[3], ['node2', '2', '1', '1', 'no', /^\d+s ago \(stale\)$/], 'node2 silent for 16 s: stale')
+  t.match(later[3], ['node2', '2', '1', '1', 'no', /^\d+s ago \(stale\)$/], 'node2 still silent: stale')
 })
 
 t.test('status --wait-revision: success once every node reports it, timeout naming the nodes behind', async (t) => {
