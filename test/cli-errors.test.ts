@@ -59,6 +59,13 @@ t.test('the daemon names a missing required flag and a bad value', async (t) => 
   oneClearLine(t, run(['nodes']), /unknown command "nodes"/, 'unknown command')
 })
 
+t.test('a flag or argument a command does not take, or a flag without its value', async (t) => {
+  oneClearLine(t, run(['lab', 'ls', '--bogus']), /^weft: lab ls: unknown option --bogus \(see weft lab ls --help\)$/, 'lab: unknown flag')
+  oneClearLine(t, run(['lab', 'down', 'extra']), /^weft: lab down: unexpected argument extra \(see weft lab down --help\)$/, 'lab: stray argument')
+  oneClearLine(t, run(['lab', 'up', '--nodes']), /^weft: lab up: Option '--nodes <value>' argument missing \(see weft lab up --help\)$/, 'lab: flag without its value')
+  oneClearLine(t, run(['get', 'pods', '--bogus']), /^weft: get: unknown option --bogus \(see weft get --help\)$/, 'get: unknown flag')
+})
+
 t.test('a malformed topology file', async (t) => {
   const bad = join(tmp, 'bad.yaml')
   writeFileSync(bad, 'nodes: [node1\npods:\n  - {name: a, node: node1}\n')

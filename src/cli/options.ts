@@ -56,16 +56,26 @@ export function parseCommandArgs(spec: CommandSpec, argv: string[], maxPositiona
   try {
     parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: true }) as ParsedOptions
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    const message = (error as Error).message
-    const option = /'([^']+)'/.exec(message)?.[1]
-    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw new ConfigError(`${spec.name}: unknown option ${option ?? ''} (see weft ${spec.name} --help)`)
-    throw new ConfigError(`${spec.name}: ${message.split('\n')[0]} (see weft ${spec.name} --help)`)
+    throw new ConfigError(`${spec.name}: ${parseArgsProblem(error)} (see weft ${spec.name} --help)`)
   }
   if (parsed.values.help !== true && parsed.positionals.length > maxPositionals) {
     throw new ConfigError(`${spec.name}: unexpected argument "${parsed.positionals[maxPositionals]}" (see weft ${spec.name} --help)`)
   }
   return parsed
+}
+
+/**
+ * A node:util parseArgs error in our words, one line: `unknown option --bogus`, `unexpected
+ * argument extra`, else the first line of its message. The caller adds the command and --help.
+ */
+export function parseArgsProblem(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException).code
+  const message = (error as Error).message
+  // parseArgs quotes what it complains about: "Unknown option '--bogus'. ...".
+  const quoted = /'([^']+)'/.exec(message)?.[1] ?? ''
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${quoted}`
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return `unexpected argument ${quoted}`
+  return message.split('\n')[0] ?? message
 }
 
 /** `-o` values: one of the allowed formats, or a clear error. */

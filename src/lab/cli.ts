@@ -2,6 +2,7 @@
 // one line on stderr starting with `weft: ` and a non-zero exit.
 import { readFileSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { parseArgsProblem } from '../cli/options.ts'
 import { renderTable } from '../cli/table.ts'
 import { controlPids, labContextIsCurrent, natsPids } from './control-plane.ts'
 import { daemonPids } from './daemons.ts'
@@ -101,12 +102,7 @@ function parse<T extends NonNullable<ParseArgsConfig['options']>>(command: strin
   try {
     return parseArgs({ args, options, allowPositionals, strict: true })
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    const message = (error as Error).message
-    const option = /'([^']+)'/.exec(message)?.[1]
-    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw new LabError(`lab ${command}: unknown option ${option} (see weft lab ${command} --help)`)
-    if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') throw new LabError(`lab ${command}: unexpected argument ${option ?? ''} (see weft lab ${command} --help)`)
-    throw new LabError(`lab ${command}: ${message.split('\n')[0]} (see weft lab ${command} --help)`)
+    throw new LabError(`lab ${command}: ${parseArgsProblem(error)} (see weft lab ${command} --help)`)
   }
 }
 
