@@ -2,6 +2,7 @@
 // node daemon); bad input is one line on stderr starting with `weft: ` and a non-zero exit.
 import { parseArgs } from 'node:util'
 
+import { parseArgsProblem } from '../cli/options.ts'
 import { BusError, connectBus, resolveBusOptions, type Bus } from '../bus/index.ts'
 import { createLogger } from '../telemetry/log.ts'
 import { serveControl } from './service.ts'
@@ -40,7 +41,7 @@ export async function runControlCommand(argv: string[]): Promise<number> {
       allowPositionals: false,
     }).values
   } catch (error) {
-    process.stderr.write(`weft: control: ${(error as Error).message.split('\n')[0]} (see weft control --help)\n`)
+    process.stderr.write(`weft: control: ${parseArgsProblem(error)} (see weft control --help)\n`)
     return 2
   }
   if (values.help) {
