@@ -47,7 +47,6 @@ function writeCreds(plan: LabPlan, passwords: Record<string, string>): void {
   }
 }
 
-
 export const natsPids = (plan: LabPlan): number[] => cgroupPids(plan.nats.cgroup)
 /** Where startNatsServer has nats-server log (`<state>/nats/nats-server.log`). */
 export const natsLogFile = (plan: LabPlan): string => join(plan.nats.dir, 'nats-server.log')

@@ -13,6 +13,7 @@ import {
   connectLab,
   controlPids,
   labContextIsCurrent,
+  labNatsUsers,
   natsLogFile,
   natsPids,
   registerLab,
@@ -78,7 +79,7 @@ export class Lab {
 
   /** The `--creds` file of a NATS user: `operator`, `control` or `node-<name>`. */
   credsFile(user: string): string {
-    const users = ['operator', 'control', ...this.nodes.map((n) => `node-${n.name}`)]
+    const users: string[] = labNatsUsers(this.plan)
     if (!users.includes(user)) throw new LabError(`lab ${this.runId}: no NATS user "${user}" (users: ${users.join(', ')})`)
     return credsFile(this.plan, user as LabNatsUser)
   }
