@@ -43,6 +43,15 @@ async function metrics(lab: Lab, nodeName: string): Promise<ReturnType<typeof pa
   return parsePrometheusText(await res.text())
 }
 
+/** Polls check until it is true; throws naming what it waited for after timeoutMs. */
+async function until(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`waited ${timeoutMs / 1000} s for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
 function daemonLog(lab: Lab, nodeName: string): Array<Record<string, unknown>> {
   const file = lab.nodes.find((x) => x.name === nodeName)!.logFile
   return readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
@@ -125,11 +134,29 @@ t.test('L4 mesh in a two-node lab', async (t) => {
   })
 
   t.test('SIGTERM drains: a connection in flight finishes, new ones are refused, the daemon exits', async (t) => {
+    // node1's daemon is started again in teardown, also when this test fails or throws: the
+    // subtests after this one need it. If it did not exit on SIGTERM, it is killed first.
+    let stopOutcome: Promise<unknown> = Promise.resolve()
+    t.teardown(async () => {
+      if ((await stopOutcome) instanceof Error) await lab.stopDaemon('node1', 'SIGKILL')
+      if (lab.daemonPid('node1') === undefined) await lab.startDaemon('node1')
+    })
+    const openedToEchoB = async (): Promise<number> =>
+      sumSamples(await metrics(lab, 'node1'), 'weft_connections_opened_total', { direction: 'outbound', path: 'tunnel', destination_workload: 'default/echo-b' })
+    const openedBefore = await openedToEchoB()
     const inFlight = probe(lab, 'client', 'slow', ip('echo-b'), '9000', '20', '100') as Promise<unknown> as Promise<{ sent: number; reply: { bytes: number } | null; error?: string }>
-    await new Promise((r) => setTimeout(r, 500))
+    // Signal once node1's proxy has the connection open (a fixed pause was sometimes shorter
+    // than starting the probe in its pod, and the "in flight" connection was then refused).
+    await until(async () => (await openedToEchoB()) > openedBefore, 'node1 forwarding the slow connection to echo-b')
+    const drainingLines = (): number => daemonLog(lab, 'node1').filter((l) => l.msg === 'draining').length
+    const drainingBefore = drainingLines()
     const stopping = lab.stopDaemon('node1', 'SIGTERM')
-    await new Promise((r) => setTimeout(r, 300))
-    const during = await connect(lab, 'client', ip('echo-a'), 8080)
+    stopOutcome = stopping.then(() => undefined, (error: unknown) => (error instanceof Error ? error : new Error(String(error))))
+    // The daemon logs "draining", then closes its listeners: new connects are refused from then on.
+    await until(async () => drainingLines() > drainingBefore, 'node1 logging "draining"')
+    let during = await connect(lab, 'client', ip('echo-a'), 8080)
+    const refusedBy = Date.now() + 5_000
+    while (during.code !== 'ECONNREFUSED' && Date.now() < refusedBy) during = await connect(lab, 'client', ip('echo-a'), 8080)
     t.equal(during.code, 'ECONNREFUSED', 'a new connection while draining is refused (fail closed)')
     const result = await inFlight
     t.equal(result.error, undefined, 'the connection in flight was not cut')
@@ -138,7 +165,6 @@ t.test('L4 mesh in a two-node lab', async (t) => {
     t.equal(lab.daemonPid('node1'), undefined, 'the daemon exited after draining')
     const stopped = daemonLog(lab, 'node1').find((l) => l.msg === 'stopped')
     t.same(stopped?.abortedAtDeadline, 0, 'nothing had to be cut at the deadline')
-    await lab.startDaemon('node1')
   })
 
   t.test('(f) a SIGKILLed daemon fails closed, then adopts its pins and serves at once', async (t) => {
