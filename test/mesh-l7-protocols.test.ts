@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import type { Bus } from '../src/bus/index.ts'
 import type { Lab, TopologyInput } from '../src/lab/index.ts'
 import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
-import { requireLab, startIn, startLab } from './helpers/lab.ts'
+import { requireLab, startIn, startLab, tcpServerScript } from './helpers/lab.ts'
 
 const node = process.execPath
 const grpcFixture = fileURLToPath(new URL('./fixtures/grpc.ts', import.meta.url))
@@ -31,6 +31,7 @@ const topology: TopologyInput = {
     { name: 'grpc-c', node: 'node1', labels: { app: 'grpc-c' } },
     { name: 'ws-b', node: 'node2', labels: { app: 'ws' } },
     { name: 'bulk-b', node: 'node2', labels: { app: 'bulk' } },
+    { name: 'tcp-b', node: 'node2', labels: { app: 'tcp' } },
   ],
 }
 
@@ -194,6 +195,7 @@ const VIP = {
   grpcRest: '198.19.1.24',
   ws: '198.19.1.30',
   bulk: '198.19.1.40',
+  tls: '198.19.1.50',
 }
 
 const resources: Array<[string, Record<string, unknown>]> = [
@@ -211,6 +213,8 @@ const resources: Array<[string, Record<string, unknown>]> = [
   service('grpc-rest', VIP.grpcRest, { app: 'grpc-c' }, [grpcPort]),
   service('ws', VIP.ws, { app: 'ws' }, [http1(8080)]),
   service('bulk', VIP.bulk, { app: 'bulk' }, [http1(8080)]),
+  // No appProtocol and a TLS client: passed through opaque, its SNI recorded in the access log.
+  service('tls', VIP.tls, { app: 'tcp' }, [{ name: 'tls', port: 443, targetPort: 9443 }]),
   ['grpcroute.default.grpc-routed', {
     apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', metadata: { name: 'grpc-routed', namespace: 'default' },
     spec: {
@@ -287,6 +291,7 @@ t.test('HTTP/1.1, HTTP/2, gRPC and WebSocket through the node proxy in a two-nod
   await startIn(t, lab, 'grpc-c', [node, grpcFixture, 'server', '--host', '0.0.0.0', '--port', '9000', '--name', 'grpc-c'], /listening/, 15_000)
   await startIn(t, lab, 'ws-b', [node, websocketFixture, 'server', '--host', '0.0.0.0', '--port', '8080', '--name', 'ws-b'], /listening/, 15_000)
   await startIn(t, lab, 'bulk-b', [node, '-e', bulkServerScript], /listening/)
+  await startIn(t, lab, 'tcp-b', [node, '-e', tcpServerScript, '9443'], /listening/)
   let revision = 0
   for (const [key, value] of resources) revision = await operator.putResource(key, value)
   await waitForNodes(operator, revision)
@@ -473,6 +478,22 @@ t.test('HTTP/1.1, HTTP/2, gRPC and WebSocket through the node proxy in a two-nod
       t.equal(lab.daemonPid(n.name), pid, `${n.name}'s daemon was not restarted`)
       t.equal((await fetch(`http://${n.address}:15020/readyz`)).status, 200, `${n.name} /readyz answers 200`)
     }
+  })
+
+  t.test('TLS to a service without appProtocol passes through opaque; the access log records its SNI', async (t) => {
+    // A TLS client whose ClientHello the proxy sniffs; the server is plain TCP (it answers the
+    // client's address and closes), so the handshake fails: the proxy only passes bytes.
+    const script = "const tls = require('node:tls'); const s = tls.connect({ host: process.argv[1], port: 443, servername: 'shop.example.test', rejectUnauthorized: false }); s.on('error', (e) => { console.log('handshake ' + (e.code || e.message)); process.exit(0) }); s.on('secureConnect', () => { console.log('secure?'); process.exit(1) })"
+    const r = await lab.run('client', [node, '-e', script, VIP.tls])
+    t.match(r.stdout, /^handshake /, `the client's handshake failed against a plain TCP server, as it must (${r.stdout.trim()} ${r.stderr.trim()})`)
+    // The connection's line is written when it closes: poll the daemon's log for it.
+    let line: Record<string, unknown> | undefined
+    for (const deadline = Date.now() + 10_000; !line && Date.now() < deadline;) {
+      line = readFileSync(node1.logFile, 'utf8').split('\n').filter((l) => l.includes('"sni"')).map((l) => JSON.parse(l) as Record<string, unknown>).find((entry) => entry.sni === 'shop.example.test')
+      if (!line) await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    t.match(line, { type: 'access', protocol: 'tls', sni: 'shop.example.test', destinationService: 'default/tls', destinationWorkload: 'default/tcp-b', upstreamPath: 'tunnel', sourceWorkload: 'default/client' }, 'one access line for the connection, with the server name the client asked for')
+    t.ok(Number(line?.bytesSent) > 0, 'the ClientHello went through')
   })
 
   t.test('weft_requests_total counts HTTP/2 and gRPC requests by protocol, service and status', async (t) => {

@@ -109,11 +109,14 @@ export class OutboundListener {
     const service = snapshot.services.get(serviceAddress(original.ip, original.port))
     // A service VIP that speaks HTTP/1.x: the L7 proxy takes the connection.
     let unread: Buffer | undefined
+    let protocol: Protocol | undefined
+    let sni: string | undefined
     if (service) {
-      let protocol: Protocol | undefined = declaredProtocol(service.port.appProtocol)
+      protocol = declaredProtocol(service.port.appProtocol)
       if (protocol === undefined) {
         const sniffed = await sniff(socket, { timeoutMs: this.options.sniffTimeoutMs ?? DEFAULT_SNIFF_TIMEOUT_MS })
         protocol = sniffed.protocol
+        sni = sniffed.sni
         unread = sniffed.unread
         if (socket.destroyed) return
       }
@@ -163,6 +166,9 @@ export class OutboundListener {
     if (socket.destroyed) { abort(upstream); return }
     if (unread) upstream.write(unread) // sniffed before the client half-closed: they go first
 
+    const accessLog = this.options.accessLog
+    const logged = accessLog?.sampled() ?? false
+    const startedAt = Date.now()
     const connLabels = { direction: 'outbound', path, ...labels } as const
     metrics.connectionsOpened.inc(connLabels)
     metrics.connectionsActive.inc({ direction: 'outbound' })
@@ -176,6 +182,14 @@ export class OutboundListener {
         metrics.connectionsActive.dec({ direction: 'outbound' })
         metrics.connectionsClosed.inc({ ...connLabels, outcome: result.outcome })
         log.debug('outbound: connection closed', { ...labels, destination, path, ...result })
+        if (logged) {
+          accessLog?.write({
+            start: new Date(startedAt).toISOString(), durationMs: Date.now() - startedAt,
+            protocol: protocol === 'tls' ? 'tls' : 'tcp', sni, sourceIp: peerIp, sourceWorkload: labels.source_workload,
+            destination, destinationService: labels.destination_service, destinationWorkload: labels.destination_workload,
+            upstreamPath: path, bytesSent: result.bytesSent, bytesReceived: result.bytesReceived, outcome: result.outcome,
+          })
+        }
       },
     })
     this.connections.add(handle)

@@ -44,10 +44,33 @@ export interface AccessLogEntry {
   readonly upstreamPath?: 'direct' | 'tunnel' | undefined
 }
 
+/** What one access log line says about one opaque (L4) connection the proxy forwarded. */
+export interface ConnectionLogEntry {
+  /** When the connection was accepted (ISO 8601). */
+  readonly start: string
+  readonly durationMs: number
+  /** `tls` when the first bytes were a TLS ClientHello (passed through, not terminated). */
+  readonly protocol: 'tcp' | 'tls'
+  /** The server name the TLS client asked for, when it sent one. */
+  readonly sni?: string | undefined
+  readonly sourceIp: string
+  readonly sourceWorkload: string
+  /** The endpoint the bytes went to (`ip:port`). */
+  readonly destination: string
+  /** `namespace/name` when the pod dialled a service VIP, `none` otherwise. */
+  readonly destinationService: string
+  readonly destinationWorkload: string
+  readonly upstreamPath: 'direct' | 'tunnel'
+  readonly bytesSent: number
+  readonly bytesReceived: number
+  /** How it ended: closed, reset, idle_timeout, aborted. */
+  readonly outcome: string
+}
+
 export interface AccessLog {
-  /** Whether to log the request about to be handled (one draw against the sample rate). */
+  /** Whether to log the request (or connection) about to be handled (one draw against the sample rate). */
   sampled(): boolean
-  write(entry: AccessLogEntry): void
+  write(entry: AccessLogEntry | ConnectionLogEntry): void
 }
 
 /** Logs nothing. */
