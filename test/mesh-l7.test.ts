@@ -255,6 +255,11 @@ t.test('HTTP/1.1 through the node proxy in a two-node lab', async (t) => {
     const first = await load(lab, 'http://198.19.0.29/', 30, 1)
     t.equal(first['status 500'], 3, `bad answered three times, then was ejected (${JSON.stringify(first)})`)
     t.equal(first.good, 27, 'good took everything else')
+    const node1 = lab.nodes.find((n) => n.name === 'node1')!
+    const view = await (await fetch(`http://${node1.address}:15020/debug/destinations`)).json() as Array<{ service: string; loadBalancer: string; outlierDetection: boolean; endpoints: Array<{ workload: string; ejected: boolean }> }>
+    const eject = view.find((d) => d.service === 'default/eject')
+    t.match(eject, { loadBalancer: 'RoundRobin', outlierDetection: true }, '/debug/destinations shows the policy in force')
+    t.same(eject?.endpoints.map((e) => [e.workload, e.ejected]).sort(), [['default/bad', true], ['default/good', false]], 'and that bad is ejected')
     // The ejection lasts baseEjectionTime (2 s) for a first ejection; after it, bad is tried again.
     await new Promise((resolve) => setTimeout(resolve, 2500))
     const later = await load(lab, 'http://198.19.0.29/', 4, 1)

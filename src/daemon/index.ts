@@ -101,6 +101,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   })
   const admin = new AdminServer({
     listenIp: '0.0.0.0', port: config.adminPort, registry: metrics.registry,
+    destinations: () => (snapshot ? outbound.pipeline.describe() : []),
     readiness: () => {
       if (readiness.reason === 'draining') return readiness
       if (!serving) return { ready: false, reason: agent.waitingReason() }

@@ -1,4 +1,5 @@
-// The admin listener (:15020): liveness, readiness with its reason, and Prometheus metrics.
+// The admin listener (:15020): liveness, readiness with its reason, Prometheus metrics, and
+// /debug/destinations: what the L7 proxy knows of each destination right now (JSON).
 import http from 'node:http'
 import type { Registry } from 'prom-client'
 
@@ -9,7 +10,7 @@ export class AdminServer {
   private readonly listenIp: string
   private readonly port: number
 
-  constructor(opts: { listenIp: string; port: number; registry: Registry; readiness: () => Readiness }) {
+  constructor(opts: { listenIp: string; port: number; registry: Registry; readiness: () => Readiness; destinations?: () => unknown }) {
     this.listenIp = opts.listenIp
     this.port = opts.port
     this.server = http.createServer((req, res) => {
@@ -23,8 +24,10 @@ export class AdminServer {
         opts.registry.metrics().then(
           (body) => res.writeHead(200, { 'content-type': opts.registry.contentType }).end(body),
           (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics: ${err.message}\n`))
+      } else if (path === '/debug/destinations' && opts.destinations) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(opts.destinations(), null, 2)}\n`)
       } else {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /healthz, /readyz or /metrics\n')
+        res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found; try /healthz, /readyz, /metrics${opts.destinations ? ' or /debug/destinations' : ''}\n`)
       }
     })
   }
