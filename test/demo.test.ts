@@ -15,6 +15,8 @@ t.test('weft demo --duration 4', async (t) => {
   if (!requireLab(t)) return
   const dir = mkdtempSync(join(tmpdir(), 'weft-demo-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  // One lab at a time on a machine: wait for another test's lab to go (as labUpWhenFree does).
+  for (const deadline = Date.now() + 120_000; listLabs().length > 0 && Date.now() < deadline;) await new Promise((resolve) => setTimeout(resolve, 500))
   const runId = `d${Date.now().toString(36).slice(-5)}`
   t.teardown(() => labDown(runId)) // also when the demo crashed or timed out
   const r = spawnSync(process.execPath, [weft, 'demo', '--duration', '4', '--run-id', runId], {
@@ -32,6 +34,11 @@ t.test('weft demo --duration 4', async (t) => {
   }
   t.match(r.stdout, /node1\s+out\s+\d+ conn\/s \(direct \d+, tunnel \d+\)/, 'node1 proxy stats are shown')
   t.match(r.stdout, /198\.19\.0\.20:80 ok/, 'the VIP is called')
+  t.match(r.stdout, /node1\s+out .* L7\s+\d+ req\/s \(2xx \d+\)/, 'node1 shows the HTTP requests it routed')
+  const split = [...r.stdout.matchAll(/web \(VIP 198\.19\.0\.20\) answered by: (.*)/g)].at(-1)?.[1] ?? ''
+  const answered = Object.fromEntries([...split.matchAll(/(web-[abc]) (\d+)/g)].map(([, server, n]) => [server, Number(n)]))
+  t.ok((answered['web-a'] ?? 0) + (answered['web-b'] ?? 0) > 0 && (answered['web-c'] ?? 0) >= 0, `the VIP's requests were answered by the route's backends (${split})`)
+  t.notOk('client' in answered, 'never by a pod outside the route')
   t.match(r.stderr, /demo: lab removed/, 'it says the lab is gone')
   t.notOk(listLabs().some((l) => l.runId === runId), 'and it is')
 })

@@ -1,37 +1,58 @@
 // `weft demo`: the mesh at work in one command. Builds a lab of 2 nodes x 2 pods, runs a small
 // HTTP server in every pod and a client in the first pod that calls the other three by pod IP
-// (one on its own node, two across nodes through the tunnel) and by the VIP of a Service applied
-// over NATS (balanced across them), and prints, every second, what each node proxy forwarded,
-// read from its /metrics. Ctrl-C (or --duration) tears it all down.
+// (one on its own node, two across nodes through the tunnel: L4) and by the VIP of a Service
+// applied over NATS whose HTTPRoute splits requests 80/20 between a stable and a canary version
+// (L7), and prints, every second, what each node proxy forwarded and answered, read from its
+// /metrics. Ctrl-C (or --duration) tears it all down.
 import type { ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ConfigError } from '../config/node-config.ts'
-import { labUp, type Lab } from '../lab/index.ts'
+import { labUp, type Lab, type TopologyInput } from '../lab/index.ts'
 import { parsePrometheusText, sumSamples } from '../telemetry/prometheus-text.ts'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const SERVER_PORT = 8080
 const SERVICE_VIP = '198.19.0.20'
 
-/** The demo's one Service: the web pods behind a VIP, published like `weft apply` would. */
-const webService = {
-  apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'default' },
-  spec: { clusterIP: SERVICE_VIP, selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: SERVER_PORT, appProtocol: 'http' }] },
-}
+const service = (name: string, vip: string, selector: Record<string, string>): Record<string, unknown> => ({
+  apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' },
+  spec: { clusterIP: vip, selector, ports: [{ name: 'http', port: 80, targetPort: SERVER_PORT, appProtocol: 'http' }] },
+})
+
+/**
+ * What the demo applies over NATS, like `weft apply` would: the web pods behind a VIP, a stable
+ * (web-a, web-b) and a canary (web-c) version of it, and an HTTPRoute sending 80% of the
+ * requests to the VIP to stable and 20% to canary, retried on gateway errors.
+ */
+const demoResources: Array<[string, Record<string, unknown>]> = [
+  ['service.default.web', service('web', SERVICE_VIP, { app: 'web' })],
+  ['service.default.web-stable', service('web-stable', '198.19.0.21', { app: 'web', track: 'stable' })],
+  ['service.default.web-canary', service('web-canary', '198.19.0.22', { app: 'web', track: 'canary' })],
+  ['httproute.default.web', {
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web', namespace: 'default' },
+    spec: {
+      parentRefs: [{ kind: 'Service', name: 'web', port: 80 }],
+      rules: [{ backendRefs: [{ name: 'web-stable', port: 80, weight: 80 }, { name: 'web-canary', port: 80, weight: 20 }], retry: { attempts: 2 } }],
+    },
+  }],
+]
 
 export const demoHelp = `usage: weft demo [--duration SECONDS] [--run-id ID]
 
 Builds a lab of 2 nodes x 2 pods (client and web-a on node1, web-b and web-c on node2), starts an
-HTTP server in each pod, applies a Service "web" (VIP ${SERVICE_VIP}:80) over the lab's NATS, and
-runs a client in "client" that calls the other three by pod IP and the VIP, a new connection
-each time. Every second it prints, per node proxy, the connections and bytes it
-forwarded (direct to a pod on the same node, or through the HTTP/2 tunnel to another node) and
-the client's successful and failed calls. Ctrl-C, or the end of --duration, removes the lab.`
+HTTP server in each pod, applies over the lab's NATS a Service "web" (VIP ${SERVICE_VIP}:80, HTTP),
+two versions of it (web-stable: web-a and web-b; web-canary: web-c) and an HTTPRoute that sends
+80% of web's requests to stable and 20% to canary, and runs a client in "client" that calls the
+other three pods by IP (opaque TCP through the proxy: L4) and the VIP (HTTP routed per request:
+L7), a new connection each time. Every second it prints, per node proxy, the connections and
+bytes it forwarded (direct to a pod on the same node, or through the HTTP/2 tunnel to another
+node) and the HTTP requests it routed, and the client's calls with the servers that answered
+the VIP. Ctrl-C, or the end of --duration, removes the lab.`
 
-interface NodeTotals { opened: number; direct: number; tunnel: number; inbound: number; active: number; bytes: number }
+interface NodeTotals { opened: number; direct: number; tunnel: number; inbound: number; active: number; bytes: number; requests: number; requests2xx: number }
 
 async function scrape(address: string): Promise<NodeTotals | undefined> {
   try {
@@ -44,6 +65,8 @@ async function scrape(address: string): Promise<NodeTotals | undefined> {
       inbound: sumSamples(samples, 'weft_connections_opened_total', { direction: 'inbound' }),
       active: sumSamples(samples, 'weft_connections_active', {}),
       bytes: sumSamples(samples, 'weft_bytes_total', {}),
+      requests: sumSamples(samples, 'weft_requests_total', {}),
+      requests2xx: [200, 201, 202, 204].reduce((sum, code) => sum + sumSamples(samples, 'weft_requests_total', { response_code: String(code) }), 0),
     }
   } catch {
     return undefined
@@ -56,13 +79,13 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   const duration = values.duration === undefined ? Infinity : Number(values.duration)
   if (!(duration > 0)) throw new ConfigError(`--duration: "${values.duration}" is not a positive number of seconds`)
 
-  const topology = {
+  const topology: TopologyInput = {
     nodes: ['node1', 'node2'],
     pods: [
       { name: 'client', node: 'node1', labels: { app: 'client' }, enrolled: true },
-      { name: 'web-a', node: 'node1', labels: { app: 'web' }, enrolled: true },
-      { name: 'web-b', node: 'node2', labels: { app: 'web' }, enrolled: true },
-      { name: 'web-c', node: 'node2', labels: { app: 'web' }, enrolled: true },
+      { name: 'web-a', node: 'node1', labels: { app: 'web', track: 'stable' }, enrolled: true },
+      { name: 'web-b', node: 'node2', labels: { app: 'web', track: 'stable' }, enrolled: true },
+      { name: 'web-c', node: 'node2', labels: { app: 'web', track: 'canary' }, enrolled: true },
     ],
   }
   console.error('demo: building the lab (2 nodes, 4 pods) and starting a weft node daemon per node ...')
@@ -86,18 +109,20 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
       children.push(lab.exec(pod.name, [process.execPath, join(here, 'http-server.ts'), pod.name, String(SERVER_PORT)], { stdio: 'ignore' }))
     }
     const bus = await lab.connect('operator')
-    const revision = await bus.putResource('service.default.web', webService)
+    let revision = 0
+    for (const [key, resource] of demoResources) revision = await bus.putResource(key, resource)
     await bus.close()
-    console.error(`  applied service default/web (VIP ${SERVICE_VIP}:80) at config revision ${revision}`)
+    console.error(`  applied services web (VIP ${SERVICE_VIP}:80), web-stable, web-canary and HTTPRoute web (80/20) at config revision ${revision}`)
     const targets = [...lab.pods.filter((p) => p.name !== 'client').map((p) => `${p.ip}:${SERVER_PORT}`), `${SERVICE_VIP}:80`]
     await new Promise((r) => setTimeout(r, 500)) // let the servers bind
     const client = lab.exec('client', [process.execPath, join(here, 'http-client.ts'), ...targets], { stdio: ['ignore', 'pipe', 'inherit'] })
     children.push(client)
-    let calls: Record<string, { ok: number; failed: number; lastError?: string }> = {}
+    let calls: Record<string, { ok: number; failed: number; servers?: Record<string, number>; lastError?: string }> = {}
     if (client.stdout) createInterface({ input: client.stdout }).on('line', (line) => { try { calls = JSON.parse(line) } catch { /* partial line */ } })
 
     console.log(`\nclient ${lab.pods.find((p) => p.name === 'client')?.ip} calls ${lab.pods.filter((p) => p.name !== 'client').map((p) => `${p.name} ${p.ip} (${p.node})`).join(', ')}, and service web at ${SERVICE_VIP}:80`)
-    console.log('Every connection is redirected by eBPF to the client\'s node proxy; cross-node ones ride the HTTP/2 tunnel.\n')
+    console.log('Every connection is redirected by eBPF to the client\'s node proxy; cross-node ones ride the HTTP/2 tunnel.')
+    console.log('Calls to the VIP are HTTP routed per request: 80% to web-stable (web-a, web-b), 20% to web-canary (web-c).\n')
     const previous = new Map<string, NodeTotals>()
     const started = Date.now()
     while (!stopping && Date.now() - started < duration * 1000) {
@@ -107,13 +132,16 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
       for (const node of lab.nodes) {
         const now = await scrape(node.address)
         if (!now) { lines.push(`  ${node.name.padEnd(6)} proxy not answering on ${node.address}:15020`); continue }
-        const before = previous.get(node.name) ?? { opened: 0, direct: 0, tunnel: 0, inbound: 0, active: 0, bytes: 0 }
+        const before = previous.get(node.name) ?? { opened: 0, direct: 0, tunnel: 0, inbound: 0, active: 0, bytes: 0, requests: 0, requests2xx: 0 }
         previous.set(node.name, now)
         lines.push(`  ${node.name.padEnd(6)} out ${String(now.opened - before.opened).padStart(3)} conn/s (direct ${now.direct - before.direct}, tunnel ${now.tunnel - before.tunnel})` +
-          `  in-tunnel ${String(now.inbound - before.inbound).padStart(3)} conn/s  ${formatBytes(now.bytes - before.bytes)}/s  total ${now.opened + now.inbound} conns, ${formatBytes(now.bytes)}`)
+          `  in-tunnel ${String(now.inbound - before.inbound).padStart(3)} conn/s  ${formatBytes(now.bytes - before.bytes)}/s  total ${now.opened + now.inbound} conns, ${formatBytes(now.bytes)}` +
+          `  L7 ${String(now.requests - before.requests).padStart(3)} req/s (2xx ${now.requests2xx - before.requests2xx})`)
       }
       const callSummary = Object.entries(calls).map(([t, c]) => `${t} ok ${c.ok} failed ${c.failed}`).join('; ')
-      console.log(`[${Math.round((Date.now() - started) / 1000)}s]\n${lines.join('\n')}\n  client: ${callSummary || 'starting'}`)
+      const vip = calls[`${SERVICE_VIP}:80`]
+      const split = vip?.servers ? Object.entries(vip.servers).sort(([a], [b]) => a.localeCompare(b)).map(([server, n]) => `${server} ${n}`).join(', ') : ''
+      console.log(`[${Math.round((Date.now() - started) / 1000)}s]\n${lines.join('\n')}\n  client: ${callSummary || 'starting'}${split ? `\n  web (VIP ${SERVICE_VIP}) answered by: ${split}` : ''}`)
     }
   } finally {
     await stop()
