@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import hdr from 'hdr-histogram-js'
 import { randomRunId } from '../src/lab/lab.ts'
-import { LabBusyError, labDown, labUp, type Lab, type LabPod, type TopologyInput } from '../src/lab/index.ts'
+import { daemonCommand, LabBusyError, labDown, labUp, type Lab, type LabPod, type TopologyInput } from '../src/lab/index.ts'
 import { HISTOGRAM_OPTIONS, type LoadResult, type LoadSpec } from './loadgen.ts'
 import { totalCpuSeconds, totalRssBytes, withChildren } from './procstat.ts'
 import {
@@ -43,6 +43,9 @@ export interface BenchOptions {
   densityPods: number[]
   /** How long to wait for someone else's lab to go down before giving up. */
   labWaitSeconds: number
+  /** Flags added to the lab's `weft node` daemons' command line (e.g. `--access-log off`); empty:
+   *  the daemons' defaults, which is what the report's weft rows mean unless the run says otherwise. */
+  nodeFlags?: string[]
   /** Run ids of the benchmark's two labs (default random). */
   runIds?: { main: string; density: string }
   onProgress: (line: string) => void
@@ -151,6 +154,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       profile: options.profile, rate: options.rate, connections: options.connections, rounds: options.rounds,
       sliceSeconds: options.sliceSeconds, warmupSeconds: options.warmupSeconds, closedLoopSeconds: options.closedLoopSeconds,
       closedLoopConnections: options.closedLoopConnections, workloads: options.workloads, densityPods: options.densityPods, cpuPinning: pinning,
+      ...(options.nodeFlags && options.nodeFlags.length > 0 ? { nodeFlags: options.nodeFlags } : {}),
     },
     configurations: CONFIGURATIONS.map((c) => (c.id === 'weft-l7' && notes.l7Telemetry ? { ...c, description: `${c.description} ${notes.l7Telemetry}` } : c)),
     results,
@@ -173,7 +177,11 @@ async function labUpWhenFree(topology: TopologyInput, runId: string, options: Be
   let announced = false
   for (;;) {
     try {
-      return await labUp(topology, { runId, startDaemons, onProgress: (line) => options.onProgress(line) })
+      const nodeFlags = options.nodeFlags ?? []
+      return await labUp(topology, {
+        runId, startDaemons, onProgress: (line) => options.onProgress(line),
+        ...(nodeFlags.length > 0 ? { daemonCommand: (plan, node) => [...daemonCommand(plan, node), ...nodeFlags] } : {}),
+      })
     } catch (error) {
       if (!(error instanceof LabBusyError) || Date.now() > deadline) throw error
       if (!announced) options.onProgress(`waiting up to ${options.labWaitSeconds} s for lab ${error.otherRunId} to go down (one lab at a time)`)

@@ -120,7 +120,8 @@ export function renderMarkdown(report: BenchReport): string {
   lines.push(`# weft benchmark (${report.options.profile}, ${report.startedAt})`, '')
   lines.push(`Machine: ${report.machine.cpus} × ${report.machine.cpuModel}, ${mib(report.machine.memoryBytes)} RAM, Linux ${report.machine.kernel}, Node ${report.machine.node}; load average ${report.machine.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')} at the start, ${report.machine.loadAverageAtEnd.map((v) => v.toFixed(2)).join(' ')} at the end (other work on the machine shows here).`)
   lines.push(`Open loop: ${o.rate} requests/s over ${o.connections} connections, ${o.rounds} interleaved round(s) of ${o.sliceSeconds} s per configuration (after ${o.warmupSeconds} s warm-up); latency from the intended send time. Closed loop: ${o.closedLoopConnections} connections, ${o.rounds} × ${o.closedLoopSeconds} s, wrk.`)
-  lines.push(o.cpuPinning ? `CPU pinning: load generator on CPU ${o.cpuPinning.loadGenerator}, proxies and servers on CPU ${o.cpuPinning.everythingElse}.` : 'CPU pinning: none (one CPU).', '')
+  lines.push(o.cpuPinning ? `CPU pinning: load generator on CPU ${o.cpuPinning.loadGenerator}, proxies and servers on CPU ${o.cpuPinning.everythingElse}.` : 'CPU pinning: none (one CPU).')
+  lines.push(o.nodeFlags && o.nodeFlags.length > 0 ? `Node daemons: \`weft node\` with ${o.nodeFlags.join(' ')} added to the lab's flags (not the defaults).` : 'Node daemons: `weft node` with the lab\'s flags and the daemon\'s defaults.', '')
   for (const workload of o.workloads) {
     lines.push(`## ${workload === 'http' ? 'HTTP GET, 1 KB response' : 'TCP echo, 1 KB'}`, '')
     lines.push('| configuration | path | p50 | p90 | p99 | p99.9 | added p50 | added p99 | service p50 | service p99 | max req/s | proxy CPU s / 1k req | proxy RSS | requests | errors |')

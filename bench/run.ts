@@ -29,6 +29,9 @@ what the proxy costs (CPU seconds per 1,000 requests, RSS) and the density view 
   --closed-connections N    closed-loop connections (default 16)
   --workloads LIST          http,echo (default both)
   --density LIST            pod counts for the density view, 'none' to skip (default 1,10,50; quick 1,10)
+  --access-log DEST         the lab's node daemons' --access-log (stdout, off or a path; default: the
+                            daemon's default, stdout): what the weft L7 row measures with
+  --access-log-sample RATE  the lab's node daemons' --access-log-sample (default: the daemon's, 1)
   --lab-wait-seconds S      wait this long for another lab to go down (default 600)
   --out DIR                 where results go (default bench/results)
   --help                    this text
@@ -51,11 +54,12 @@ export function parseBenchArgs(argv: string[], onProgress: (line: string) => voi
       'slice-seconds': { type: 'string' }, 'warmup-seconds': { type: 'string' }, 'closed-seconds': { type: 'string' },
       'closed-connections': { type: 'string' }, workloads: { type: 'string' }, density: { type: 'string' },
       'lab-wait-seconds': { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean' },
+      'access-log': { type: 'string' }, 'access-log-sample': { type: 'string' },
     },
   })
   if (values.help) return { help: true }
   const base = PROFILES[values.quick ? 'quick' : 'default']
-  const tuned = ['rate', 'connections', 'rounds', 'slice-seconds', 'warmup-seconds', 'closed-seconds', 'closed-connections', 'workloads', 'density'].some((k) => (values as Record<string, unknown>)[k] !== undefined)
+  const tuned = ['rate', 'connections', 'rounds', 'slice-seconds', 'warmup-seconds', 'closed-seconds', 'closed-connections', 'workloads', 'density', 'access-log', 'access-log-sample'].some((k) => (values as Record<string, unknown>)[k] !== undefined)
   const workloads = values.workloads === undefined ? base.workloads : values.workloads.split(',').map((w) => {
     if (w !== 'http' && w !== 'echo') throw new Error(`--workloads: "${w}" is not http or echo`)
     return w as WorkloadId
@@ -65,6 +69,16 @@ export function parseBenchArgs(argv: string[], onProgress: (line: string) => voi
     if (!Number.isInteger(n) || n < 1 || n > 120) throw new Error(`--density: "${p}" is not a pod count from 1 to 120`)
     return n
   })
+  const nodeFlags: string[] = []
+  if (values['access-log'] !== undefined) {
+    if (values['access-log'] === '') throw new Error('--access-log: give stdout, off or a file path')
+    nodeFlags.push('--access-log', values['access-log'])
+  }
+  if (values['access-log-sample'] !== undefined) {
+    const rate = number(values['access-log-sample'], 'access-log-sample', 1, 0)
+    if (rate > 1) throw new Error(`--access-log-sample: "${values['access-log-sample']}" is not a fraction from 0 to 1`)
+    nodeFlags.push('--access-log-sample', String(rate))
+  }
   return {
     help: false,
     out: values.out ?? DEFAULT_OUT,
@@ -80,6 +94,7 @@ export function parseBenchArgs(argv: string[], onProgress: (line: string) => voi
       workloads,
       densityPods,
       labWaitSeconds: number(values['lab-wait-seconds'], 'lab-wait-seconds', 600, 0),
+      nodeFlags,
       onProgress,
     },
   }

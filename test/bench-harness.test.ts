@@ -29,6 +29,13 @@ t.test('options: --quick and overrides', async (t) => {
     t.same(custom.options.workloads, ['http'])
   }
   t.throws(() => parseBenchArgs(['--workloads', 'grpc'], () => {}), /--workloads: "grpc" is not http or echo/)
+  const unlogged = parseBenchArgs(['--quick', '--access-log', 'off', '--access-log-sample', '0.5'], () => {})
+  if (!unlogged.help) {
+    t.same(unlogged.options.nodeFlags, ['--access-log', 'off', '--access-log-sample', '0.5'], 'access log flags go to the node daemons')
+    t.equal(unlogged.options.profile, 'custom', 'a run with other daemon flags is not the quick profile')
+  }
+  if (!quick.help) t.same(quick.options.nodeFlags, [], 'by default the daemons run with their defaults')
+  t.throws(() => parseBenchArgs(['--access-log-sample', '2'], () => {}), /--access-log-sample: "2" is not a fraction from 0 to 1/)
   t.same(parseBenchArgs(['--help'], () => {}), { help: true })
 })
 
