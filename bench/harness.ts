@@ -311,6 +311,8 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
       }
     }
     if (l7Wanted) {
+      // The access log holds lines up to a second before writing them (src/telemetry/access-log.ts).
+      await new Promise((resolve) => setTimeout(resolve, 1500))
       const setting = accessLogSetting(lab.daemonPid('node1'))
       const lines = accessLogLinesByService(lab.logFile('node1'))
       const counted: string[] = []
