@@ -21,6 +21,8 @@ export interface NodeStatus {
   warnings: Array<{ key: string; message: string }>
   counts: ReturnType<typeof snapshotCounts> | undefined
   updatedAt: string
+  /** How often the node reports (--status-interval): readers judge its silence against this. */
+  statusIntervalMs: number
 }
 
 export interface ConfigAgentOptions {
@@ -168,6 +170,7 @@ export class ConfigAgent {
       warnings: s ? s.warnings.map((w) => ({ key: w.key, message: w.message })) : [],
       counts: s ? snapshotCounts(s) : undefined,
       updatedAt: new Date().toISOString(),
+      statusIntervalMs: this.options.statusIntervalMs,
     }
   }
 
