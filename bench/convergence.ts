@@ -84,7 +84,7 @@ export async function measureConvergence(nodeCount: number, changes: number, pro
     await operator.connection.flush() // the subscription is in place before any node starts
     for (const name of names) {
       const creds = join(dir, `${name}.json`)
-      writeFileSync(creds, JSON.stringify({ ...server.credentials.node(name), servers: [server.url] }), { mode: 0o600 })
+      writeFileSync(creds, JSON.stringify({ ...server.credentials.node(name), servers: server.url }), { mode: 0o600 })
       children.push(spawn(process.execPath, [CLI, 'node', '--name', name, '--config-only', '--creds', creds, '--status-interval', '60000'], { stdio: 'ignore' }))
     }
     progress(`convergence: ${nodeCount} nodes starting`)

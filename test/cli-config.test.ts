@@ -317,7 +317,8 @@ t.test('status: a table of nodes with lag, rejections and stale marking', async 
   const node1 = await s.bus(s.server.credentials.node('node1'))
   const node2 = await s.bus(s.server.credentials.node('node2'))
   await node1.publishStatus('node1', nodeStatus('node1', 3))
-  await node2.publishStatus('node2', nodeStatus('node2', 2, { ready: false, reason: 'no config yet', rejected: [{ key: 'service.default.x', reason: 'spec.ports[0].port: expected a number from 1 to 65535, got 0' }] }))
+  // node2 reports every 3 s (statusIntervalMs): it is stale after 9 s of silence.
+  await node2.publishStatus('node2', nodeStatus('node2', 2, { statusIntervalMs: 3000, ready: false, reason: 'no config yet', rejected: [{ key: 'service.default.x', reason: 'spec.ports[0].port: expected a number from 1 to 65535, got 0' }] }))
 
   const r = await s.weft(['status'])
   t.equal(r.code, 0, r.stderr)
@@ -332,13 +333,15 @@ t.test('status: a table of nodes with lag, rejections and stale marking', async 
   t.match(wide.stdout, /^node2: rejected service\.default\.x: spec\.ports\[0\]\.port: expected a number from 1 to 65535, got 0$/m)
   t.match(wide.stdout, /NATS\s+WARNINGS\s+RESOURCES\s+REASON/)
 
-  const json = JSON.parse((await s.weft(['status', '-o', 'json'])).stdout) as { revision: number; staleAfterSeconds: number; nodes: { node: string; lag: number; stale: boolean; rejected: unknown[] }[] }
+  const json = JSON.parse((await s.weft(['status', '-o', 'json'])).stdout) as { revision: number; staleAfterSeconds: number; nodes: { node: string; lag: number; stale: boolean; staleAfterSeconds: number; rejected: unknown[] }[] }
   t.equal(json.revision, 3)
   t.match(json.nodes, [{ node: 'node1', lag: 0, stale: false, rejected: [] }, { node: 'node2', lag: 1, stale: false, rejected: [{ key: 'service.default.x' }] }])
+  t.equal(json.staleAfterSeconds, 15, 'a node that does not say its interval is stale after 15 s')
+  t.equal(json.nodes[1]?.staleAfterSeconds, 9, 'node2, reporting every 3 s, after three of its intervals')
 
-  // A node silent for longer than the CLI's threshold (staleAfterSeconds, fixed in the CLI) is
-  // stale. Poll until node2 is, with a deadline well past the threshold, rather than sleeping.
-  const staleAfterMs = json.staleAfterSeconds * 1000
+  // A node silent for longer than its threshold is stale. Poll until node2 is, with a deadline
+  // well past the threshold, rather than sleeping.
+  const staleAfterMs = (json.nodes[1]?.staleAfterSeconds ?? 0) * 1000
   t.ok(staleAfterMs > 0, 'status -o json says when a node turns stale')
   type StatusJson = { nodes: { node: string; stale: boolean; ageSeconds: number }[] }
   const node2Status = async (): Promise<StatusJson['nodes'][number] | undefined> => {

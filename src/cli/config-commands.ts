@@ -27,8 +27,12 @@ import { kindFromArgument, kindNamesList } from './kind-names.ts'
 import { renderTable } from './table.ts'
 import { CONNECTION_OPTIONS, HELP_OPTION, commandHelp, outputFormat, parseCommandArgs, type CommandSpec, type ParsedOptions } from './options.ts'
 
-/** A node whose last status is older than this is shown as stale (daemons republish every 5 s). */
+/**
+ * A node whose last status is older than this is shown as stale (daemons republish every 5 s by
+ * default); a node that reports its --status-interval is stale after three of its intervals.
+ */
 export const STALE_AFTER_MS = 15_000
+const STALE_AFTER_INTERVALS = 3
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
@@ -104,7 +108,7 @@ const STATUS: CommandSpec = {
   description: [
     'Shows what every node reports on weft.status.<node>: the configuration revision it applied, its',
     'lag behind the bucket, rejected resources, readiness and when it last reported. A node silent',
-    `for more than ${STALE_AFTER_MS / 1000} s is marked stale.`,
+    `for three of its status intervals (15 s at the daemon's default 5 s) is marked stale.`,
     'With --wait-revision, waits until every node that has reported is at revision N or later',
     '("current": the bucket\'s revision now), then prints the table; on timeout it names the nodes',
     'behind and exits 1.',
@@ -535,6 +539,8 @@ export type NodeReport = {
   lastSeen: string
   ageSeconds: number
   stale: boolean
+  /** The silence after which this node counts as stale. */
+  staleAfterSeconds: number
 }
 
 const asNumber = (value: unknown): number | null => (typeof value === 'number' && Number.isFinite(value) ? value : null)
@@ -549,6 +555,8 @@ function nodeReport(entry: { node: string; status: unknown; updated: Date }, con
     ? Object.fromEntries(Object.entries(status.counts as Record<string, unknown>).filter(([, v]) => typeof v === 'number')) as Record<string, number>
     : {}
   const age = Math.max(0, now - entry.updated.getTime())
+  const interval = asNumber(status.statusIntervalMs)
+  const staleAfterMs = interval !== null && interval > 0 ? STALE_AFTER_INTERVALS * interval : STALE_AFTER_MS
   return {
     node: entry.node,
     revision,
@@ -561,7 +569,8 @@ function nodeReport(entry: { node: string; status: unknown; updated: Date }, con
     counts,
     lastSeen: entry.updated.toISOString(),
     ageSeconds: Math.round(age / 100) / 10,
-    stale: age > STALE_AFTER_MS,
+    stale: age > staleAfterMs,
+    staleAfterSeconds: staleAfterMs / 1000,
   }
 }
 
