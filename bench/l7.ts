@@ -56,8 +56,15 @@ export async function applyL7Services(lab: Lab, namespace: string): Promise<void
     const keys = resources.map((r) => r.key)
     const deadline = Date.now() + STATUS_TIMEOUT_MS
     for (;;) {
-      const statuses = new Map((await bus.readStatuses()).map((e) => [e.node, e.status as NodeStatus]))
+      // A failed read (NATS busy) is one more reason to look again, until the deadline.
+      let read: Awaited<ReturnType<typeof bus.readStatuses>> = []
       const problems: string[] = []
+      try {
+        read = await bus.readStatuses()
+      } catch (error) {
+        problems.push(`reading the node statuses: ${(error as Error).message}`)
+      }
+      const statuses = new Map(read.map((e) => [e.node, e.status as NodeStatus]))
       for (const node of lab.nodes) {
         const status = statuses.get(node.name)
         if (!status) { problems.push(`${node.name}: no status yet`); continue }

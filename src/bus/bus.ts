@@ -270,9 +270,20 @@ class NatsBus implements Bus {
 
   /**
    * A bucket's keys, within the request timeout: the listing runs on an ordered consumer, and
-   * one cut by a NATS restart could otherwise wait forever.
+   * one cut by a NATS restart could otherwise wait forever. A listing that times out is tried
+   * once more on a fresh consumer: nats.js's keys() can miss its "no more pending" marker when a
+   * key is written while the consumer starts, and then waits for an idle heartbeat instead.
    */
   async #keys(kv: KV, filter: string | undefined, what: string): Promise<string[]> {
+    try {
+      return await this.#keysOnce(kv, filter, what)
+    } catch (err) {
+      if (!(err instanceof BusError) || !err.message.includes('took longer')) throw err
+      return await this.#keysOnce(kv, filter, what)
+    }
+  }
+
+  async #keysOnce(kv: KV, filter: string | undefined, what: string): Promise<string[]> {
     const iterator = await kv.keys(filter)
     const keys: string[] = []
     let timer: NodeJS.Timeout | undefined
