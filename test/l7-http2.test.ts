@@ -34,14 +34,14 @@ function snapshotWith(appProtocol: string, ports: readonly number[], extra: Reco
 }
 
 /** A listener that gives each connection to the HTTP/2 (or HTTP/1) proxy as dialled to `VIP`:80. */
-async function proxyFor(t: Test, snapshot: MeshSnapshot, frontend: 'http1' | 'http2' = 'http2'): Promise<{ port: number; metrics: NodeMetrics }> {
+async function proxyFor(t: Test, snapshot: MeshSnapshot, frontend: 'http1' | 'http2' = 'http2', sessionIdleTimeoutMs?: number): Promise<{ port: number; metrics: NodeMetrics }> {
   const log = createLogger({}, 'error')
   const metrics = new NodeMetrics('node1', () => undefined)
   const tunnels = new TunnelPool(log, 1000)
   const pipeline = new Pipeline({ node: 'node1', snapshot: () => snapshot, metrics, log })
   const upstream = { node: 'node1', inboundPort: 15008, connectTimeoutMs: 1000, tunnels }
   const proxy = frontend === 'http2'
-    ? new Http2Proxy({ ...upstream, pipeline, log })
+    ? new Http2Proxy({ ...upstream, pipeline, log, sessionIdleTimeoutMs })
     : new Http1Proxy({ ...upstream, pipeline, snapshot: () => snapshot, metrics, log })
   const listener = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
     proxy.handle(socket, { sourceIp: '127.0.0.9', sourceWorkload: 'default/client', vip: VIP, port: 80 })
@@ -316,4 +316,35 @@ t.test('gRPC: a trailers-only UNAVAILABLE is retried by default; other statuses 
   t.equal(sumSamples(samples, 'weft_retries_total', { destination_service: 'default/web', reason: 'retriable-grpc-status' }), 3)
   t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'grpc', grpc_status: '0' }), 3)
   t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'grpc', grpc_status: '7' }), 1)
+})
+
+t.test('h2c: a stream silent for longer than the session idle timeout is not cut; an idle session is closed', async (t) => {
+  const server = http2.createServer()
+  server.on('stream', (stream) => { stream.resume(); setTimeout(() => { stream.respond({ ':status': 200 }); stream.end('late') }, 1200) })
+  server.listen(0, '127.0.0.2')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const proxy = await proxyFor(t, snapshotWith('kubernetes.io/h2c', [(server.address() as net.AddressInfo).port]), 'http2', 400)
+  const session = connect(t, proxy.port)
+  const reply = await h2Request(session, { ':path': '/slow' })
+  t.equal(reply.status, 200, 'answered after three idle timeouts\' worth of silence')
+  t.equal(reply.body.toString(), 'late')
+  await once(session, 'close')
+  t.pass('with no stream open the session was closed')
+})
+
+t.test('h2c: an endpoint that answers before reading a large upload leaves the client\'s stream able to finish', async (t) => {
+  const server = http2.createServer()
+  // Answers at once and never reads the body.
+  server.on('stream', (stream) => { stream.respond({ ':status': 413 }); stream.end('too large') })
+  server.listen(0, '127.0.0.2')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const proxy = await proxyFor(t, snapshotWith('kubernetes.io/h2c', [(server.address() as net.AddressInfo).port]))
+  const session = connect(t, proxy.port)
+  const reply = await h2Request(session, { ':method': 'POST', ':path': '/upload' }, Buffer.alloc(8 * 1024 * 1024, 1))
+  t.equal(reply.status, 413)
+  t.equal(reply.body.toString(), 'too large')
+  const again = await h2Request(session, { ':path': '/next' })
+  t.equal(again.status, 413, 'the session serves the next request')
 })

@@ -78,3 +78,18 @@ t.test('backpressure: the client is paused while the try\'s stream is full', asy
   source.end()
   t.equal((await drained).length, 10 * 64 * 1024, 'and everything arrives once the try reads')
 })
+
+t.test('discardRest: once the exchange has its answer, the client is read to the end and nothing is replayed', async (t) => {
+  const source = new PassThrough({ highWaterMark: 16 })
+  const body = new ReplayableBody(source, 1 << 20)
+  const first = body.open()!
+  for (let i = 0; i < 10; i++) source.write(Buffer.alloc(64 * 1024, 1))
+  await new Promise((resolve) => setImmediate(resolve))
+  t.ok(source.isPaused(), 'paused behind a try that stopped reading')
+  body.discardRest()
+  t.ok(first.destroyed, 'the try\'s stream is gone')
+  source.end(Buffer.alloc(10))
+  await once(source, 'end')
+  t.equal(body.received, 10 * 64 * 1024 + 10, 'every byte the client sent was read')
+  t.equal(body.open(), undefined, 'and there is nothing to replay')
+})

@@ -199,13 +199,11 @@ export class OutboundListener {
   private handOffL7(protocol: L7ConnectionProtocol, socket: Socket, context: Parameters<Http1Proxy['handle']>[1]): void {
     // Tracked like a spliced connection, so draining waits for it (and aborts it at the deadline).
     const handle = { abort: () => abort(socket) }
-    const { metrics } = this.options
     this.connections.add(handle)
-    metrics.l7Connections.inc({ protocol })
-    metrics.l7ConnectionsActive.inc({ protocol })
+    const closed = this.options.metrics.l7ConnectionOpened(protocol)
     socket.once('close', () => {
       this.connections.remove(handle)
-      metrics.l7ConnectionsActive.dec({ protocol })
+      closed()
     })
     if (protocol === 'http') this.http1.handle(socket, context)
     else this.http2.handle(socket, context)

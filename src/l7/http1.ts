@@ -23,7 +23,7 @@ import type { Logger } from '../telemetry/log.ts'
 import type { NodeMetrics } from '../telemetry/metrics.ts'
 import type { Destination } from './destinations.ts'
 import { httpMeshError, WEFT_ERROR_HEADER, type MeshErrorCause } from './errors.ts'
-import { Pipeline, type Attempt, type DownstreamContext, type Exchange, type ExchangeStats, type OutgoingHeaders, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
+import { asksForTrailers, Pipeline, type Attempt, type DownstreamContext, type Exchange, type ExchangeStats, type OutgoingHeaders, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
 import type { Clock, Random } from './random.ts'
 import { isOpen, type BreakerOpen } from './breaker.ts'
 import { BREAKER_OPTION, BreakerRefusal, ConnectFailure, UpstreamPools, type UpstreamPath } from './upstream.ts'
@@ -84,7 +84,9 @@ export class Http1Proxy {
     })
     // A malformed request gets a 400 on its own connection; the daemon and the others carry on.
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-      if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
+      // A response already under way on this connection cannot be followed by a 400: close it.
+      const responding = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage?.headersSent === true
+      if (err.code === 'ECONNRESET' || !socket.writable || responding) { socket.destroy(); return }
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request'
       socket.end(`HTTP/1.1 ${status}\r\n${WEFT_ERROR_HEADER}: malformed request (${err.code ?? 'parse error'})\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
     })
@@ -196,7 +198,11 @@ class Http1Exchange implements Exchange {
       request.on('error', (err: NodeJS.ErrnoException) => {
         if (err instanceof BreakerRefusal) { settle({ outcome: { kind: 'connect-failure' }, refused: breakerOpen(err.open) }); return }
         // A kept-alive connection the server had just closed: the request never reached it.
-        const neverArrived = err instanceof ConnectFailure || CONNECT_ERRORS.has(err.code ?? '') || (request.reusedSocket && err.code === 'ECONNRESET')
+        // A kept-alive connection reset as the request went out is usually the endpoint closing
+        // it idle (the request never arrived), but may be one that died processing it: only an
+        // idempotent request is counted as never sent, so a POST is not sent twice.
+        const neverArrived = err instanceof ConnectFailure || CONNECT_ERRORS.has(err.code ?? '') ||
+          (request.reusedSocket && err.code === 'ECONNRESET' && IDEMPOTENT.has(this.request.method))
         settle({ outcome: { kind: neverArrived ? 'connect-failure' : 'reset' } })
       })
       request.once('close', () => settle({ outcome: { kind: 'reset' } }))
@@ -226,6 +232,7 @@ class Http1Exchange implements Exchange {
     message.once('end', () => {
       if (message.rawTrailers.length > 0) res.addTrailers(message.rawTrailers.reduce<[string, string][]>((pairs, item, i, all) => (i % 2 === 0 ? [...pairs, [item, all[i + 1] ?? '']] : pairs), []))
       res.end()
+      finishUpstream(message)
       done()
     })
     message.once('error', () => { res.destroy(); done() })
@@ -306,9 +313,22 @@ function http1Response(message: IncomingMessage): Http1Response {
     grpcStatus: typeof grpc === 'string' ? Number(grpc) : undefined,
     body: message,
     message,
-    discard: () => { message.resume() },
+    // A try still sending its body cannot hand its connection back: end it.
+    discard: () => { message.resume(); finishUpstream(message) },
   }
 }
+
+/**
+ * The response is over (or thrown away) while the request to it may still be sending its body
+ * (the endpoint answered early): that connection is mid-request and cannot be reused, so it goes.
+ */
+function finishUpstream(message: IncomingMessage): void {
+  const request = (message as IncomingMessage & { req?: http.ClientRequest }).req
+  if (request && !request.writableFinished) request.destroy()
+}
+
+/** Methods whose repetition has the effect of one request (RFC 9110 9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 
 /** Error codes that mean no connection was made: the request never left. */
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'CONNECT_TIMEOUT', 'EADDRNOTAVAIL'])
@@ -343,7 +363,7 @@ export function forwardedHeaders(incoming: IncomingHttpHeaders, sourceIp: string
     headers[name] = value
   }
   // "TE: trailers" is the one TE value a proxy passes on (gRPC needs it).
-  if (typeof incoming.te === 'string' && incoming.te.toLowerCase().split(',').some((v) => v.trim() === 'trailers')) headers.te = 'trailers'
+  if (asksForTrailers(incoming.te)) headers.te = 'trailers'
   if (upgrade && incoming.upgrade !== undefined) {
     headers.upgrade = incoming.upgrade
     headers.connection = 'upgrade'

@@ -20,7 +20,7 @@ import type { Endpoint } from '../config/resources/index.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { Destination } from './destinations.ts'
 import { grpcMeshError, GRPC_STATUS, httpMeshError, WEFT_ERROR_HEADER, type MeshErrorCause } from './errors.ts'
-import type { Attempt, DownstreamContext, Exchange, ExchangeStats, L7Protocol, OutgoingHeaders, Pipeline, ProxyRequest, Try, UpstreamResponse } from './pipeline.ts'
+import { asksForTrailers, type Attempt, type DownstreamContext, type Exchange, type ExchangeStats, type L7Protocol, type OutgoingHeaders, type Pipeline, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
 import { ConnectFailure, type UpstreamOptions, type UpstreamPath } from './upstream.ts'
 import { H2UpstreamPools } from './upstream-h2.ts'
 
@@ -29,7 +29,7 @@ const { HTTP2_HEADER_STATUS, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REF
 export interface Http2ProxyOptions extends UpstreamOptions {
   readonly pipeline: Pipeline
   readonly log: Logger
-  /** A client session with no stream open for this long is closed. */
+  /** A client session with no stream open for this long is closed (streams in progress are never cut). Default 60 s. */
   readonly sessionIdleTimeoutMs?: number | undefined
 }
 
@@ -38,6 +38,8 @@ const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connecti
 
 /** Larger than the 64 KiB default, so one stream's bulk body is not starved. */
 const STREAM_WINDOW = 1 << 20
+/** Streams one client connection may have open at once (Node's default is 2^32-1; Go's and many proxies' is 100-250). */
+const MAX_CONCURRENT_STREAMS = 250
 
 export class Http2Proxy {
   readonly pipeline: Pipeline
@@ -53,12 +55,24 @@ export class Http2Proxy {
     this.pipeline = options.pipeline
     this.pools = new H2UpstreamPools(options)
     this.pipeline.onSnapshot((snapshot) => this.pools.prune(snapshot))
-    this.server = http2.createServer({ settings: { enablePush: false, initialWindowSize: STREAM_WINDOW } })
-    this.server.setTimeout(options.sessionIdleTimeoutMs ?? 60_000)
+    this.server = http2.createServer({ settings: { enablePush: false, initialWindowSize: STREAM_WINDOW, maxConcurrentStreams: MAX_CONCURRENT_STREAMS } })
+    const idleMs = options.sessionIdleTimeoutMs ?? 60_000
     this.server.on('session', (session) => {
       if (this.handingOver) this.contexts.set(session, this.handingOver)
       // A protocol error ends this session alone (GOAWAY); nothing else to do.
       session.on('error', (err) => options.log.debug('http2: client session error', { error: err }))
+      // Idle means no stream open: a long gRPC stream or a long poll is never cut for silence
+      // (the server's own setTimeout would destroy the session whatever its streams).
+      let open = 0
+      let idle: NodeJS.Timeout | undefined
+      const arm = (): void => { if (idleMs > 0) idle = setTimeout(() => session.close(), idleMs) }
+      session.on('stream', (stream: ServerHttp2Stream) => {
+        open++
+        clearTimeout(idle)
+        stream.once('close', () => { if (--open === 0 && !session.closed) arm() })
+      })
+      session.once('close', () => clearTimeout(idle))
+      arm()
     })
     this.server.on('stream', (stream, headers, flags) => {
       const context = this.contexts.get(stream.session as ServerHttp2Session)
@@ -214,6 +228,10 @@ class Http2Exchange implements Exchange {
     downstream.respond(headers, { waitForTrailers: true })
     upstream.on('data', (chunk: Buffer) => { this.stats.responseBytes += chunk.length })
     upstream.pipe(downstream)
+    upstream.once('end', () => {
+      // The endpoint answered in full while the request may still be sending: stop sending it.
+      if (!upstream.writableFinished && !upstream.destroyed) upstream.close(NGHTTP2_CANCEL)
+    })
     upstream.once('close', () => {
       // Reset before its end: reset the client's stream too (its response is incomplete).
       if (!upstream.readableEnded && !downstream.destroyed) downstream.close(NGHTTP2_INTERNAL_ERROR)
@@ -283,7 +301,7 @@ export function forwardedHeaders(incoming: IncomingHttpHeaders, sourceIp: string
     if (CONNECTION_SPECIFIC.has(name)) continue
     headers[name] = value as string | string[] | undefined
   }
-  if (typeof incoming.te === 'string' && incoming.te.toLowerCase().split(',').some((v) => v.trim() === 'trailers')) headers.te = 'trailers'
+  if (asksForTrailers(incoming.te)) headers.te = 'trailers'
   if (headers[':authority'] === undefined && typeof incoming.host === 'string') headers[':authority'] = incoming.host
   headers['x-request-id'] ??= randomUUID()
   headers['x-forwarded-for'] ??= sourceIp

@@ -99,7 +99,7 @@ export interface Exchange {
   readonly stats: ExchangeStats
   /** Whether a response head has gone to the client. */
   readonly answered: boolean
-  /** Sends one try to `endpoint` (body: a replay buffer, or the request stream for a single try). */
+  /** Sends one try to `endpoint` (body: the buffered body, or a stream of it from replay.ts; undefined: none). */
   send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try
   /** Relays an upstream response to the client (head, streamed body, trailers); `done` when it is over. */
   relay(response: UpstreamResponse, done: () => void): void
@@ -222,25 +222,7 @@ export class Pipeline {
       }
     }
 
-    // The breaker: requests in flight to this destination.
-    const admitted = target.breaker.tryAcquire('requests')
-    if (isOpen(admitted)) {
-      this.metrics.circuitBreakerTrips.inc({ destination_service: target.name, limit: admitted.open.limit })
-      exchange.fail({ kind: 'breaker-open', destination: target.name, limit: admitted.open.limit, max: admitted.open.max })
-      return
-    }
-    exchange.onClose(admitted)
-
-    // The body: read whole when its declared length is small (a retry resends the buffer), else
-    // streamed to the try as it arrives with a bounded copy for a retry (replay.ts).
-    const body = await this.bufferedBody(request)
-    if (body === 'aborted') return
-    const replay = body === undefined && request.body ? new ReplayableBody(request.body, this.maxReplayBytes) : undefined
-    trace.replay = replay
-    exchange.stats.requestBytes = body?.length ?? 0
-    const hashKey = target.hashOn ? hashKeyOf(target.hashOn, request.headers, context.sourceIp) : undefined
-
-    // The overall request timeout ends whatever try is in flight.
+    // The overall request timeout (the whole exchange, body included) ends whatever is in flight.
     let over = false
     let current: Try | undefined
     const requestTimer = requestTimeoutMs === undefined ? undefined : setTimeout(() => {
@@ -251,21 +233,47 @@ export class Pipeline {
     }, requestTimeoutMs)
     exchange.onClose(() => { over = true; clearTimeout(requestTimer); current?.cancel() })
 
+    // The body: read whole when its declared length is small (a retry resends the buffer), else
+    // streamed to the try as it arrives with a bounded copy for a retry (replay.ts). Read before
+    // the breaker is asked, so a client slow to send its body holds no slot.
+    const body = await this.bufferedBody(request)
+    if (body === 'aborted' || over) return
+    const replay = body === undefined && request.body ? new ReplayableBody(request.body, this.maxReplayBytes) : undefined
+    trace.replay = replay
+    exchange.stats.requestBytes = body?.length ?? 0
+    const hashKey = target.hashOn ? hashKeyOf(target.hashOn, request.headers, context.sourceIp) : undefined
+
+    // The breaker: requests in flight to this destination.
+    const admitted = target.breaker.tryAcquire('requests')
+    if (isOpen(admitted)) {
+      clearTimeout(requestTimer)
+      this.metrics.circuitBreakerTrips.inc({ destination_service: target.name, limit: admitted.open.limit })
+      exchange.fail({ kind: 'breaker-open', destination: target.name, limit: admitted.open.limit, max: admitted.open.max })
+      return
+    }
+    exchange.onClose(admitted)
+    // Once the exchange has its answer, whatever the client still sends is read and dropped (a
+    // try that stopped reading must not leave the client paused for ever).
+    const concluded = (): void => { clearTimeout(requestTimer); replay?.discardRest() }
+
     target.budget.recordRequest()
     let retryHeld: Release | undefined
     const releaseRetry = (): void => { retryHeld?.(); retryHeld = undefined }
     exchange.onClose(releaseRetry)
+    // The first try's body; a retry's is opened when the retry is decided, so what the client
+    // sends during the backoff is kept for it.
+    let tryBody: Buffer | Readable | undefined = body ?? replay?.open()
     for (let retries = 0; ; retries++) {
       const picked = target.pick(hashKey)
-      if (!picked) { clearTimeout(requestTimer); exchange.fail({ kind: 'no-healthy-endpoint', destination: target.name }); return }
+      if (!picked) { concluded(); exchange.fail({ kind: 'no-healthy-endpoint', destination: target.name }); return }
       trace.endpoint = picked.id
       trace.retries = retries
       trace.destinationWorkload = picked.endpoint.workload ? `${picked.endpoint.workload.namespace}/${picked.endpoint.workload.name}` : 'unknown'
-      const attempt = await this.attempt(exchange, target, picked, headers, body ?? replay?.open(), retry.perTryTimeoutMs, (started) => { current = started }, (path) => { trace.upstreamPath = path })
+      const attempt = await this.attempt(exchange, target, picked, headers, tryBody, retry.perTryTimeoutMs, (started) => { current = started }, (path) => { trace.upstreamPath = path })
       releaseRetry()
       if (over) { attempt.response?.discard(); return }
       if (attempt.refused) {
-        clearTimeout(requestTimer)
+        concluded()
         this.metrics.circuitBreakerTrips.inc({ destination_service: target.name, limit: attempt.refused.limit })
         exchange.fail(attempt.refused)
         return
@@ -278,8 +286,12 @@ export class Pipeline {
       }
       if ((body !== undefined || replay?.replayable === true) && retry.shouldRetry(outcome, retries)) {
         const allowed = this.mayRetry(target)
-        if (typeof allowed === 'function') {
+        // The body may have outgrown its copy since the check: then there is nothing to resend.
+        const nextBody = typeof allowed === 'function' ? body ?? replay?.open() : undefined
+        if (typeof allowed === 'function' && nextBody === undefined) allowed()
+        if (typeof allowed === 'function' && nextBody !== undefined) {
           retryHeld = allowed
+          tryBody = nextBody
           this.metrics.retries.inc({ destination_service: target.name, reason: retryReason(outcome) })
           response?.discard()
           const wait = retry.backoffMs(retries, this.random)
@@ -287,14 +299,14 @@ export class Pipeline {
           if (over) return
           continue
         }
-        if (!response) {
-          clearTimeout(requestTimer)
+        if (!response && typeof allowed !== 'function') {
+          concluded()
           exchange.fail(allowed)
           return
         }
       }
-      if (response) { exchange.relay(response, () => clearTimeout(requestTimer)); return }
-      clearTimeout(requestTimer)
+      if (response) { exchange.relay(response, concluded); return }
+      concluded()
       switch (outcome.kind) {
         case 'timeout': exchange.fail({ kind: 'timeout', destination: target.name, timeout: 'backendRequest', ms: retry.perTryTimeoutMs ?? 0 }); return
         case 'connect-failure': exchange.fail({ kind: 'upstream-connect-failure', destination: target.name, endpoint: picked.id }); return
@@ -366,7 +378,7 @@ export class Pipeline {
       destination_service: trace.destinationService,
       destination_workload: trace.destinationWorkload,
       response_code: String(stats.status),
-      grpc_status: stats.grpcStatus === undefined ? NO_GRPC_STATUS : String(stats.grpcStatus),
+      grpc_status: grpcStatusLabel(stats.grpcStatus),
       protocol: request.protocol,
     }
     this.metrics.recordRequest(labels, { durationS: durationMs / 1000, requestBytes: stats.requestBytes, responseBytes: stats.responseBytes })
@@ -394,6 +406,17 @@ export class Pipeline {
       upstreamPath: trace.upstreamPath,
     })
   }
+}
+
+/** Whether a TE header says `trailers`: the one TE value a proxy passes on (gRPC needs it). */
+export function asksForTrailers(te: string | string[] | undefined): boolean {
+  return typeof te === 'string' && te.toLowerCase().split(',').some((value) => value.trim() === 'trailers')
+}
+
+/** The grpc_status label: a status code 0-16, or `none`; anything else an upstream sent is `invalid` (no unbounded series). */
+function grpcStatusLabel(status: number | undefined): string {
+  if (status === undefined) return NO_GRPC_STATUS
+  return Number.isInteger(status) && status >= 0 && status <= 16 ? String(status) : 'invalid'
 }
 
 function header(value: string | string[] | undefined): string | undefined {

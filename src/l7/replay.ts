@@ -20,6 +20,7 @@ export class ReplayableBody {
   private failed = false
   private reader: PassThrough | undefined
   private opened = 0
+  private discarding = false
 
   constructor(source: Readable, maxBytes: number) {
     this.source = source
@@ -54,8 +55,25 @@ export class ReplayableBody {
     return !this.overflowed && !this.failed
   }
 
+  /**
+   * The exchange has its answer: no try reads any more. What the client still sends is read and
+   * dropped, so it is never left paused behind a try that stopped reading.
+   */
+  discardRest(): void {
+    if (this.discarding) return
+    this.discarding = true
+    this.chunks = []
+    this.overflowed = true
+    const reader = this.reader
+    this.reader = undefined
+    if (reader) { reader.unpipe(); reader.destroy() }
+    if (this.opened === 0) { this.opened++; this.start() }
+    this.source.resume()
+  }
+
   /** The body for the next try; undefined when it cannot be replayed (after the first try). */
   open(): Readable | undefined {
+    if (this.discarding) return undefined
     if (this.opened > 0 && !this.replayable) return undefined
     if (this.opened++ === 0) this.start()
     const previous = this.reader
