@@ -348,3 +348,32 @@ t.test('h2c: an endpoint that answers before reading a large upload leaves the c
   const again = await h2Request(session, { ':path': '/next' })
   t.equal(again.status, 413, 'the session serves the next request')
 })
+
+t.test('HTTPRoute ResponseHeaderModifier: set, add and remove on the response; unapplied filters are warned about', async (t) => {
+  const server = http.createServer((req, res) => { req.resume(); res.writeHead(200, { 'x-internal': 'secret', 'x-version': 'v1' }); res.end('ok') })
+  server.listen(0, '127.0.0.2')
+  await once(server, 'listening')
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const route = {
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web', namespace: 'default' },
+    spec: {
+      parentRefs: [{ kind: 'Service', name: 'web', port: 80 }],
+      rules: [{
+        filters: [
+          { type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'X-Version', value: 'routed' }], add: [{ name: 'x-route', value: 'web' }], remove: ['x-internal'] } },
+          { type: 'URLRewrite', urlRewrite: { hostname: 'elsewhere' } },
+        ],
+        backendRefs: [{ name: 'web', port: 80 }],
+      }],
+    },
+  }
+  const snapshot = snapshotWith('http', [(server.address() as net.AddressInfo).port], { 'httproute.default.web': route })
+  t.same(snapshot.warnings.filter((w) => w.key === 'httproute.default.web'), [{ key: 'httproute.default.web', message: 'route default/web: rule 0: filter URLRewrite is not applied by weft yet (applied: RequestHeaderModifier, ResponseHeaderModifier); the rule routes without it' }])
+  const proxy = await proxyFor(t, snapshot, 'http1')
+  const reply = await new Promise<http.IncomingMessage>((resolve, reject) => http.get({ host: '127.0.0.1', port: proxy.port, path: '/', agent: false }, resolve).on('error', reject))
+  reply.resume()
+  t.equal(reply.statusCode, 200)
+  t.equal(reply.headers['x-version'], 'routed', 'set replaces')
+  t.equal(reply.headers['x-route'], 'web', 'add adds')
+  t.equal(reply.headers['x-internal'], undefined, 'remove removes')
+})

@@ -25,6 +25,7 @@ import type { Destination } from './destinations.ts'
 import { httpMeshError, WEFT_ERROR_HEADER, type MeshErrorCause } from './errors.ts'
 import { asksForTrailers, Pipeline, type Attempt, type DownstreamContext, type Exchange, type ExchangeStats, type OutgoingHeaders, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
 import type { Clock, Random } from './random.ts'
+import { applyHeaderModifier, type HeaderModifier } from './router.ts'
 import { isOpen, type BreakerOpen } from './breaker.ts'
 import { BREAKER_OPTION, BreakerRefusal, ConnectFailure, UpstreamPools, type UpstreamPath } from './upstream.ts'
 
@@ -217,11 +218,12 @@ class Http1Exchange implements Exchange {
     return { result, cancel: () => request.destroy() }
   }
 
-  relay(response: UpstreamResponse, done: () => void): void {
+  relay(response: UpstreamResponse, done: () => void, modifiers: readonly HeaderModifier[]): void {
     const { message, upgraded } = response as Http1Response
     const status = message.statusCode ?? 502
     this.stats.status = status
     const headers = responseHeaders(message.headers, upgraded !== undefined)
+    for (const modifier of modifiers) applyHeaderModifier(modifier, headers)
     if ('socket' in this.downstream) { this.relayRaw(message, upgraded, headers, done); return }
     const res = this.downstream.res
     // Cut between its head and now: nothing more will come (its 'close' has been and gone).

@@ -21,6 +21,7 @@ import type { Logger } from '../telemetry/log.ts'
 import type { Destination } from './destinations.ts'
 import { grpcMeshError, GRPC_STATUS, httpMeshError, WEFT_ERROR_HEADER, type MeshErrorCause } from './errors.ts'
 import { asksForTrailers, type Attempt, type DownstreamContext, type Exchange, type ExchangeStats, type L7Protocol, type OutgoingHeaders, type Pipeline, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
+import { applyHeaderModifier, type HeaderModifier } from './router.ts'
 import { ConnectFailure, type UpstreamOptions, type UpstreamPath } from './upstream.ts'
 import { H2UpstreamPools } from './upstream-h2.ts'
 
@@ -202,7 +203,7 @@ class Http2Exchange implements Exchange {
     })
   }
 
-  relay(response: UpstreamResponse, done: () => void): void {
+  relay(response: UpstreamResponse, done: () => void, modifiers: readonly HeaderModifier[]): void {
     const relayed = response as Http2Response
     const { stream: upstream, headers: upstreamHeaders, endedWithHeaders } = relayed
     const downstream = this.stream
@@ -212,6 +213,7 @@ class Http2Exchange implements Exchange {
     this.stats.status = response.status
     this.stats.grpcStatus = response.grpcStatus
     const headers = responseHeaders(upstreamHeaders)
+    for (const modifier of modifiers) applyHeaderModifier(modifier, headers as Record<string, string | string[] | undefined>)
     if (endedWithHeaders) {
       downstream.respond(headers, { endStream: true })
       done()

@@ -23,7 +23,7 @@ import { type Destination, type DestinationView, L7Configs } from './destination
 import type { MeshErrorCause } from './errors.ts'
 import type { Clock, Random } from './random.ts'
 import type { AttemptOutcome, RetryPolicy } from './retry.ts'
-import { applyHeaderModifier } from './router.ts'
+import { applyHeaderModifier, type HeaderModifier } from './router.ts'
 import { ReplayableBody } from './replay.ts'
 import type { UpstreamPath } from './upstream.ts'
 
@@ -101,8 +101,11 @@ export interface Exchange {
   readonly answered: boolean
   /** Sends one try to `endpoint` (body: the buffered body, or a stream of it from replay.ts; undefined: none). */
   send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try
-  /** Relays an upstream response to the client (head, streamed body, trailers); `done` when it is over. */
-  relay(response: UpstreamResponse, done: () => void): void
+  /**
+   * Relays an upstream response to the client (head, streamed body, trailers); `done` when it is
+   * over. `modifiers` (the route's ResponseHeaderModifiers, in order) apply to the head.
+   */
+  relay(response: UpstreamResponse, done: () => void, modifiers: readonly HeaderModifier[]): void
   /** weft's own answer: a status naming the cause (no-op when a head already went out: then the stream is reset). */
   fail(cause: MeshErrorCause): void
   /** A 500 (or gRPC INTERNAL) for a failure of weft itself. */
@@ -126,6 +129,7 @@ export interface PipelineOptions {
 }
 
 export const DEFAULT_MAX_REPLAY_BYTES = 64 * 1024
+const NO_MODIFIERS: readonly HeaderModifier[] = Object.freeze([])
 
 export class Pipeline {
   readonly configs: L7Configs
@@ -191,6 +195,7 @@ export class Pipeline {
     let destination: Destination | undefined = dialled
     let retry: RetryPolicy = config.defaultRetry
     let requestTimeoutMs: number | undefined
+    let responseModifiers: readonly HeaderModifier[] = NO_MODIFIERS
     const headers = request.forward
     const table = config.tables.get(`${context.vip}:${context.port}`)
     if (table && !table.empty) {
@@ -201,6 +206,7 @@ export class Pipeline {
       if (!backend) { exchange.fail({ kind: 'no-backend', destination: dialled.name, route: rule.route }); return }
       if (rule.requestHeaderModifier) applyHeaderModifier(rule.requestHeaderModifier, headers)
       if (backend.requestHeaderModifier) applyHeaderModifier(backend.requestHeaderModifier, headers)
+      responseModifiers = [rule.responseHeaderModifier, backend.responseHeaderModifier].filter((modifier) => modifier !== undefined)
       destination = config.destinationOf(backend)
       if (!destination) { exchange.fail({ kind: 'no-healthy-endpoint', destination: `${backend.service}:${backend.port}` }); return }
       trace.destinationService = destination.name
@@ -305,7 +311,7 @@ export class Pipeline {
           return
         }
       }
-      if (response) { exchange.relay(response, concluded); return }
+      if (response) { exchange.relay(response, concluded, responseModifiers); return }
       concluded()
       switch (outcome.kind) {
         case 'timeout': exchange.fail({ kind: 'timeout', destination: target.name, timeout: 'backendRequest', ms: retry.perTryTimeoutMs ?? 0 }); return

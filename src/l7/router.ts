@@ -48,6 +48,8 @@ export interface RouteBackend {
   readonly weight: number
   /** The backendRef's own RequestHeaderModifier, applied after the rule's. */
   readonly requestHeaderModifier: HeaderModifier | undefined
+  /** The backendRef's own ResponseHeaderModifier, applied after the rule's. */
+  readonly responseHeaderModifier: HeaderModifier | undefined
 }
 
 export interface RouteRetry {
@@ -67,6 +69,8 @@ export interface RouteRule {
   /** Empty when the rule has none: the request gets a 500 (Gateway API). */
   readonly backends: readonly RouteBackend[]
   readonly requestHeaderModifier: HeaderModifier | undefined
+  /** Applied to the response the client gets (Gateway API ResponseHeaderModifier). */
+  readonly responseHeaderModifier: HeaderModifier | undefined
   readonly timeouts: {
     /** The whole request, retries included; undefined: none (Gateway API "0s" also means none). */
     readonly requestMs: number | undefined
@@ -335,7 +339,8 @@ function compileGrpcMatch(rule: RouteRule, match: GrpcMatch, createdAt: number, 
 
 // --- shared ----------------------------------------------------------------------------------
 
-type Filter = { type: string; requestHeaderModifier?: { set?: { name: string; value: string }[] | undefined; add?: { name: string; value: string }[] | undefined; remove?: string[] | undefined } }
+type ModifierSpec = { set?: { name: string; value: string }[] | undefined; add?: { name: string; value: string }[] | undefined; remove?: string[] | undefined }
+type Filter = { type: string; requestHeaderModifier?: ModifierSpec; responseHeaderModifier?: ModifierSpec }
 type BackendRef = { name: string; namespace?: string | undefined; port: number; weight: number; filters?: readonly Filter[] | undefined }
 
 function compileRule(kind: RouteRule['kind'], route: Route, index: number, name: string | undefined, filters: readonly Filter[], backendRefs: readonly BackendRef[], timeouts: RouteRule['timeouts'], retry: RouteRetry | undefined): RouteRule {
@@ -351,17 +356,21 @@ function compileRule(kind: RouteRule['kind'], route: Route, index: number, name:
       name: ref.name,
       port: ref.port,
       weight: ref.weight,
-      requestHeaderModifier: headerModifierOf(ref.filters ?? []),
+      requestHeaderModifier: headerModifierOf(ref.filters ?? [], 'request'),
+      responseHeaderModifier: headerModifierOf(ref.filters ?? [], 'response'),
     }))),
-    requestHeaderModifier: headerModifierOf(filters),
+    requestHeaderModifier: headerModifierOf(filters, 'request'),
+    responseHeaderModifier: headerModifierOf(filters, 'response'),
     timeouts: Object.freeze(timeouts),
     retry: retry ? Object.freeze(retry) : undefined,
-    otherFilters: Object.freeze(filters.filter((f) => f.type !== 'RequestHeaderModifier').map((f) => f.type)),
+    otherFilters: Object.freeze(filters.filter((f) => f.type !== 'RequestHeaderModifier' && f.type !== 'ResponseHeaderModifier').map((f) => f.type)),
   })
 }
 
-function headerModifierOf(filters: readonly Filter[]): HeaderModifier | undefined {
-  const modifiers = filters.filter((f) => f.type === 'RequestHeaderModifier' && f.requestHeaderModifier).map((f) => f.requestHeaderModifier!)
+function headerModifierOf(filters: readonly Filter[], side: 'request' | 'response'): HeaderModifier | undefined {
+  const modifiers = side === 'request'
+    ? filters.filter((f) => f.type === 'RequestHeaderModifier' && f.requestHeaderModifier).map((f) => f.requestHeaderModifier!)
+    : filters.filter((f) => f.type === 'ResponseHeaderModifier' && f.responseHeaderModifier).map((f) => f.responseHeaderModifier!)
   if (modifiers.length === 0) return undefined
   const pairs = (list: { name: string; value: string }[] | undefined) => (list ?? []).map((h) => [h.name.toLowerCase(), h.value] as const)
   return Object.freeze({
@@ -372,7 +381,7 @@ function headerModifierOf(filters: readonly Filter[]): HeaderModifier | undefine
 }
 
 /**
- * Applies a RequestHeaderModifier to headers in Node's form (lowercase names): `set` replaces,
+ * Applies a Request- or ResponseHeaderModifier to headers in Node's form (lowercase names): `set` replaces,
  * `add` appends a value (keeping those already there), `remove` deletes.
  */
 export function applyHeaderModifier(modifier: HeaderModifier, headers: Record<string, string | string[] | undefined>): void {
