@@ -361,14 +361,14 @@ t.test('HTTPRoute ResponseHeaderModifier: set, add and remove on the response; u
       rules: [{
         filters: [
           { type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'X-Version', value: 'routed' }], add: [{ name: 'x-route', value: 'web' }], remove: ['x-internal'] } },
-          { type: 'URLRewrite', urlRewrite: { hostname: 'elsewhere' } },
+          { type: 'RequestMirror', requestMirror: { backendRef: { name: 'web', port: 80 } } },
         ],
         backendRefs: [{ name: 'web', port: 80 }],
       }],
     },
   }
   const snapshot = snapshotWith('http', [(server.address() as net.AddressInfo).port], { 'httproute.default.web': route })
-  t.same(snapshot.warnings.filter((w) => w.key === 'httproute.default.web'), [{ key: 'httproute.default.web', message: 'route default/web: rule 0: filter URLRewrite is not applied by weft yet (applied: RequestHeaderModifier, ResponseHeaderModifier); the rule routes without it' }])
+  t.same(snapshot.warnings.filter((w) => w.key === 'httproute.default.web'), [{ key: 'httproute.default.web', message: 'route default/web: rule 0: filter RequestMirror is not applied by weft yet (applied: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite; on a backendRef RequestHeaderModifier, ResponseHeaderModifier); the rule routes without it' }])
   const proxy = await proxyFor(t, snapshot, 'http1')
   const reply = await new Promise<http.IncomingMessage>((resolve, reject) => http.get({ host: '127.0.0.1', port: proxy.port, path: '/', agent: false }, resolve).on('error', reject))
   reply.resume()
@@ -376,4 +376,40 @@ t.test('HTTPRoute ResponseHeaderModifier: set, add and remove on the response; u
   t.equal(reply.headers['x-version'], 'routed', 'set replaces')
   t.equal(reply.headers['x-route'], 'web', 'add adds')
   t.equal(reply.headers['x-internal'], undefined, 'remove removes')
+})
+
+t.test('HTTPRoute RequestRedirect answers with a Location; URLRewrite sends the request on with another host and path', async (t) => {
+  const seen: { host?: string | undefined; url?: string | undefined }[] = []
+  const server = http.createServer((req, res) => { req.resume(); seen.push({ host: req.headers.host, url: req.url }); res.end('ok') })
+  server.listen(0, '127.0.0.2')
+  await once(server, 'listening')
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const route = {
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web', namespace: 'default' },
+    spec: {
+      parentRefs: [{ kind: 'Service', name: 'web', port: 80 }],
+      rules: [
+        { matches: [{ path: { type: 'PathPrefix', value: '/old' } }], filters: [{ type: 'RequestRedirect', requestRedirect: { path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/new' }, statusCode: 301 } }] },
+        { matches: [{ path: { type: 'PathPrefix', value: '/secure' } }], filters: [{ type: 'RequestRedirect', requestRedirect: { scheme: 'https', hostname: 'web.example.test' } }] },
+        { matches: [{ path: { type: 'PathPrefix', value: '/api/' } }], filters: [{ type: 'URLRewrite', urlRewrite: { hostname: 'backend.internal', path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/v2' } } }], backendRefs: [{ name: 'web', port: 80 }] },
+        { matches: [{ path: { type: 'Exact', value: '/home' } }], filters: [{ type: 'URLRewrite', urlRewrite: { path: { type: 'ReplaceFullPath', replaceFullPath: '/index.html' } } }], backendRefs: [{ name: 'web', port: 80 }] },
+      ],
+    },
+  }
+  const snapshot = snapshotWith('http', [(server.address() as net.AddressInfo).port], { 'httproute.default.web': route })
+  t.same(snapshot.warnings.filter((w) => w.key === 'httproute.default.web'), [], 'nothing unapplied')
+  const proxy = await proxyFor(t, snapshot, 'http1')
+  const get = (path: string): Promise<http.IncomingMessage> => new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: proxy.port, path, agent: false, headers: { host: 'web.default:8080' } }, (res) => { res.resume(); resolve(res) }).on('error', reject)
+  })
+  const moved = await get('/old/page?x=1')
+  t.equal(moved.statusCode, 301)
+  t.equal(moved.headers.location, 'http://web.default:8080/new/page?x=1', 'the matched prefix replaced, host, port and query kept')
+  const secure = await get('/secure/login')
+  t.equal(secure.statusCode, 302, 'the default status')
+  t.equal(secure.headers.location, 'https://web.example.test/secure/login', 'a new scheme takes its well-known port, which is left out')
+  t.equal(seen.length, 0, 'redirects never reach the backend')
+  t.equal((await get('/api/items?limit=2')).statusCode, 200)
+  t.equal((await get('/home')).statusCode, 200)
+  t.same(seen, [{ host: 'backend.internal', url: '/v2/items?limit=2' }, { host: 'web.default:8080', url: '/index.html' }], 'rewritten host and path upstream')
 })

@@ -3,7 +3,7 @@
 import t from 'tap'
 
 import { buildSnapshot, validateResource, type Route } from '../src/config/resources/index.ts'
-import { applyHeaderModifier, compileRouteTable, compileRouteTables, type RequestHead, type ServiceRef } from '../src/l7/router.ts'
+import { applyHeaderModifier, compileRouteTable, compileRouteTables, rewritePath, type RequestHead, type ServiceRef } from '../src/l7/router.ts'
 
 const reviews: ServiceRef = { namespace: 'default', name: 'reviews', port: 80, portName: 'http' }
 
@@ -133,6 +133,7 @@ t.test('the rule as a ready object: backends, header modifiers, timeouts, retry;
     filters: [
       { type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'X-Mesh', value: 'weft' }], add: [{ name: 'x-tag', value: 'b' }], remove: ['X-Debug'] } },
       { type: 'URLRewrite', urlRewrite: { path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/v1' } } },
+      { type: 'RequestMirror', requestMirror: { backendRef: { name: 'reviews-v3', port: 80 } } },
     ],
     backendRefs: [backend('reviews-v1', 90), { ...backend('reviews-v2', 10), namespace: 'canary' }, backend('reviews-v3')],
     timeouts: { request: '10s', backendRequest: '500ms' },
@@ -144,7 +145,8 @@ t.test('the rule as a ready object: backends, header modifiers, timeouts, retry;
   t.same(rule.backends.map((b) => [b.service, b.port, b.weight]), [['default/reviews-v1', 80, 90], ['canary/reviews-v2', 80, 10], ['default/reviews-v3', 80, 1]])
   t.same(rule.timeouts, { requestMs: 10_000, backendRequestMs: 500 })
   t.same(rule.retry, { attempts: 2, codes: [503], backoffMs: 100 })
-  t.same(rule.otherFilters, ['URLRewrite'])
+  t.same(rule.urlRewrite, { hostname: undefined, path: { type: 'ReplacePrefixMatch', value: '/v1' } })
+  t.same(rule.otherFilters, ['RequestMirror'], 'filters not applied are named')
   t.equal(table.match(get('/x')), rule, 'the same object for every request')
   t.same(table.rules.length, 2)
   const none = table.match(get('/none'))
@@ -188,4 +190,16 @@ t.test('compileRouteTables: one table per service address of the snapshot', asyn
   t.same([...tables.keys()].sort(), ['198.19.0.10:80', '198.19.0.10:9090'])
   t.equal(tables.get('198.19.0.10:80')?.rules.length, 1)
   t.ok(tables.get('198.19.0.10:9090')?.empty)
+})
+
+t.test('rewritePath: ReplaceFullPath and ReplacePrefixMatch (element-wise, query kept)', async (t) => {
+  const prefix = (value: string) => ({ type: 'ReplacePrefixMatch' as const, value })
+  t.equal(rewritePath('/api/v1/items?x=1', prefix('/v2'), '/api'), '/v2/v1/items?x=1')
+  t.equal(rewritePath('/api', prefix('/v2'), '/api'), '/v2')
+  t.equal(rewritePath('/api/', prefix('/v2/'), '/api'), '/v2/')
+  t.equal(rewritePath('/api/items', prefix('/'), '/api'), '/items', 'a prefix replaced by / drops it')
+  t.equal(rewritePath('/api', prefix('/'), '/api'), '/')
+  t.equal(rewritePath('/items', prefix('/v2'), '/'), '/v2/items', 'the / prefix: everything is the rest')
+  t.equal(rewritePath('/exact', prefix('/v2'), undefined), '/exact', 'no matched prefix (Exact or regex match): unchanged')
+  t.equal(rewritePath('/a/b?q', { type: 'ReplaceFullPath', value: '/index.html' }, '/a'), '/index.html?q')
 })

@@ -172,7 +172,7 @@ class Http1Exchange implements Exchange {
     else this.closeListeners.push(listener)
   }
 
-  send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try {
+  send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, target: string, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try {
     // A try waiting for its connection is a pending request (the breaker's maxPendingRequests).
     const pending = destination.breaker.tryAcquire('pendingRequests')
     if (isOpen(pending)) return { result: Promise.resolve({ outcome: { kind: 'connect-failure' }, refused: breakerOpen(pending.open) }), cancel: () => {} }
@@ -180,7 +180,7 @@ class Http1Exchange implements Exchange {
     onPath(upstream.path)
     const request = http.request({
       agent: upstream.agent, host: endpoint.ip, port: endpoint.port,
-      method: this.request.method, path: this.request.path, headers: headers as http.OutgoingHttpHeaders, setHost: false,
+      method: this.request.method, path: target, headers: headers as http.OutgoingHttpHeaders, setHost: false,
       [BREAKER_OPTION]: destination.breaker,
     } as http.RequestOptions)
     request.once('socket', (socket: Socket) => { if (socket.connecting) socket.once('connect', pending); else pending() })
@@ -249,6 +249,10 @@ class Http1Exchange implements Exchange {
 
   internalError(): void {
     this.answer(500, { [WEFT_ERROR_HEADER]: 'internal proxy error' })
+  }
+
+  redirect(status: number, location: string): void {
+    this.answer(status, { location })
   }
 
   reset(): void {

@@ -157,7 +157,8 @@ class Http2Exchange implements Exchange {
     else this.closeListeners.push(listener)
   }
 
-  send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try {
+  send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, target: string, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try {
+    headers[':path'] = target
     let upstream: ClientHttp2Stream | undefined
     let cancelled = false
     const endStream = body === undefined || (Buffer.isBuffer(body) && body.length === 0)
@@ -251,6 +252,10 @@ class Http2Exchange implements Exchange {
     const answer = httpMeshError(cause)
     this.log.debug('http2: answered by the mesh', { status: answer.status, error: answer.headers[WEFT_ERROR_HEADER], path: this.request.path })
     this.answer(answer.status, answer.headers)
+  }
+
+  redirect(status: number, location: string): void {
+    this.answer(status, { location })
   }
 
   internalError(): void {

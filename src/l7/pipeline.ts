@@ -23,7 +23,7 @@ import { type Destination, type DestinationView, L7Configs } from './destination
 import type { MeshErrorCause } from './errors.ts'
 import type { Clock, Random } from './random.ts'
 import type { AttemptOutcome, RetryPolicy } from './retry.ts'
-import { applyHeaderModifier, type HeaderModifier } from './router.ts'
+import { applyHeaderModifier, redirectLocation, rewritePath, type HeaderModifier } from './router.ts'
 import { ReplayableBody } from './replay.ts'
 import type { UpstreamPath } from './upstream.ts'
 
@@ -100,7 +100,9 @@ export interface Exchange {
   /** Whether a response head has gone to the client. */
   readonly answered: boolean
   /** Sends one try to `endpoint` (body: the buffered body, or a stream of it from replay.ts; undefined: none). */
-  send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try
+  send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, target: string, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try
+  /** A redirect (a route's RequestRedirect): `status` with `location`, instead of the request going on. */
+  redirect(status: number, location: string): void
   /**
    * Relays an upstream response to the client (head, streamed body, trailers); `done` when it is
    * over. `modifiers` (the route's ResponseHeaderModifiers, in order) apply to the head.
@@ -196,11 +198,22 @@ export class Pipeline {
     let retry: RetryPolicy = config.defaultRetry
     let requestTimeoutMs: number | undefined
     let responseModifiers: readonly HeaderModifier[] = NO_MODIFIERS
+    let upstreamTarget = request.path
     const headers = request.forward
     const table = config.tables.get(`${context.vip}:${context.port}`)
     if (table && !table.empty) {
-      const rule = table.match({ method: request.method, path: request.path, headers: request.headers })
-      if (!rule) { exchange.fail({ kind: 'no-route', destination: dialled.name, path: request.path }); return }
+      const routed = table.route({ method: request.method, path: request.path, headers: request.headers })
+      if (!routed) { exchange.fail({ kind: 'no-route', destination: dialled.name, path: request.path }); return }
+      const rule = routed.rule
+      if (rule.requestRedirect) {
+        exchange.redirect(rule.requestRedirect.statusCode, redirectLocation(rule.requestRedirect, { scheme: 'http', authority: request.authority, target: request.path }, routed.prefix))
+        return
+      }
+      if (rule.urlRewrite) {
+        const rewrite = rule.urlRewrite
+        if (rewrite.hostname !== undefined) headers[request.protocol === 'http' ? 'host' : ':authority'] = rewrite.hostname
+        if (rewrite.path) upstreamTarget = rewritePath(request.path, rewrite.path, routed.prefix)
+      }
       const state = config.ruleState(rule)
       const backend = state.split.pick(this.random)
       if (!backend) { exchange.fail({ kind: 'no-backend', destination: dialled.name, route: rule.route }); return }
@@ -275,7 +288,7 @@ export class Pipeline {
       trace.endpoint = picked.id
       trace.retries = retries
       trace.destinationWorkload = picked.endpoint.workload ? `${picked.endpoint.workload.namespace}/${picked.endpoint.workload.name}` : 'unknown'
-      const attempt = await this.attempt(exchange, target, picked, headers, tryBody, retry.perTryTimeoutMs, (started) => { current = started }, (path) => { trace.upstreamPath = path })
+      const attempt = await this.attempt(exchange, target, picked, headers, upstreamTarget, tryBody, retry.perTryTimeoutMs, (started) => { current = started }, (path) => { trace.upstreamPath = path })
       releaseRetry()
       if (over) { attempt.response?.discard(); return }
       if (attempt.refused) {
@@ -356,10 +369,10 @@ export class Pipeline {
   }
 
   /** One try, with the per-try timeout and the balancer's bookkeeping around it. */
-  private async attempt(exchange: Exchange, target: Destination, picked: EndpointState<Endpoint>, headers: OutgoingHeaders, body: Buffer | Readable | undefined, perTryTimeoutMs: number | undefined, onTry: (attempt: Try) => void, onPath: (path: UpstreamPath) => void): Promise<Attempt> {
+  private async attempt(exchange: Exchange, target: Destination, picked: EndpointState<Endpoint>, headers: OutgoingHeaders, upstreamTarget: string, body: Buffer | Readable | undefined, perTryTimeoutMs: number | undefined, onTry: (attempt: Try) => void, onPath: (path: UpstreamPath) => void): Promise<Attempt> {
     const begun = this.now()
     picked.start()
-    const sent = exchange.send(picked.endpoint, target, headers, body, onPath)
+    const sent = exchange.send(picked.endpoint, target, headers, upstreamTarget, body, onPath)
     onTry(sent)
     let timer: NodeJS.Timeout | undefined
     const timeout = perTryTimeoutMs === undefined ? undefined : new Promise<Attempt>((resolve) => {

@@ -39,6 +39,22 @@ export interface HeaderModifier {
   readonly remove: readonly string[]
 }
 
+/** Gateway API's HTTPPathModifier. */
+export type PathModifier = { readonly type: 'ReplaceFullPath'; readonly value: string } | { readonly type: 'ReplacePrefixMatch'; readonly value: string }
+
+export interface RequestRedirect {
+  readonly scheme: 'http' | 'https' | undefined
+  readonly hostname: string | undefined
+  readonly port: number | undefined
+  readonly path: PathModifier | undefined
+  readonly statusCode: number
+}
+
+export interface UrlRewrite {
+  readonly hostname: string | undefined
+  readonly path: PathModifier | undefined
+}
+
 export interface RouteBackend {
   /** `namespace/name` of the backend Service. */
   readonly service: string
@@ -71,6 +87,10 @@ export interface RouteRule {
   readonly requestHeaderModifier: HeaderModifier | undefined
   /** Applied to the response the client gets (Gateway API ResponseHeaderModifier). */
   readonly responseHeaderModifier: HeaderModifier | undefined
+  /** RequestRedirect: the client is answered with a redirect instead of the request going on. */
+  readonly requestRedirect: RequestRedirect | undefined
+  /** URLRewrite: the request goes on with another host and/or path. */
+  readonly urlRewrite: UrlRewrite | undefined
   readonly timeouts: {
     /** The whole request, retries included; undefined: none (Gateway API "0s" also means none). */
     readonly requestMs: number | undefined
@@ -87,6 +107,8 @@ interface HeaderCondition { readonly name: string; readonly exact: string | unde
 // One match of one rule, with everything precedence needs to sort it.
 interface Candidate {
   readonly rule: RouteRule
+  /** The PathPrefix this match matched on, without trailing slashes (for ReplacePrefixMatch). */
+  readonly prefix: string | undefined
   readonly grpc: boolean
   readonly matches: (request: ParsedRequest) => boolean
   readonly rank: readonly number[]
@@ -126,6 +148,11 @@ export class RouteTable {
 
   /** The rule the request follows, or undefined when routes attach but none matches (a 404). */
   match(head: RequestHead): RouteRule | undefined {
+    return this.route(head)?.rule
+  }
+
+  /** The rule the request follows and the PathPrefix it matched on (what ReplacePrefixMatch replaces). */
+  route(head: RequestHead): { readonly rule: RouteRule; readonly prefix: string | undefined } | undefined {
     const queryAt = head.path.indexOf('?')
     const request: ParsedRequest = {
       head,
@@ -141,9 +168,9 @@ export class RouteTable {
         request.grpcService = request.pathOnly.slice(1, slash)
         request.grpcMethod = request.pathOnly.slice(slash + 1)
       }
-      for (const candidate of this.grpcCandidates) if (candidate.matches(request)) return candidate.rule
+      for (const candidate of this.grpcCandidates) if (candidate.matches(request)) return candidate
     }
-    for (const candidate of this.httpCandidates) if (candidate.matches(request)) return candidate.rule
+    for (const candidate of this.httpCandidates) if (candidate.matches(request)) return candidate
     return undefined
   }
 }
@@ -235,6 +262,7 @@ function compileHttpMatch(rule: RouteRule, match: HttpMatch, createdAt: number, 
   }))
   return {
     rule,
+    prefix: pathType === 'PathPrefix' ? normalizedPrefix(pathValue) : undefined,
     grpc: false,
     createdAt,
     routeName,
@@ -313,6 +341,7 @@ function compileGrpcMatch(rule: RouteRule, match: GrpcMatch, createdAt: number, 
   const headers = firstOfEachName(match.headers ?? [], (h) => h.name.toLowerCase()).map(headerCondition)
   return {
     rule,
+    prefix: undefined,
     grpc: true,
     createdAt,
     routeName,
@@ -340,7 +369,14 @@ function compileGrpcMatch(rule: RouteRule, match: GrpcMatch, createdAt: number, 
 // --- shared ----------------------------------------------------------------------------------
 
 type ModifierSpec = { set?: { name: string; value: string }[] | undefined; add?: { name: string; value: string }[] | undefined; remove?: string[] | undefined }
-type Filter = { type: string; requestHeaderModifier?: ModifierSpec; responseHeaderModifier?: ModifierSpec }
+type PathModifierSpec = { type: 'ReplaceFullPath' | 'ReplacePrefixMatch'; replaceFullPath?: string | undefined; replacePrefixMatch?: string | undefined }
+type Filter = {
+  type: string
+  requestHeaderModifier?: ModifierSpec
+  responseHeaderModifier?: ModifierSpec
+  requestRedirect?: { scheme?: 'http' | 'https' | undefined; hostname?: string | undefined; path?: PathModifierSpec | undefined; port?: number | undefined; statusCode?: number | undefined }
+  urlRewrite?: { hostname?: string | undefined; path?: PathModifierSpec | undefined }
+}
 type BackendRef = { name: string; namespace?: string | undefined; port: number; weight: number; filters?: readonly Filter[] | undefined }
 
 function compileRule(kind: RouteRule['kind'], route: Route, index: number, name: string | undefined, filters: readonly Filter[], backendRefs: readonly BackendRef[], timeouts: RouteRule['timeouts'], retry: RouteRetry | undefined): RouteRule {
@@ -361,10 +397,77 @@ function compileRule(kind: RouteRule['kind'], route: Route, index: number, name:
     }))),
     requestHeaderModifier: headerModifierOf(filters, 'request'),
     responseHeaderModifier: headerModifierOf(filters, 'response'),
+    requestRedirect: redirectOf(filters),
+    urlRewrite: rewriteOf(filters),
     timeouts: Object.freeze(timeouts),
     retry: retry ? Object.freeze(retry) : undefined,
-    otherFilters: Object.freeze(filters.filter((f) => f.type !== 'RequestHeaderModifier' && f.type !== 'ResponseHeaderModifier').map((f) => f.type)),
+    otherFilters: Object.freeze(filters.filter((f) => !RULE_FILTERS_APPLIED.has(f.type)).map((f) => f.type)),
   })
+}
+
+/** The filters a rule's own `filters` may use to effect (a backendRef's: only the header modifiers). */
+const RULE_FILTERS_APPLIED: ReadonlySet<string> = new Set(['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestRedirect', 'URLRewrite'])
+
+function pathModifierOf(spec: PathModifierSpec | undefined): PathModifier | undefined {
+  if (!spec) return undefined
+  return spec.type === 'ReplaceFullPath'
+    ? Object.freeze({ type: 'ReplaceFullPath' as const, value: spec.replaceFullPath ?? '/' })
+    : Object.freeze({ type: 'ReplacePrefixMatch' as const, value: spec.replacePrefixMatch ?? '/' })
+}
+
+function redirectOf(filters: readonly Filter[]): RequestRedirect | undefined {
+  const spec = filters.find((f) => f.type === 'RequestRedirect')?.requestRedirect
+  if (!spec) return undefined
+  return Object.freeze({ scheme: spec.scheme, hostname: spec.hostname, port: spec.port, path: pathModifierOf(spec.path), statusCode: spec.statusCode ?? 302 })
+}
+
+function rewriteOf(filters: readonly Filter[]): UrlRewrite | undefined {
+  const spec = filters.find((f) => f.type === 'URLRewrite')?.urlRewrite
+  if (!spec) return undefined
+  return Object.freeze({ hostname: spec.hostname, path: pathModifierOf(spec.path) })
+}
+
+/**
+ * A request target (path and query) with its path modified: ReplaceFullPath replaces the path,
+ * ReplacePrefixMatch replaces the PathPrefix the request matched (`prefix`, no trailing slash)
+ * and keeps the rest (`/api/v1/items` with prefix `/api` and `/v2` → `/v2/v1/items`). The query
+ * stays. ReplacePrefixMatch without a matched prefix (an Exact or regex match) leaves the path.
+ */
+export function rewritePath(target: string, modifier: PathModifier, prefix: string | undefined): string {
+  const queryAt = target.indexOf('?')
+  const path = queryAt === -1 ? target : target.slice(0, queryAt)
+  const query = queryAt === -1 ? '' : target.slice(queryAt)
+  if (modifier.type === 'ReplaceFullPath') return `${modifier.value}${query}`
+  if (prefix === undefined) return target
+  const rest = prefix === '/' ? path : path.slice(prefix.length)
+  const replacement = modifier.value.replace(/\/+$/, '')
+  const joined = `${replacement}${rest.startsWith('/') || rest === '' ? rest : `/${rest}`}`
+  return `${joined === '' ? '/' : joined}${query}`
+}
+
+/**
+ * The Location of a RequestRedirect (Gateway API): scheme, hostname and path from the filter or
+ * the request; the port from the filter, else the scheme's well-known port when the filter
+ * changes the scheme, else the request's; a well-known port is left out.
+ */
+export function redirectLocation(redirect: RequestRedirect, request: { readonly scheme: 'http' | 'https'; readonly authority: string; readonly target: string }, prefix: string | undefined): string {
+  const [requestHost = '', requestPort] = splitAuthority(request.authority)
+  const scheme = redirect.scheme ?? request.scheme
+  const host = redirect.hostname ?? requestHost
+  const wellKnown = scheme === 'https' ? 443 : 80
+  const port = redirect.port ?? (redirect.scheme !== undefined ? wellKnown : requestPort ?? wellKnown)
+  const target = redirect.path ? rewritePath(request.target, redirect.path, prefix) : request.target
+  return `${scheme}://${host}${port === wellKnown ? '' : `:${port}`}${target}`
+}
+
+function splitAuthority(authority: string): [string, number | undefined] {
+  const bracket = authority.lastIndexOf(']')
+  const colon = authority.lastIndexOf(':')
+  if (colon > bracket && colon !== -1) {
+    const port = Number(authority.slice(colon + 1))
+    return [authority.slice(0, colon), Number.isInteger(port) && port > 0 ? port : undefined]
+  }
+  return [authority, undefined]
 }
 
 function headerModifierOf(filters: readonly Filter[], side: 'request' | 'response'): HeaderModifier | undefined {

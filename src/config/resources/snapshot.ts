@@ -337,8 +337,9 @@ export function destinationPolicyFor(policies: readonly DestinationPolicy[], ser
   return policies.find((policy) => destinationPolicyService(policy) === wanted)
 }
 
-/** The route filters the L7 proxy carries out (src/l7/router.ts). */
-const APPLIED_FILTERS: ReadonlySet<string> = new Set(['RequestHeaderModifier', 'ResponseHeaderModifier'])
+/** The route filters the L7 proxy carries out (src/l7/router.ts): on a rule, and on a backendRef. */
+const RULE_FILTERS_APPLIED: ReadonlySet<string> = new Set(['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestRedirect', 'URLRewrite'])
+const BACKEND_FILTERS_APPLIED: ReadonlySet<string> = new Set(['RequestHeaderModifier', 'ResponseHeaderModifier'])
 
 function routeWarnings(key: string, route: HTTPRoute | GRPCRoute, servicesByName: ReadonlyMap<string, Service>, knownServicesIn: (ns: string) => string): ResourceWarning[] {
   const warnings: ResourceWarning[] = []
@@ -351,10 +352,12 @@ function routeWarnings(key: string, route: HTTPRoute | GRPCRoute, servicesByName
   }
   // Filters weft does not carry out yet: said, so a route that relies on one is not silently half applied.
   for (const [index, rule] of (route.spec.rules ?? []).entries()) {
-    const filters = [...(rule.filters ?? []), ...(rule.backendRefs ?? []).flatMap((backend) => backend.filters ?? [])]
-    const unapplied = [...new Set(filters.map((filter) => filter.type).filter((type) => !APPLIED_FILTERS.has(type)))]
-    if (unapplied.length > 0) {
-      warnings.push({ key, message: `${label}: rule ${index}: filter${unapplied.length > 1 ? 's' : ''} ${unapplied.join(', ')} ${unapplied.length > 1 ? 'are' : 'is'} not applied by weft yet (applied: ${[...APPLIED_FILTERS].join(', ')}); the rule routes without ${unapplied.length > 1 ? 'them' : 'it'}` })
+    const unapplied = new Set<string>()
+    for (const filter of rule.filters ?? []) if (!RULE_FILTERS_APPLIED.has(filter.type)) unapplied.add(filter.type)
+    for (const backend of rule.backendRefs ?? []) for (const filter of backend.filters ?? []) if (!BACKEND_FILTERS_APPLIED.has(filter.type)) unapplied.add(`${filter.type} (on a backendRef)`)
+    if (unapplied.size > 0) {
+      const list = [...unapplied]
+      warnings.push({ key, message: `${label}: rule ${index}: filter${list.length > 1 ? 's' : ''} ${list.join(', ')} ${list.length > 1 ? 'are' : 'is'} not applied by weft yet (applied: ${[...RULE_FILTERS_APPLIED].join(', ')}; on a backendRef ${[...BACKEND_FILTERS_APPLIED].join(', ')}); the rule routes without ${list.length > 1 ? 'them' : 'it'}` })
     }
   }
   const backends = (route.spec.rules ?? []).flatMap((rule) => rule.backendRefs ?? [])
