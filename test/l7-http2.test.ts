@@ -404,7 +404,7 @@ t.test('HTTPRoute RequestRedirect answers with a Location; URLRewrite sends the 
   })
   const moved = await get('/old/page?x=1')
   t.equal(moved.statusCode, 301)
-  t.equal(moved.headers.location, 'http://web.default:8080/new/page?x=1', 'the matched prefix replaced, host, port and query kept')
+  t.equal(moved.headers.location, 'http://web.default/new/page?x=1', 'the matched prefix replaced, host and query kept, the port the Service port (80: left out)')
   const secure = await get('/secure/login')
   t.equal(secure.statusCode, 302, 'the default status')
   t.equal(secure.headers.location, 'https://web.example.test/secure/login', 'a new scheme takes its well-known port, which is left out')
@@ -412,4 +412,30 @@ t.test('HTTPRoute RequestRedirect answers with a Location; URLRewrite sends the 
   t.equal((await get('/api/items?limit=2')).statusCode, 200)
   t.equal((await get('/home')).statusCode, 200)
   t.same(seen, [{ host: 'backend.internal', url: '/v2/items?limit=2' }, { host: 'web.default:8080', url: '/index.html' }], 'rewritten host and path upstream')
+})
+
+t.test('h2c: a request timeout during a streamed upload answers 504 and reads the rest of the upload', async (t) => {
+  const server = http2.createServer()
+  server.on('stream', () => { /* never answers, never reads */ })
+  server.listen(0, '127.0.0.2')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const route = {
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web', namespace: 'default' },
+    spec: { parentRefs: [{ kind: 'Service', name: 'web', port: 80 }], rules: [{ backendRefs: [{ name: 'web', port: 80 }], timeouts: { request: '300ms' } }] },
+  }
+  const proxy = await proxyFor(t, snapshotWith('kubernetes.io/h2c', [(server.address() as net.AddressInfo).port], { 'httproute.default.web': route }))
+  const session = connect(t, proxy.port)
+  const stream = session.request({ ':method': 'POST', ':path': '/upload' })
+  const chunk = Buffer.alloc(256 * 1024, 1)
+  stream.write(chunk)
+  const [head] = await once(stream, 'response') as [http2.IncomingHttpHeaders]
+  t.equal(head[':status'], 504)
+  t.equal(head['weft-error'], 'request timeout of 300ms for default/web')
+  stream.resume()
+  // 8 MiB more: far past every window; it only gets through if the proxy keeps reading.
+  for (let i = 0; i < 32; i++) if (!stream.write(chunk)) await once(stream, 'drain')
+  stream.end()
+  await once(stream, 'close')
+  t.pass('the upload was read to its end and the stream closed')
 })

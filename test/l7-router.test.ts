@@ -3,7 +3,7 @@
 import t from 'tap'
 
 import { buildSnapshot, validateResource, type Route } from '../src/config/resources/index.ts'
-import { applyHeaderModifier, compileRouteTable, compileRouteTables, rewritePath, type RequestHead, type ServiceRef } from '../src/l7/router.ts'
+import { applyHeaderModifier, compileRouteTable, compileRouteTables, redirectLocation, rewritePath, type RequestHead, type ServiceRef } from '../src/l7/router.ts'
 
 const reviews: ServiceRef = { namespace: 'default', name: 'reviews', port: 80, portName: 'http' }
 
@@ -202,4 +202,16 @@ t.test('rewritePath: ReplaceFullPath and ReplacePrefixMatch (element-wise, query
   t.equal(rewritePath('/items', prefix('/v2'), '/'), '/v2/items', 'the / prefix: everything is the rest')
   t.equal(rewritePath('/exact', prefix('/v2'), undefined), '/exact', 'no matched prefix (Exact or regex match): unchanged')
   t.equal(rewritePath('/a/b?q', { type: 'ReplaceFullPath', value: '/index.html' }, '/a'), '/index.html?q')
+})
+
+t.test('redirectLocation: scheme, host and port as Gateway API says', async (t) => {
+  const redirect = (spec: Partial<Parameters<typeof redirectLocation>[0]>) => ({ scheme: undefined, hostname: undefined, port: undefined, path: undefined, statusCode: 302, ...spec })
+  const request = { scheme: 'http' as const, authority: 'shop.default:8080', port: 8080, target: '/cart?id=1' }
+  t.equal(redirectLocation(redirect({}), request, undefined), 'http://shop.default:8080/cart?id=1', 'nothing set: the request\'s host and the port it came in on')
+  t.equal(redirectLocation(redirect({}), { ...request, authority: 'shop.default' }, undefined), 'http://shop.default:8080/cart?id=1', 'the listener port, not the Host header\'s')
+  t.equal(redirectLocation(redirect({ scheme: 'https' }), request, undefined), 'https://shop.default/cart?id=1', 'a scheme brings its well-known port, left out')
+  t.equal(redirectLocation(redirect({ scheme: 'https', port: 8443 }), request, undefined), 'https://shop.default:8443/cart?id=1')
+  t.equal(redirectLocation(redirect({ hostname: 'www.example.test', port: 80 }), request, undefined), 'http://www.example.test/cart?id=1')
+  t.equal(redirectLocation(redirect({}), { ...request, authority: '[fd00::1]:8080' }, undefined), 'http://[fd00::1]:8080/cart?id=1', 'an IPv6 host keeps its brackets')
+  t.equal(redirectLocation(redirect({ path: { type: 'ReplacePrefixMatch', value: '/basket' } }), request, '/cart'), 'http://shop.default:8080/basket?id=1')
 })

@@ -66,7 +66,7 @@ export class Http2Proxy {
       // (the server's own setTimeout would destroy the session whatever its streams).
       let open = 0
       let idle: NodeJS.Timeout | undefined
-      const arm = (): void => { if (idleMs > 0) idle = setTimeout(() => session.close(), idleMs) }
+      const arm = (): void => { if (idleMs > 0) { idle = setTimeout(() => session.close(), idleMs); idle.unref() } }
       session.on('stream', (stream: ServerHttp2Stream) => {
         open++
         clearTimeout(idle)
@@ -215,6 +215,8 @@ class Http2Exchange implements Exchange {
     this.stats.grpcStatus = response.grpcStatus
     const headers = responseHeaders(upstreamHeaders)
     for (const modifier of modifiers) applyHeaderModifier(modifier, headers as Record<string, string | string[] | undefined>)
+    // A modifier may name a header HTTP/2 forbids (respond() would throw): those never go out.
+    if (modifiers.length > 0) for (const name of CONNECTION_SPECIFIC) delete headers[name]
     if (endedWithHeaders) {
       downstream.respond(headers, { endStream: true })
       done()

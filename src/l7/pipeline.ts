@@ -206,7 +206,7 @@ export class Pipeline {
       if (!routed) { exchange.fail({ kind: 'no-route', destination: dialled.name, path: request.path }); return }
       const rule = routed.rule
       if (rule.requestRedirect) {
-        exchange.redirect(rule.requestRedirect.statusCode, redirectLocation(rule.requestRedirect, { scheme: 'http', authority: request.authority, target: request.path }, routed.prefix))
+        exchange.redirect(rule.requestRedirect.statusCode, redirectLocation(rule.requestRedirect, { scheme: 'http', authority: request.authority, port: context.port, target: request.path }, routed.prefix))
         return
       }
       if (rule.urlRewrite) {
@@ -247,10 +247,11 @@ export class Pipeline {
     const requestTimer = requestTimeoutMs === undefined ? undefined : setTimeout(() => {
       over = true
       current?.cancel()
+      trace.replay?.discardRest()
       if (!exchange.answered) exchange.fail({ kind: 'timeout', destination: target.name, timeout: 'request', ms: requestTimeoutMs })
       else exchange.reset()
     }, requestTimeoutMs)
-    exchange.onClose(() => { over = true; clearTimeout(requestTimer); current?.cancel() })
+    exchange.onClose(() => { over = true; clearTimeout(requestTimer); current?.cancel(); trace.replay?.discardRest() })
 
     // The body: read whole when its declared length is small (a retry resends the buffer), else
     // streamed to the try as it arrives with a bounded copy for a retry (replay.ts). Read before

@@ -447,27 +447,25 @@ export function rewritePath(target: string, modifier: PathModifier, prefix: stri
 
 /**
  * The Location of a RequestRedirect (Gateway API): scheme, hostname and path from the filter or
- * the request; the port from the filter, else the scheme's well-known port when the filter
- * changes the scheme, else the request's; a well-known port is left out.
+ * the request; the port from the filter, else the scheme's well-known port when the filter sets
+ * a scheme, else the port the request came in on (the listener's: in the mesh, the Service
+ * port); a well-known port is left out.
  */
-export function redirectLocation(redirect: RequestRedirect, request: { readonly scheme: 'http' | 'https'; readonly authority: string; readonly target: string }, prefix: string | undefined): string {
-  const [requestHost = '', requestPort] = splitAuthority(request.authority)
+export function redirectLocation(redirect: RequestRedirect, request: { readonly scheme: 'http' | 'https'; readonly authority: string; readonly port: number; readonly target: string }, prefix: string | undefined): string {
+  const requestHost = hostOf(request.authority)
   const scheme = redirect.scheme ?? request.scheme
   const host = redirect.hostname ?? requestHost
   const wellKnown = scheme === 'https' ? 443 : 80
-  const port = redirect.port ?? (redirect.scheme !== undefined ? wellKnown : requestPort ?? wellKnown)
+  const port = redirect.port ?? (redirect.scheme !== undefined ? wellKnown : request.port)
   const target = redirect.path ? rewritePath(request.target, redirect.path, prefix) : request.target
   return `${scheme}://${host}${port === wellKnown ? '' : `:${port}`}${target}`
 }
 
-function splitAuthority(authority: string): [string, number | undefined] {
+/** The host of an authority (`name:port`, `[v6]:port`), without the port. */
+function hostOf(authority: string): string {
   const bracket = authority.lastIndexOf(']')
   const colon = authority.lastIndexOf(':')
-  if (colon > bracket && colon !== -1) {
-    const port = Number(authority.slice(colon + 1))
-    return [authority.slice(0, colon), Number.isInteger(port) && port > 0 ? port : undefined]
-  }
-  return [authority, undefined]
+  return colon > bracket && colon !== -1 ? authority.slice(0, colon) : authority
 }
 
 function headerModifierOf(filters: readonly Filter[], side: 'request' | 'response'): HeaderModifier | undefined {
