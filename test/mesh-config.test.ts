@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Bus } from '../src/bus/index.ts'
 import type { Lab } from '../src/lab/index.ts'
-import { requireLab, startIn, startLab } from './helpers/lab.ts'
+import { requireLab, startIn, startLab, waitForNodes } from './helpers/lab.ts'
 
 const netprobe = fileURLToPath(new URL('./fixtures/netprobe.ts', import.meta.url))
 const weft = fileURLToPath(new URL('../bin/weft.js', import.meta.url))
@@ -55,22 +55,6 @@ async function callVip(lab: Lab): Promise<string> {
 async function statuses(bus: Bus): Promise<Map<string, { revision: number; rejected: Array<{ key: string; reason: string }> }>> {
   const all = await bus.readStatuses()
   return new Map(all.map((s) => [s.node, s.status as { revision: number; rejected: Array<{ key: string; reason: string }> }]))
-}
-
-async function waitForNodes(bus: Bus, revision: number, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  let last = 'no status read yet'
-  for (;;) {
-    try {
-      const s = await statuses(bus)
-      if (['node1', 'node2'].every((n) => (s.get(n)?.revision ?? 0) >= revision)) return
-      last = JSON.stringify([...s].map(([n, v]) => [n, v.revision]))
-    } catch (err) {
-      last = (err as Error).message // JetStream may still be starting after a NATS restart: try again
-    }
-    if (Date.now() > deadline) throw new Error(`nodes did not reach revision ${revision}: ${last}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
 }
 
 t.test('configuration over NATS in a two-node lab', async (t) => {

@@ -11,10 +11,9 @@ import { once } from 'node:events'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Bus } from '../src/bus/index.ts'
 import type { Lab, TopologyInput } from '../src/lab/index.ts'
 import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
-import { requireLab, startIn, startLab, tcpServerScript } from './helpers/lab.ts'
+import { curl, requireLab, startIn, startLab, waitForNodes, tcpServerScript } from './helpers/lab.ts'
 
 const node = process.execPath
 const grpcFixture = fileURLToPath(new URL('./fixtures/grpc.ts', import.meta.url))
@@ -226,33 +225,6 @@ const resources: Array<[string, Record<string, unknown>]> = [
     },
   }],
 ]
-
-async function waitForNodes(bus: Bus, revision: number, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const all = await bus.readStatuses().catch(() => [])
-    const revisions = new Map(all.map((s) => [s.node, (s.status as { revision: number }).revision]))
-    if (['node1', 'node2'].every((n) => (revisions.get(n) ?? 0) >= revision)) return
-    if (Date.now() > deadline) throw new Error(`nodes did not reach revision ${revision}: ${JSON.stringify([...revisions])}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
-
-interface CurlReply { status: number; headers: Record<string, string>; body: string }
-
-/** curl in the client pod; -i so the status and headers come back too. */
-async function curl(lab: Lab, url: string, ...args: string[]): Promise<CurlReply> {
-  const r = await lab.run('client', ['curl', '-s', '-i', '--max-time', '10', ...args, url])
-  if (r.code !== 0) throw new Error(`curl ${url} exited ${r.code}: ${r.stderr}`)
-  const [head = '', ...rest] = r.stdout.split('\r\n\r\n')
-  const [statusLine = '', ...lines] = head.split('\r\n')
-  const headers: Record<string, string> = {}
-  for (const line of lines) {
-    const colon = line.indexOf(':')
-    headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
-  }
-  return { status: Number(statusLine.split(' ')[1]), headers, body: rest.join('\r\n\r\n') }
-}
 
 interface Seen { server: string; httpVersion: string; method: string; path: string; bytes: number; requestId: string | null; forwardedFor: string | null }
 

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
 
 import { skipOrFail } from './privileged.ts'
+import type { Bus } from '../../src/bus/index.ts'
 import { LabBusyError, labDown, labUp, type Lab, type LabUpOptions, type TopologyInput } from '../../src/lab/index.ts'
 
 export const labCli = fileURLToPath(new URL('../../src/lab/cli.ts', import.meta.url))
@@ -77,6 +78,42 @@ export async function startLab(t: Test, topology: TopologyInput, options: LabUpO
   // Registered first: if up fails half-way (or the test is interrupted) the run is still removed.
   t.teardown(() => labDown(runId))
   return await labUpWhenFree(t, topology, { startDaemons: false, ...options, runId })
+}
+
+/**
+ * Waits until node1 and node2 report configuration `revision` or later on their status. A failed
+ * read (JetStream still starting after a NATS restart) is retried until the deadline.
+ */
+export async function waitForNodes(bus: Bus, revision: number, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let last = 'no status read yet'
+  for (;;) {
+    try {
+      const revisions = new Map((await bus.readStatuses()).map((s) => [s.node, (s.status as { revision: number }).revision]))
+      if (['node1', 'node2'].every((n) => (revisions.get(n) ?? 0) >= revision)) return
+      last = JSON.stringify([...revisions])
+    } catch (err) {
+      last = (err as Error).message
+    }
+    if (Date.now() > deadline) throw new Error(`nodes did not reach revision ${revision}: ${last}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+export interface CurlReply { status: number; headers: Record<string, string>; body: string }
+
+/** curl in the lab's `client` pod; -i so the status and headers come back too. */
+export async function curl(lab: Lab, url: string, ...args: string[]): Promise<CurlReply> {
+  const r = await lab.run('client', ['curl', '-s', '-i', '--max-time', '10', ...args, url])
+  if (r.code !== 0) throw new Error(`curl ${url} exited ${r.code}: ${r.stderr}`)
+  const [head = '', ...rest] = r.stdout.split('\r\n\r\n')
+  const [statusLine = '', ...lines] = head.split('\r\n')
+  const headers: Record<string, string> = {}
+  for (const line of lines) {
+    const colon = line.indexOf(':')
+    headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
+  }
+  return { status: Number(statusLine.split(' ')[1]), headers, body: rest.join('\r\n\r\n') }
 }
 
 /**
