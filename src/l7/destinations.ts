@@ -76,37 +76,18 @@ export interface DestinationParts {
   readonly idleTimeoutMs: number | undefined
 }
 
-/** One service port as a destination of requests. */
+/** One service port as a destination of requests: its name and target, and the parts above. */
+// Declaration merging: the class has every field of DestinationParts, assigned in the constructor.
+export interface Destination extends DestinationParts {}
 export class Destination {
   /** `namespace/name`, for errors and metrics. */
   readonly name: string
   readonly target: ServiceTarget
-  readonly endpoints: readonly EndpointState<Endpoint>[]
-  readonly balancer: Balancer<Endpoint>
-  readonly hashOn: HashOn | undefined
-  readonly budget: RetryBudget
-  readonly breaker: CircuitBreaker
-  readonly outlier: OutlierDetector | undefined
-  readonly faults: FaultInjector | undefined
-  readonly localFirst: LocalFirst | undefined
-  readonly policy: DestinationPolicy['spec'] | undefined
-  readonly snapshot: MeshSnapshot
-  readonly idleTimeoutMs: number | undefined
 
   constructor(target: ServiceTarget, parts: DestinationParts) {
     this.name = `${target.service.metadata.namespace}/${target.service.metadata.name}`
     this.target = target
-    this.endpoints = parts.endpoints
-    this.balancer = parts.balancer
-    this.hashOn = parts.hashOn
-    this.budget = parts.budget
-    this.breaker = parts.breaker
-    this.outlier = parts.outlier
-    this.faults = parts.faults
-    this.localFirst = parts.localFirst
-    this.policy = parts.policy
-    this.snapshot = parts.snapshot
-    this.idleTimeoutMs = parts.idleTimeoutMs
+    Object.assign(this, parts)
   }
 
   /**
