@@ -12,13 +12,12 @@
 // access log lines the daemon wrote for each Service (to its log: stdout is the default
 // destination), so the report says how much logging the measured numbers include.
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs'
-import { request } from 'node:http'
-import type { NodeStatus } from '../src/config/agent.ts'
 import { DEFAULTS } from '../src/config/node-config.ts'
 import { resourceKey } from '../src/config/resources/index.ts'
 import { ADMIN_PORT, type Lab } from '../src/lab/index.ts'
 import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
 import { HTTP_PORT } from './servers.ts'
+import { getText, waitForStatuses } from './node-status.ts'
 import type { PathId } from './report.ts'
 
 const STATUS_TIMEOUT_MS = 15_000
@@ -50,35 +49,24 @@ export function l7ServiceResources(namespace: string): Array<{ key: string; reso
 export async function applyL7Services(lab: Lab, namespace: string): Promise<void> {
   const resources = l7ServiceResources(namespace)
   const bus = await lab.connect('operator')
+  let revision = 0
   try {
-    let revision = 0
     for (const { key, resource } of resources) revision = await bus.putResource(key, resource)
-    const keys = resources.map((r) => r.key)
-    const deadline = Date.now() + STATUS_TIMEOUT_MS
-    for (;;) {
-      // A failed read (NATS busy) is one more reason to look again, until the deadline.
-      let read: Awaited<ReturnType<typeof bus.readStatuses>> = []
-      const problems: string[] = []
-      try {
-        read = await bus.readStatuses()
-      } catch (error) {
-        problems.push(`reading the node statuses: ${(error as Error).message}`)
-      }
-      const statuses = new Map(read.map((e) => [e.node, e.status as NodeStatus]))
-      for (const node of lab.nodes) {
-        const status = statuses.get(node.name)
-        if (!status) { problems.push(`${node.name}: no status yet`); continue }
-        const rejected = status.rejected.filter((r) => keys.includes(r.key))
-        if (rejected.length > 0) throw new Error(`node ${node.name} rejected the weft L7 row's Services: ${rejected.map((r) => `${r.key}: ${r.reason}`).join('; ')}`)
-        if (status.revision < revision) problems.push(`${node.name}: at revision ${status.revision}, waiting for ${revision}`)
-      }
-      if (problems.length === 0) return
-      if (Date.now() > deadline) throw new Error(`the weft L7 row's Services were not applied after ${STATUS_TIMEOUT_MS / 1000} s: ${problems.join('; ')}`)
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
   } finally {
     await bus.close()
   }
+  const keys = resources.map((r) => r.key)
+  await waitForStatuses(lab, 'the weft L7 row\'s Services were not applied', (statuses) => {
+    const problems: string[] = []
+    for (const node of lab.nodes) {
+      const status = statuses.get(node.name)
+      if (!status) { problems.push(`${node.name}: no status yet`); continue }
+      const rejected = status.rejected.filter((r) => keys.includes(r.key))
+      if (rejected.length > 0) throw new Error(`node ${node.name} rejected the weft L7 row's Services: ${rejected.map((r) => `${r.key}: ${r.reason}`).join('; ')}`)
+      if (status.revision < revision) problems.push(`${node.name}: at revision ${status.revision}, waiting for ${revision}`)
+    }
+    return problems
+  }, STATUS_TIMEOUT_MS)
 }
 
 /** weft_requests_total for one destination service on a node's admin /metrics. */
@@ -132,18 +120,4 @@ export function accessLogLinesByService(file: string): Map<string, number> {
   } finally {
     closeSync(fd)
   }
-}
-
-function getText(host: string, port: number, path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, method: 'GET', timeout: 5000 }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => (body += chunk))
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET http://${host}:${port}${path}: ${res.statusCode}`))))
-    })
-    req.on('timeout', () => req.destroy(new Error(`GET http://${host}:${port}${path}: timed out`)))
-    req.on('error', reject)
-    req.end()
-  })
 }

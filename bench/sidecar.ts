@@ -34,14 +34,13 @@
 // leave unenrolled cgroups alone).
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, mkdirSync, openSync, rmSync, rmdirSync } from 'node:fs'
-import { request } from 'node:http'
 import { join } from 'node:path'
-import type { NodeStatus } from '../src/config/agent.ts'
 import { CGROUP_ANNOTATION, ENROLLED_ANNOTATION, WEFT_API_VERSION, resourceKey } from '../src/config/resources/index.ts'
 import { ADMIN_PORT, LAB_CIDR, type Lab, type LabPod } from '../src/lab/index.ts'
 import { CLI_MAIN, answers200 } from '../src/lab/daemons.ts'
 import { PIN_ROOT, UNDERLAY_CIDR } from '../src/lab/plan.ts'
 import { inNetns, ip } from '../src/lab/sys.ts'
+import { getText, waitForStatuses } from './node-status.ts'
 
 const READY_TIMEOUT_MS = 30_000
 const STATUS_TIMEOUT_MS = 10_000
@@ -151,27 +150,18 @@ export async function startSidecars(lab: Lab, pods: LabPod[], logDir: string, cp
 }
 
 async function checkSidecarStatuses(lab: Lab, sidecars: Sidecar[]): Promise<void> {
-  const bus = await lab.connect('operator')
-  try {
-    const deadline = Date.now() + STATUS_TIMEOUT_MS
-    for (;;) {
-      const statuses = new Map((await bus.readStatuses()).map((e) => [e.node, e.status as NodeStatus]))
-      const problems: string[] = []
-      for (const s of sidecars) {
-        const status = statuses.get(s.name)
-        if (!status) { problems.push(`${s.name}: no status on weft.status.${s.name} yet`); continue }
-        if (!status.ready) problems.push(`${s.name}: not ready: ${status.reason}`)
-        const rejected = status.rejected.filter((r) => sidecars.some((o) => o.keys.includes(r.key)))
-        if (rejected.length > 0) throw new Error(`sidecar ${s.name} rejected the sidecar model's resources: ${rejected.map((r) => `${r.key}: ${r.reason}`).join('; ')}`)
-        if (status.revision === 0) problems.push(`${s.name}: no configuration applied yet`)
-      }
-      if (problems.length === 0) return
-      if (Date.now() > deadline) throw new Error(`sidecars' statuses after ${STATUS_TIMEOUT_MS / 1000} s: ${problems.join('; ')}`)
-      await new Promise((resolve) => setTimeout(resolve, 200))
+  await waitForStatuses(lab, 'sidecars\' statuses', (statuses) => {
+    const problems: string[] = []
+    for (const s of sidecars) {
+      const status = statuses.get(s.name)
+      if (!status) { problems.push(`${s.name}: no status on weft.status.${s.name} yet`); continue }
+      if (!status.ready) problems.push(`${s.name}: not ready: ${status.reason}`)
+      const rejected = status.rejected.filter((r) => sidecars.some((o) => o.keys.includes(r.key)))
+      if (rejected.length > 0) throw new Error(`sidecar ${s.name} rejected the sidecar model's resources: ${rejected.map((r) => `${r.key}: ${r.reason}`).join('; ')}`)
+      if (status.revision === 0) problems.push(`${s.name}: no configuration applied yet`)
     }
-  } finally {
-    await bus.close()
-  }
+    return problems
+  }, STATUS_TIMEOUT_MS, 200)
 }
 
 /** Stops the sidecar, then removes its pins (detaching its programs) and its cgroup. */
@@ -201,19 +191,5 @@ export async function sidecarConnections(sidecar: Sidecar): Promise<{ outboundTu
     outboundDirect: sum((l) => l.includes('direction="outbound"') && l.includes('path="direct"')),
     inbound: sum((l) => l.includes('direction="inbound"')),
   }
-}
-
-function getText(host: string, port: number, path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, method: 'GET', timeout: 5000 }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => (body += chunk))
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET http://${host}:${port}${path}: ${res.statusCode}`))))
-    })
-    req.on('timeout', () => req.destroy(new Error(`GET http://${host}:${port}${path}: timed out`)))
-    req.on('error', reject)
-    req.end()
-  })
 }
 
