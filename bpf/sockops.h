@@ -3,9 +3,15 @@
  * sockops: key a redirected connection's original destination by the pod socket's local
  * (ip, port), which is the peer address the proxy sees when it accepts.
  *
- * Byte orders in struct bpf_sock_ops: local_ip4 is network order, local_port is HOST
- * order (a plain __u32), remote_port is network order (shifted into the upper 16 bits on
- * little-endian). We only use the local side.
+ * Byte orders in struct bpf_sock_ops: local_ip4 and local_ip6 are network order, local_port
+ * is HOST order (a plain __u32), remote_port is network order (shifted into the upper 16 bits
+ * on little-endian). We only use the local side.
+ *
+ * AF_INET6 sockets that connect6 redirected are always IPv4-mapped: the proxy accepts them as
+ * plain IPv4, so the key stays the IPv4 (ip, port). Checked on kernel 6.18: for such a socket
+ * skops->family is AF_INET6, local_ip6 is ::ffff:<pod ip> and local_ip4 also holds <pod ip>
+ * (the kernel keeps sk_rcv_saddr and sk_v6_rcv_saddr in step); we check the ::ffff: prefix
+ * of local_ip6 and read local_ip4 for both families.
  */
 #ifndef WEFT_SOCKOPS_H
 #define WEFT_SOCKOPS_H
@@ -14,6 +20,23 @@
 #include <bpf/bpf_endian.h>
 
 #define WEFT_AF_INET 2
+#define WEFT_AF_INET6 10
+
+/*
+ * The local IPv4 address of an AF_INET socket, or of an AF_INET6 socket bound to an
+ * IPv4-mapped address. false for anything else (native IPv6: never redirected).
+ */
+static __always_inline bool weft_local_ip4(struct bpf_sock_ops *skops, __be32 *addr)
+{
+	if (skops->family == WEFT_AF_INET6 &&
+	    (skops->local_ip6[0] != 0 || skops->local_ip6[1] != 0 ||
+	     skops->local_ip6[2] != bpf_htonl(0x0000ffff)))
+		return false;
+	else if (skops->family != WEFT_AF_INET && skops->family != WEFT_AF_INET6)
+		return false;
+	*addr = skops->local_ip4; /* also set for a mapped AF_INET6 socket, see above */
+	return true;
+}
 
 /* Ask for TCP state changes on this socket, so its dst_by_cookie entry goes with it. */
 static __always_inline void weft_watch_state(struct bpf_sock_ops *skops)
@@ -31,7 +54,7 @@ int weft_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		/* The SYN is about to leave. Watching from here (not only once established) also
 		 * cleans up connects that never complete, e.g. refused while no proxy listens. */
-		if (skops->family != WEFT_AF_INET)
+		if (skops->family != WEFT_AF_INET && skops->family != WEFT_AF_INET6)
 			return 1;
 		cookie = bpf_get_socket_cookie(skops);
 		if (bpf_map_lookup_elem(&dst_by_cookie, &cookie))
@@ -39,7 +62,9 @@ int weft_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: {
 		/* SYN-ACK received, final ACK not yet sent: the proxy cannot have accepted yet. */
-		if (skops->family != WEFT_AF_INET)
+		__be32 local_addr;
+
+		if (!weft_local_ip4(skops, &local_addr))
 			return 1;
 		cookie = bpf_get_socket_cookie(skops);
 		original = bpf_map_lookup_elem(&dst_by_cookie, &cookie);
@@ -47,7 +72,7 @@ int weft_sockops(struct bpf_sock_ops *skops)
 			return 1;
 
 		struct tuple_v4_key key = {
-			.addr = skops->local_ip4,
+			.addr = local_addr,
 			.port = bpf_htons((__u16)skops->local_port),
 		};
 		struct orig_dst_v4 value = *original;

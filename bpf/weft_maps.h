@@ -22,8 +22,9 @@
 #define WEFT_MAX_RULES      4096
 #define WEFT_MAX_PORTS      1024
 #define WEFT_MAX_INFLIGHT   262144
+#define WEFT_MAX_SOURCES    1024
 
-/* How many cgroup ancestry levels connect4 checks (level 0 is the cgroup v2 root). */
+/* How many cgroup ancestry levels connect4/6 and strict ingress check (level 0 is the cgroup v2 root). */
 #ifndef WEFT_MAX_CGROUP_LEVELS
 #define WEFT_MAX_CGROUP_LEVELS 16
 #endif
@@ -68,14 +69,16 @@ enum weft_counter {
 	WEFT_CNT_TUPLE_RECORDED = 3, /* sockops keyed an original destination by (ip, port) */
 	WEFT_CNT_PEER_RESTORED = 4,  /* getpeername4 showed the app its original peer */
 	WEFT_CNT_PROXY_SELF = 5,     /* a connect to the proxy itself, left alone */
-	WEFT_CNT_MAX = 8,            /* room to grow without changing the map */
+	WEFT_CNT_REFUSED_IPV6 = 6,   /* connect6 refused an enrolled pod's native IPv6 TCP connect (EPERM) */
+	WEFT_CNT_STRICT_DROPPED = 7, /* strict ingress dropped a new connection from outside the mesh */
+	WEFT_CNT_MAX = 16,           /* room to grow without changing the map */
 };
 
 /*
  * enrolled_cgrps: cgroup id (host-order __u64, the inode number of the cgroup v2
  * directory) -> flags (__u32, 0 for now).
  * Written by the daemon (src/bpf NodeInterception.setEnrolledCgroups).
- * Read by connect4, for every level of the connecting task's cgroup ancestry.
+ * Read by connect4 and connect6, for every level of the connecting task's cgroup ancestry.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -87,7 +90,8 @@ struct {
 /*
  * intercept_rules: {prefixlen, IPv4 network order} -> action (__u32: 1 intercept, 2 bypass).
  * Longest prefix wins, so a bypass /24 inside an intercept /16 carves a hole.
- * Written by the daemon from config (applySettings). Read by connect4.
+ * Written by the daemon from config (applySettings). Read by connect4, and by connect6 for
+ * IPv4-mapped destinations.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -99,8 +103,8 @@ struct {
 
 /*
  * excluded_ports: destination port (HOST order __u16) -> __u32 (1).
- * Written by the daemon from config. Read by connect4: destinations on these ports
- * are never redirected.
+ * Written by the daemon from config. Read by connect4 and connect6: destinations on these
+ * ports are never redirected.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -111,8 +115,8 @@ struct {
 
 /*
  * proxy_config: key 0 (__u32) -> struct proxy_v4, the node proxy's outbound listener.
- * Written by the daemon. Read by connect4 (redirect target, and to skip the proxy's own
- * destination).
+ * Written by the daemon. Read by connect4 and connect6 (redirect target, and to skip the
+ * proxy's own destination; connect6 rewrites to ::ffff:<addr>).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -123,8 +127,9 @@ struct {
 
 /*
  * dst_by_cookie: socket cookie (__u64) -> struct orig_dst_v4.
- * Written by connect4 when it redirects. Read by sockops (to key it by tuple) and by
- * getpeername4 (to show the app its original peer). Deleted by sockops when the socket
+ * Written by connect4 and connect6 (the IPv4 inside the mapped address) when they redirect.
+ * Read by sockops (to key it by tuple) and by getpeername4/getpeername6 (to show the app its
+ * original peer; getpeername6 as ::ffff:<addr>). Deleted by sockops when the socket
  * reaches TCP_CLOSE; LRU evicts what is left behind (e.g. a connect that never completed).
  */
 struct {
@@ -136,7 +141,8 @@ struct {
 
 /*
  * dst_by_tuple: struct tuple_v4_key (the pod socket's local ip/port, i.e. the peer address
- * the proxy sees on accept) -> struct orig_dst_v4.
+ * the proxy sees on accept; for an AF_INET6 pod socket, the IPv4 inside its mapped address,
+ * since the proxy accepts it as plain IPv4) -> struct orig_dst_v4.
  * Written by sockops at BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB (before the final ACK, so
  * before the proxy can accept). Read AND deleted by the daemon's proxy on accept
  * (takeOriginalDestination); LRU evicts entries nobody took.
@@ -147,6 +153,32 @@ struct {
 	__type(key, struct tuple_v4_key);
 	__type(value, struct orig_dst_v4);
 } dst_by_tuple SEC(".maps");
+
+/*
+ * strict_cgrps: cgroup id (host-order __u64) -> flags (__u32, 0 for now): pods in STRICT mode.
+ * Written by the daemon (NodeInterception.setStrictCgroups, the set of this node's strict pods).
+ * Read by strict ingress (cgroup_skb/ingress), for every level of the receiving socket's
+ * cgroup ancestry.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, WEFT_MAX_ENROLLED);
+	__type(key, __u64);
+	__type(value, __u32);
+} strict_cgrps SEC(".maps");
+
+/*
+ * mesh_sources: IPv4 address (__be32, network order) -> __u32 (1): the sources a strict pod
+ * accepts new connections from, besides loopback and itself: the node's proxy ip (where the
+ * proxy connects to pods from) and node ip (the kubelet's probes).
+ * Written by the daemon (NodeInterception.setMeshSources). Read by strict ingress.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, WEFT_MAX_SOURCES);
+	__type(key, __be32);
+	__type(value, __u32);
+} mesh_sources SEC(".maps");
 
 /*
  * counters: enum weft_counter (__u32) -> __u64, per CPU.

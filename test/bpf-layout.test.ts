@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import t from 'tap'
 
 import { defaultObjectPath, findCgroup2Mount, isOnBpfFs, parseIpv4Cidr } from '../src/bpf/index.ts'
-import { maps, structs, type FieldType, type MapLayout } from '../src/bpf/layout.ts'
+import { counterIndex, maps, programs, structs, type FieldType, type MapLayout } from '../src/bpf/layout.ts'
 import { native } from '../src/bpf/native.ts'
 import { requirePrivileged } from './helpers/privileged.ts'
 
@@ -91,6 +91,24 @@ t.test('the kernel agrees: loaded maps have the declared type, key size and valu
   t.end()
 })
 
+t.test('every program in layout.ts is in the object, and nothing else; counters fit the counters map', (t) => {
+  if (!requirePrivileged(t, ['root', 'addon', 'bpf-object'])) return
+  const object = native.openAndLoadObject(defaultObjectPath)
+  t.teardown(() => {
+    for (const fd of [...Object.values(object.programs), ...Object.values(object.maps)]) native.close(fd)
+  })
+  t.same(Object.keys(object.programs).sort(), Object.values(programs).map((program) => program.cName).sort())
+  const expectedTypes: Record<string, string> = { connect4: 'cgroup_sock_addr', connect6: 'cgroup_sock_addr', getpeername4: 'cgroup_sock_addr', getpeername6: 'cgroup_sock_addr', sockops: 'sock_ops', ingress: 'cgroup_skb' }
+  for (const [point, program] of Object.entries(programs)) {
+    const fd = object.programs[program.cName]
+    if (fd === undefined) continue
+    t.equal(native.progInfo(fd).type, expectedTypes[point], `${program.cName} is a ${expectedTypes[point]} program`)
+  }
+  const countersFd = object.maps[maps.counters.name]!
+  t.ok(Math.max(...Object.values(counterIndex)) < native.mapInfo(countersFd).maxEntries, 'every counter index is inside the counters array')
+  t.end()
+})
+
 t.test('the addon refuses keys and values whose size is not the map\'s (no read or write past a buffer)', (t) => {
   if (!requirePrivileged(t, ['root', 'addon', 'bpf-object'])) return
   const object = native.openAndLoadObject(defaultObjectPath)
@@ -121,6 +139,9 @@ t.test('codecs: network order for addresses and ports, host order for excluded p
   t.same(maps.dstByTuple.decodeValue(maps.dstByTuple.encodeValue(original)), original)
   t.same(maps.proxyConfig.decodeValue(maps.proxyConfig.encodeValue({ ip: '127.0.0.1', port: 15001 })), { ip: '127.0.0.1', port: 15001 })
   t.throws(() => maps.dstByTuple.encodeKey({ ip: '10.0.0.256', port: 1 }), /not an IPv4 address/)
+  t.same([...maps.meshSources.encodeKey('198.18.1.1')], [198, 18, 1, 1], 'mesh source: network order')
+  t.equal(maps.meshSources.decodeKey(maps.meshSources.encodeKey('::ffff:198.18.0.2')), '198.18.0.2')
+  t.same([...maps.strictCgroups.encodeKey(0x0102n)], [2, 1, 0, 0, 0, 0, 0, 0], 'cgroup id: host order')
   t.end()
 })
 

@@ -1,6 +1,6 @@
 // NodeInterception against the real kernel: load, pin, attach, adopt, enrollment, the
-// redirect itself (connect4 + sockops + getpeername4), what is left alone, counters,
-// and uninstall. Each test makes its own cgroups and pins and removes them on teardown.
+// redirect itself (connect4/connect6 + sockops + getpeername4/getpeername6), native IPv6
+// refused, what is left alone, the strict-mode maps, counters, and uninstall. Each test makes its own cgroups and pins and removes them on teardown.
 import { existsSync, readdirSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
@@ -79,26 +79,35 @@ async function connectFrom(t: Test, cgroupDir: string, host: string, port: numbe
   return JSON.parse(line) as ClientResult
 }
 
-t.test('loads, pins and attaches the three programs at the cgroup root', (t) => {
+const allLinks = ['connect4', 'connect6', 'getpeername4', 'getpeername6', 'ingress', 'sockops']
+const allMaps = ['counters', 'dst_by_cookie', 'dst_by_tuple', 'enrolled_cgrps', 'excluded_ports', 'intercept_rules', 'mesh_sources', 'proxy_config', 'strict_cgrps']
+
+/** bpftool's attach type names for each attach point, with the program id. */
+function expectedAttachments(ids: Record<string, number>): [string, number | undefined][] {
+  return [
+    ['cgroup_inet4_connect', ids.connect4],
+    ['cgroup_inet6_connect', ids.connect6],
+    ['cgroup_inet4_getpeername', ids.getpeername4],
+    ['cgroup_inet6_getpeername', ids.getpeername6],
+    ['cgroup_inet_ingress', ids.ingress],
+    ['cgroup_sock_ops', ids.sockops],
+  ].sort() as [string, number | undefined][]
+}
+
+t.test('loads, pins and attaches the six programs at the cgroup root', (t) => {
   if (!requirePrivileged(t)) return
   const fixture = cgroupFixture(t)
   const interception = openIn(t, fixture, 15001)
   t.equal(interception.adopted, false, 'a fresh install is not adopted')
   for (const sub of ['maps', 'progs', 'links']) t.ok(existsSync(join(fixture.pinDir, sub)), `pinned ${sub}/`)
-  t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), ['connect4', 'getpeername4', 'sockops'])
-  t.same(
-    readdirSync(join(fixture.pinDir, 'maps')).sort(),
-    ['counters', 'dst_by_cookie', 'dst_by_tuple', 'enrolled_cgrps', 'excluded_ports', 'intercept_rules', 'proxy_config'],
-  )
+  t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), allLinks)
+  t.same(readdirSync(join(fixture.pinDir, 'progs')).sort(), allLinks)
+  t.same(readdirSync(join(fixture.pinDir, 'maps')).sort(), allMaps)
   const ids = interception.programIds()
   const attached = attachedPrograms(fixture.node)
   t.same(
     attached.map((program) => [program.attach_type, program.id]).sort(),
-    [
-      ['cgroup_inet4_connect', ids.connect4],
-      ['cgroup_inet4_getpeername', ids.getpeername4],
-      ['cgroup_sock_ops', ids.sockops],
-    ].sort(),
+    expectedAttachments(ids),
     'bpftool sees exactly our programs attached at the node cgroup',
   )
   t.end()
@@ -110,14 +119,18 @@ t.test('a second open adopts the pinned install: same programs, no reload, no se
   const first = openIn(t, fixture, 15001)
   const firstIds = first.programIds()
   first.setEnrolledCgroups([7n])
+  first.setStrictCgroups([8n])
+  first.setMeshSources(['198.18.1.1'])
   first.close()
 
   const second = openIn(t, fixture, 15002)
   t.equal(second.adopted, true)
   t.same(second.updatedPrograms, [], 'same object: nothing swapped')
-  t.same(second.programIds(), firstIds, 'the same kernel programs')
+  t.same(second.programIds(), firstIds, 'the same kernel programs, all six')
   t.same(second.enrolledCgroups(), [7n], 'map contents survive the restart')
-  t.equal(attachedPrograms(fixture.node).length, 3, 'still attached once each')
+  t.same(second.strictCgroups(), [8n], 'strict set too')
+  t.same(second.meshSources(), ['198.18.1.1'], 'mesh sources too')
+  t.same(attachedPrograms(fixture.node).map((program) => [program.attach_type, program.id]).sort(), expectedAttachments(firstIds), 'still attached once each')
   t.end()
 })
 
@@ -129,7 +142,8 @@ t.test('adopting with a changed object swaps the changed program in place and ke
   const { tmpdir } = await import('node:os')
   const dir = mkdtempSync(join(tmpdir(), 'weft-variant-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  // The same source with a different ancestry bound: only connect4's code changes.
+  // The same source with a different ancestry bound: only the programs that walk a cgroup
+  // ancestry change (connect4, connect6 and strict ingress).
   const variant = join(dir, 'weft.bpf.o')
   execFileSync('clang', ['-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', '-D__TARGET_ARCH_x86', '-DWEFT_MAX_CGROUP_LEVELS=12',
     '-I', join(repoRoot, 'build/bpf'), '-I', join(repoRoot, 'bpf'), '-c', join(repoRoot, 'bpf/weft.bpf.c'), '-o', variant])
@@ -146,10 +160,16 @@ t.test('adopting with a changed object swaps the changed program in place and ke
   const upgraded = NodeInterception.open({ pinDir: fixture.pinDir, cgroupRoot: fixture.node, objectPath: variant, ...settings(proxy.port) })
   t.teardown(() => upgraded.close())
   t.equal(upgraded.adopted, true)
-  t.same(upgraded.updatedPrograms, ['connect4'])
+  t.same(upgraded.updatedPrograms, ['connect4', 'connect6', 'ingress'])
   const after = upgraded.programIds()
   t.not(after.connect4, before.connect4, 'connect4 is a new program')
-  t.same({ sockops: after.sockops, getpeername4: after.getpeername4 }, { sockops: before.sockops, getpeername4: before.getpeername4 }, 'unchanged programs stay')
+  t.not(after.connect6, before.connect6, 'connect6 is a new program')
+  t.not(after.ingress, before.ingress, 'strict ingress is a new program')
+  t.same(
+    { sockops: after.sockops, getpeername4: after.getpeername4, getpeername6: after.getpeername6 },
+    { sockops: before.sockops, getpeername4: before.getpeername4, getpeername6: before.getpeername6 },
+    'unchanged programs stay',
+  )
   t.same(upgraded.linkIds(), links, 'the same links')
   t.same(attachedPrograms(fixture.node).map((program) => program.id).sort(), Object.values(after).sort(), 'attached: exactly the current programs')
   t.same(upgraded.enrolledCgroups(), [cgroupIdOf(pod)], 'maps kept')
@@ -184,33 +204,29 @@ t.test('a partial install (a link pin missing, maps and programs still pinned) i
   // What a crash between pinning the links would leave: every map and program pinned, one
   // link pin missing. With no fd and no pin left, the kernel releases that link (detaches it).
   unlinkSync(join(fixture.pinDir, 'links', 'sockops'))
-  t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), ['connect4', 'getpeername4'], 'setup: one link pin gone')
-  t.equal(readdirSync(join(fixture.pinDir, 'maps')).length, 7, 'setup: maps still pinned')
-  t.same(readdirSync(join(fixture.pinDir, 'progs')).sort(), ['connect4', 'getpeername4', 'sockops'], 'setup: programs still pinned')
+  t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), allLinks.filter((point) => point !== 'sockops'), 'setup: one link pin gone')
+  t.equal(readdirSync(join(fixture.pinDir, 'maps')).length, allMaps.length, 'setup: maps still pinned')
+  t.same(readdirSync(join(fixture.pinDir, 'progs')).sort(), allLinks, 'setup: programs still pinned')
   t.ok(
-    await eventually(() => attachedPrograms(fixture.node).map((program) => program.attach_type).sort().join() === 'cgroup_inet4_connect,cgroup_inet4_getpeername'),
-    'setup: the unpinned link was released, the other two are still attached',
+    await eventually(() => !attachedPrograms(fixture.node).some((program) => program.attach_type === 'cgroup_sock_ops') && attachedPrograms(fixture.node).length === allLinks.length - 1),
+    'setup: the unpinned link was released, the others are still attached',
   )
 
   const second = openIn(t, fixture, proxy.port)
   t.equal(second.adopted, false, 'not adopted: installed afresh')
   t.same(second.updatedPrograms, [])
   const after = { programs: second.programIds(), maps: second.mapIds(), links: second.linkIds() }
-  for (const point of ['connect4', 'sockops', 'getpeername4'] as const) {
+  for (const point of ['connect4', 'connect6', 'sockops', 'getpeername4', 'getpeername6', 'ingress'] as const) {
     t.not(after.programs[point], before.programs[point], `${point}: a newly loaded program`)
     t.not(after.links[point], before.links[point], `${point}: a new link`)
   }
   t.not(after.maps.enrolledCgroups, before.maps.enrolledCgroups, 'new maps, not the pinned ones')
   t.same(second.enrolledCgroups(), [], 'the old maps\' contents are gone with them')
-  t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), ['connect4', 'getpeername4', 'sockops'], 'every link pinned again')
+  t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), allLinks, 'every link pinned again')
   t.same(
     attachedPrograms(fixture.node).map((program) => [program.attach_type, program.id]).sort(),
-    [
-      ['cgroup_inet4_connect', after.programs.connect4],
-      ['cgroup_inet4_getpeername', after.programs.getpeername4],
-      ['cgroup_sock_ops', after.programs.sockops],
-    ].sort(),
-    'attached: exactly the new programs, once each (the two old links that survived were detached)',
+    expectedAttachments(after.programs),
+    'attached: exactly the new programs, once each (the old links that survived were detached)',
   )
 
   second.setEnrolledCgroups([cgroupIdOf(pod)])
@@ -312,6 +328,100 @@ t.test('an enrolled pod is redirected to the proxy; the proxy learns the origina
   t.equal(counters.tupleRecorded, 1n)
   t.ok(counters.peerRestored >= 1n, 'getpeername4 restored the peer')
   t.ok(await eventually(() => pinnedMapSize(fixture, 'dst_by_cookie', 8) === 0), 'the cookie entry is gone once the socket closed')
+  t.end()
+})
+
+t.test('an AF_INET6 socket connecting to an IPv4-mapped address is redirected like AF_INET: the proxy sees plain IPv4 and learns the original destination; getpeername shows ::ffff:<original>', async (t) => {
+  if (!requirePrivileged(t)) return
+  ensureLabUnreachableRoute()
+  const fixture = cgroupFixture(t)
+  const pod = fixture.pod('pod')
+  const proxy = await fakeProxy(t)
+  const interception = openIn(t, fixture, proxy.port)
+  interception.setEnrolledCgroups([cgroupIdOf(pod)])
+  const originals: ReturnType<NodeInterception['takeOriginalDestination']>[] = []
+  proxy.onAccept((connection) => {
+    originals.push(interception.takeOriginalDestination(connection.peerIp, connection.peerPort))
+    connection.socket.end()
+  })
+
+  // Node opens an AF_INET6 socket for an IPv6 literal, as Java, .NET and gRPC's C core do.
+  const client = await connectFrom(t, pod, '::ffff:198.18.7.7', 80)
+  t.equal(proxy.accepted.length, 1, 'the proxy accepted the connection')
+  t.equal(proxy.accepted[0]?.peerIp, '127.0.0.1', 'on the (IPv4) proxy listener the pod is a plain IPv4 peer')
+  t.same(originals[0], { ip: '198.18.7.7', port: 80, sourceCgroupId: cgroupIdOf(pod) }, 'sockops keyed the original destination by the IPv4 tuple')
+  t.same({ address: client.remoteAddress, port: client.remotePort }, { address: '::ffff:198.18.7.7', port: 80 }, 'getpeername6 shows the original peer, mapped')
+  t.equal(client.localAddress, '::ffff:127.0.0.1', 'the pod socket stayed AF_INET6')
+  const counters = interception.counters()
+  t.equal(counters.redirected, 1n)
+  t.equal(counters.tupleRecorded, 1n)
+  t.ok(counters.peerRestored >= 1n)
+  t.equal(counters.refusedIpv6, 0n)
+  t.ok(await eventually(() => pinnedMapSize(fixture, 'dst_by_cookie', 8) === 0), 'the cookie entry is gone once the socket closed')
+  t.end()
+})
+
+t.test('connect6 applies connect4\'s decision to mapped destinations: unenrolled, excluded port and bypass CIDR go their own way', async (t) => {
+  if (!requirePrivileged(t)) return
+  ensureLabUnreachableRoute() // a mapped 198.18.x connect that is left alone dies here, as an IPv4 one
+  const fixture = cgroupFixture(t)
+  const enrolled = fixture.pod('enrolled')
+  const other = fixture.pod('other')
+  const proxy = await fakeProxy(t)
+  const interception = openIn(t, fixture, proxy.port)
+  interception.setEnrolledCgroups([cgroupIdOf(enrolled)])
+
+  t.equal((await connectFrom(t, other, '::ffff:198.18.7.7', 80)).error, 'EHOSTUNREACH', 'unenrolled: routed, not redirected')
+  t.equal((await connectFrom(t, enrolled, '::ffff:198.18.7.7', 8080)).error, 'EHOSTUNREACH', 'excluded port')
+  t.equal((await connectFrom(t, enrolled, '::ffff:198.18.9.9', 80)).error, 'EHOSTUNREACH', 'bypass CIDR')
+  t.equal(proxy.accepted.length, 0, 'nothing reached the proxy')
+  const counters = interception.counters()
+  t.equal(counters.notEnrolled, 1n)
+  t.equal(counters.bypassed, 2n)
+  t.equal(counters.redirected, 0n)
+  t.equal(counters.refusedIpv6, 0n, 'mapped destinations are never refused')
+  t.end()
+})
+
+t.test('IPv6 loopback (::1) is left alone, for enrolled and unenrolled pods alike', async (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  const enrolled = fixture.pod('enrolled')
+  const other = fixture.pod('other')
+  const proxy = await fakeProxy(t)
+  const server = createServer((socket) => socket.end())
+  await new Promise<void>((resolve) => server.listen(0, '::1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const port = (server.address() as { port: number }).port
+  const interception = openIn(t, fixture, proxy.port)
+  interception.setEnrolledCgroups([cgroupIdOf(enrolled)])
+
+  for (const pod of [enrolled, other]) {
+    const client = await connectFrom(t, pod, '::1', port)
+    t.same({ address: client.remoteAddress, port: client.remotePort }, { address: '::1', port }, `${pod.endsWith('other') ? 'unenrolled' : 'enrolled'}: reached the ::1 server itself`)
+  }
+  t.equal(proxy.accepted.length, 0)
+  t.equal(interception.counters().refusedIpv6, 0n)
+  t.end()
+})
+
+t.test('setStrictCgroups and setMeshSources make their maps equal to the given sets; a bad address changes nothing', (t) => {
+  if (!requirePrivileged(t)) return
+  const fixture = cgroupFixture(t)
+  const interception = openIn(t, fixture, 15001)
+  interception.setStrictCgroups([1n, 2n])
+  t.same(interception.strictCgroups().sort(), [1n, 2n])
+  interception.setStrictCgroups(new Set([2n, 3n]))
+  t.same(interception.strictCgroups().sort(), [2n, 3n], 'adds new, deletes stale')
+  interception.setMeshSources(['198.18.1.1', '198.18.0.2'])
+  t.same(interception.meshSources().sort(), ['198.18.0.2', '198.18.1.1'])
+  t.throws(() => interception.setMeshSources(['198.18.1.1', 'fd00::1']), /not an IPv4 address: "fd00::1"/)
+  t.same(interception.meshSources().sort(), ['198.18.0.2', '198.18.1.1'], 'unchanged after the refused call')
+  interception.setMeshSources(['::ffff:198.18.2.1'])
+  t.same(interception.meshSources(), ['198.18.2.1'], 'a mapped address is stored as its IPv4')
+  interception.setStrictCgroups([])
+  t.same(interception.strictCgroups(), [])
+  t.same(interception.enrolledCgroups(), [], 'the enrolled set is a different map')
   t.end()
 })
 

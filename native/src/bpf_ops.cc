@@ -145,6 +145,7 @@ bool AttachTypeByName(const std::string& name, bpf_attach_type* out) {
   else if (name == "getpeername4") *out = BPF_CGROUP_INET4_GETPEERNAME;
   else if (name == "getpeername6") *out = BPF_CGROUP_INET6_GETPEERNAME;
   else if (name == "sockops") *out = BPF_CGROUP_SOCK_OPS;
+  else if (name == "ingress") *out = BPF_CGROUP_INET_INGRESS;
   else return false;
   return true;
 }
@@ -157,7 +158,7 @@ Napi::Value LinkCreateCgroup(const Napi::CallbackInfo& info) {
   bpf_attach_type type;
   if (!AttachTypeByName(typeName, &type))
     ThrowType(env, "linkCreateCgroup: unknown attach type '" + typeName +
-                       "' (known: connect4, connect6, getpeername4, getpeername6, sockops)");
+                       "' (known: connect4, connect6, getpeername4, getpeername6, sockops, ingress)");
   int fd = bpf_link_create(progFd, cgroupFd, type, nullptr);
   if (fd < 0)
     ThrowErrno(env, errno, "linkCreateCgroup " + typeName + " (prog fd " + std::to_string(progFd) +

@@ -9,10 +9,17 @@
 //   .applySettings(settings): void            replace proxy address, rules, excluded ports
 //   .setEnrolledCgroups(ids: Iterable<bigint>) make the enrolled set exactly ids
 //   .enrolledCgroups(): bigint[]
+//   .setStrictCgroups(ids: Iterable<bigint>)  make the strict set exactly ids (strict pods take new
+//                                             connections only from mesh sources, loopback, themselves)
+//   .strictCgroups(): bigint[]
+//   .setMeshSources(ips: Iterable<string>)    make the mesh sources exactly ips (IPv4: proxy ip, node ip)
+//   .meshSources(): string[]
 //   .takeOriginalDestination(peerIp, peerPort): { ip, port, sourceCgroupId } | undefined
 //                                             by the accepted socket's peer; lookup + delete
-//   .counters(): { redirected, bypassed, notEnrolled, tupleRecorded, peerRestored, proxySelf }
-//   .programIds(): { connect4, sockops, getpeername4 }   .linkIds()   .mapIds()
+//   .counters(): { redirected, bypassed, notEnrolled, tupleRecorded, peerRestored, proxySelf,
+//                  refusedIpv6, strictDropped }
+//   .programIds(): { connect4, connect6, sockops, getpeername4, getpeername6, ingress }
+//   .linkIds()   .mapIds()
 //   .close(): void                            close fds; pins keep interception in place
 //   NodeInterception.uninstall(pinDir): void  detach, unpin, remove pinDir (absent: no-op)
 //

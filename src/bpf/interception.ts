@@ -3,7 +3,8 @@
 //
 // Pin layout under pinDir (on bpffs):
 //   maps/<map name>          every map (adopting reopens these)
-//   progs/<attach point>     connect4, sockops, getpeername4 (for bpftool and debugging)
+//   progs/<attach point>     connect4, connect6, sockops, getpeername4, getpeername6, ingress
+//                            (for bpftool and debugging)
 //   links/<attach point>     the cgroup bpf_links; their presence means "installed"
 import { closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, rmSync, unlinkSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -338,17 +339,44 @@ export class NodeInterception {
   /** Makes the enrolled set exactly `ids` (cgroup v2 ids, see cgroupIdOf). */
   setEnrolledCgroups(ids: Iterable<bigint>): void {
     this.assertOpen()
-    const fd = this.mapFds.enrolledCgroups
-    const wanted = new Set<bigint>(ids)
-    for (const id of wanted) native.mapUpdate(fd, maps.enrolledCgroups.encodeKey(id), maps.enrolledCgroups.encodeValue(0))
-    for (const key of native.mapKeys(fd, maps.enrolledCgroups.keySize)) {
-      if (!wanted.has(maps.enrolledCgroups.decodeKey(key))) native.mapDelete(fd, key)
-    }
+    makeMapEqual(this.mapFds.enrolledCgroups, maps.enrolledCgroups, new Set<bigint>(ids), 0)
   }
 
   enrolledCgroups(): bigint[] {
     this.assertOpen()
     return native.mapKeys(this.mapFds.enrolledCgroups, maps.enrolledCgroups.keySize).map((key) => maps.enrolledCgroups.decodeKey(key))
+  }
+
+  /**
+   * Makes the strict set exactly `ids` (cgroup v2 ids): sockets in these cgroups, or below
+   * them, accept new TCP connections only from the mesh sources (setMeshSources), loopback and
+   * themselves. The rest is dropped in the kernel (cgroup_skb/ingress) and counted.
+   */
+  setStrictCgroups(ids: Iterable<bigint>): void {
+    this.assertOpen()
+    makeMapEqual(this.mapFds.strictCgroups, maps.strictCgroups, new Set<bigint>(ids), 0)
+  }
+
+  strictCgroups(): bigint[] {
+    this.assertOpen()
+    return native.mapKeys(this.mapFds.strictCgroups, maps.strictCgroups.keySize).map((key) => maps.strictCgroups.decodeKey(key))
+  }
+
+  /**
+   * Makes the mesh sources exactly `ips` (IPv4): the addresses strict pods accept new
+   * connections from, i.e. this node's proxy ip (the proxy connects to pods from it) and node
+   * ip (the kubelet's probes). Every address is checked before the map is touched.
+   */
+  setMeshSources(ips: Iterable<string>): void {
+    this.assertOpen()
+    const wanted = new Set<string>()
+    for (const ip of ips) wanted.add(maps.meshSources.decodeKey(maps.meshSources.encodeKey(ip))) // normalised, throws on a bad one
+    makeMapEqual(this.mapFds.meshSources, maps.meshSources, wanted, 1)
+  }
+
+  meshSources(): string[] {
+    this.assertOpen()
+    return native.mapKeys(this.mapFds.meshSources, maps.meshSources.keySize).map((key) => maps.meshSources.decodeKey(key))
   }
 
   /**
@@ -438,6 +466,17 @@ export class NodeInterception {
 
   private assertOpen(): void {
     if (this.closed) throw new BpfError(`interception at ${this.pinDir}: already closed`)
+  }
+}
+
+/**
+ * Makes a set-like map's keys exactly `wanted` (each with `value`): adds what is missing
+ * first, then removes what is stale, so members that stay never blink.
+ */
+function makeMapEqual<K>(fd: number, layout: MapLayout<K, number>, wanted: Set<K>, value: number): void {
+  for (const key of wanted) native.mapUpdate(fd, layout.encodeKey(key), layout.encodeValue(value))
+  for (const key of native.mapKeys(fd, layout.keySize)) {
+    if (!wanted.has(layout.decodeKey(key))) native.mapDelete(fd, key)
   }
 }
 

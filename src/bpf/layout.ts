@@ -9,6 +9,7 @@
 import { isIPv4 } from 'node:net'
 
 import { parseIpv4Cidr as parseCidrText } from '../config/resources/net.ts'
+import type { CgroupAttachType } from './native.ts'
 
 /** A C struct as BTF describes it: total size and each member's byte offset and size. */
 export interface StructLayout {
@@ -90,6 +91,8 @@ export const counterIndex = {
   tupleRecorded: 3,
   peerRestored: 4,
   proxySelf: 5,
+  refusedIpv6: 6,
+  strictDropped: 7,
 } as const
 export type CounterName = keyof typeof counterIndex
 
@@ -200,6 +203,28 @@ export const maps = {
     decodeKey: (buffer) => ({ ip: bytesToIpv4(buffer, 0), port: buffer.readUInt16BE(4) }),
     ...origDstCodec,
   }),
+  /** cgroup id -> flags (0): strict pods. Daemon writes; strict ingress reads. */
+  strictCgroups: mapLayout<bigint, number>({
+    name: 'strict_cgrps',
+    type: 'hash',
+    key: { int: 8 },
+    value: { int: 4 },
+    encodeKey: encodeU64,
+    decodeKey: (buffer) => buffer.readBigUInt64LE(0),
+    encodeValue: encodeU32,
+    decodeValue: (buffer) => buffer.readUInt32LE(0),
+  }),
+  /** IPv4 (network order) -> 1: where strict pods accept new connections from. Daemon writes; strict ingress reads. */
+  meshSources: mapLayout<string, number>({
+    name: 'mesh_sources',
+    type: 'hash',
+    key: { int: 4 },
+    value: { int: 4 },
+    encodeKey: (ip) => ipv4ToBytes(ip),
+    decodeKey: (buffer) => bytesToIpv4(buffer, 0),
+    encodeValue: encodeU32,
+    decodeValue: (buffer) => buffer.readUInt32LE(0),
+  }),
   /** counter index -> u64 per CPU. Programs write; the daemon reads. */
   counters: mapLayout<number, bigint>({
     name: 'counters',
@@ -217,9 +242,12 @@ export type MapKey = keyof typeof maps
 /** The programs in the object: attach point -> C function name and cgroup attach type. */
 export const programs = {
   connect4: { cName: 'weft_connect4', attachType: 'connect4' },
+  connect6: { cName: 'weft_connect6', attachType: 'connect6' },
   sockops: { cName: 'weft_sockops', attachType: 'sockops' },
   getpeername4: { cName: 'weft_getpeer4', attachType: 'getpeername4' },
-} as const
+  getpeername6: { cName: 'weft_getpeer6', attachType: 'getpeername6' },
+  ingress: { cName: 'weft_strict_in', attachType: 'ingress' },
+} as const satisfies Record<string, { cName: string; attachType: CgroupAttachType }>
 export type AttachPoint = keyof typeof programs
 
 /**

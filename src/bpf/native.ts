@@ -33,7 +33,7 @@ export class BpfError extends Error {
   }
 }
 
-export type CgroupAttachType = 'connect4' | 'connect6' | 'getpeername4' | 'getpeername6' | 'sockops'
+export type CgroupAttachType = 'connect4' | 'connect6' | 'getpeername4' | 'getpeername6' | 'sockops' | 'ingress'
 
 export interface LoadedObject {
   /** Program fds keyed by the C function name. */
