@@ -100,7 +100,7 @@ t.test('Node: cluster-scoped, the registry of nodes', async (t) => {
   t.same(errorsOf({ ...node('node1', 1), spec: { address: '198.18.0.2', proxyIp: '198.18.0.2', podCIDR: '198.18.1.0' } }), ['spec.podCIDR: expected an IPv4 CIDR like 198.18.1.0/24, got "198.18.1.0"'])
 })
 
-t.test('DestinationPolicy and AuthorizationPolicy: validated now, acted on later', async (t) => {
+t.test('DestinationPolicy: validated and stored', async (t) => {
   const policy = {
     apiVersion: 'weft.dev/v1alpha1', kind: 'DestinationPolicy', metadata: { name: 'reviews' },
     spec: {
@@ -135,14 +135,116 @@ t.test('DestinationPolicy and AuthorizationPolicy: validated now, acted on later
   t.same(faultErrors({ abort: { httpStatus: 503, grpcStatus: 17, percent: 10 } }), ['spec.faults.abort.grpcStatus: expected a gRPC status code from 0 to 16, got 17'])
   t.match(faultErrors({ abort: { httpStatus: 503, percent: 10, status: 503 } }), [/^spec\.faults\.abort\.status: unknown field/])
   t.match(faultErrors({ dealy: { fixedDelay: '1s', percent: 1 } }), [/^spec\.faults\.dealy: unknown field \(did you mean "delay"\?\)/])
+})
 
-  const authz = {
-    apiVersion: 'weft.dev/v1alpha1', kind: 'AuthorizationPolicy', metadata: { name: 'reviews', namespace: 'shop' },
-    spec: { targetRef: { kind: 'Service', name: 'reviews' }, action: 'ALLOW', rules: [{ from: [{ principals: ['spiffe://cluster.local/ns/shop/sa/web', 'spiffe://cluster.local/ns/ops/*'] }] }] },
+const authorizationPolicy = (spec: unknown): Record<string, unknown> => ({
+  apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'reviews', namespace: 'shop' }, spec,
+})
+const peerAuthentication = (spec: unknown, metadata: Record<string, unknown> = { name: 'default', namespace: 'shop' }): Record<string, unknown> => ({
+  apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata, spec,
+})
+
+t.test('AuthorizationPolicy: Istio\'s security.istio.io/v1 shape; what weft cannot honour is refused by name', async (t) => {
+  const full = {
+    selector: { matchLabels: { app: 'reviews' } },
+    action: 'ALLOW',
+    rules: [{
+      from: [{ source: { principals: ['cluster.local/ns/shop/sa/web', 'spiffe://cluster.local/ns/ops/*'], notPrincipals: ['*/sa/legacy'], namespaces: ['shop'], notNamespaces: ['test-*'], ipBlocks: ['198.18.0.0/15', '10.1.2.3'], notIpBlocks: ['198.18.9.0/24'] } }],
+      to: [{ operation: { ports: ['8080'], notPorts: ['9090'], methods: ['GET', 'HEAD'], notMethods: ['DELETE'], paths: ['/api/*', '*/info', '/exact'], notPaths: ['/admin*'], hosts: ['reviews.shop.svc.cluster.local', '*.example.com'], notHosts: ['internal.*'] } }],
+    }],
   }
-  t.ok(validateResource(authz).ok)
-  t.same(errorsOf({ ...authz, spec: { ...authz.spec, action: 'allow' } }), ['spec.action: expected "ALLOW" or "DENY", got "allow"'])
-  t.same(errorsOf({ ...authz, spec: { ...authz.spec, rules: [{ from: [{ principals: ['web'] }] }] } }), ['spec.rules[0].from[0].principals[0]: expected a SPIFFE id like "spiffe://cluster.local/ns/shop/sa/web", or "*", got "web"'])
+  const policy = accepted(authorizationPolicy(full))
+  if (policy.kind !== 'AuthorizationPolicy') return t.fail('not an AuthorizationPolicy')
+  t.same(policy.spec, full, 'every field kept as given')
+  const empty = accepted(authorizationPolicy({}))
+  t.equal(empty.kind === 'AuthorizationPolicy' && empty.spec.action, 'ALLOW', 'action defaults to ALLOW; spec {} is ALLOW with no rules (deny all)')
+  t.ok(validateResource({ apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'deny-all', namespace: 'weft-system' } }).ok, 'no spec at all')
+  t.ok(validateResource(authorizationPolicy({ action: 'DENY', rules: [{}] })).ok, 'rules: [{}]')
+  t.same(errorsOf({ ...authorizationPolicy({}), apiVersion: 'weft.dev/v1alpha1' }), ['apiVersion: expected "security.istio.io/v1" for kind AuthorizationPolicy, got "weft.dev/v1alpha1"'], 'the old weft.dev shape is gone')
+
+  const source = (fields: Record<string, unknown>): unknown => ({ rules: [{ from: [{ source: fields }] }] })
+  const operation = (fields: Record<string, unknown>): unknown => ({ rules: [{ to: [{ operation: fields }] }] })
+  const rejected: [string, unknown, string][] = [
+    ['action AUDIT', { action: 'AUDIT' }, 'spec.action: action AUDIT is not supported (weft has no audit sink and no external authorizer): use ALLOW or DENY'],
+    ['action CUSTOM', { action: 'CUSTOM' }, 'spec.action: action CUSTOM is not supported (weft has no audit sink and no external authorizer): use ALLOW or DENY'],
+    ['action in lowercase', { action: 'allow' }, 'spec.action: expected one of "ALLOW" (the default) or "DENY", got "allow"'],
+    ['provider', { action: 'ALLOW', provider: { name: 'opa' } }, 'spec.provider: provider goes with action CUSTOM, which weft does not support: use ALLOW or DENY'],
+    ['targetRef', { targetRef: { kind: 'Service', name: 'reviews' } }, 'spec.targetRef: targetRef is not supported yet: select the pods with selector.matchLabels'],
+    ['targetRefs', { targetRefs: [{ kind: 'Service', name: 'reviews' }] }, 'spec.targetRefs: targetRefs is not supported yet: select the pods with selector.matchLabels'],
+    ['selector labels', { selector: { matchLabels: { app: 3 } } }, 'spec.selector.matchLabels.app: expected a label value (a string: quote numbers and booleans), got 3'],
+    ['selector matchExpressions', { selector: { matchExpressions: [] } }, 'spec.selector.matchExpressions: unknown field (allowed: matchLabels)'],
+    ['when', { rules: [{ when: [{ key: 'request.headers[x]', values: ['a'] }] }] }, 'spec.rules[0].when: conditions (when) are not supported yet: express the rule with from (principals, namespaces, ipBlocks) and to (ports, methods, paths, hosts)'],
+    ['from: []', { rules: [{ from: [] }] }, 'spec.rules[0].from: expected at least one of sources ({source: {...}}), got an empty list'],
+    ['an empty source', source({}), 'spec.rules[0].from[0].source: expected at least one of principals, notPrincipals, namespaces, notNamespaces, ipBlocks, notIpBlocks (an empty source is an error, as in Istio: leave out "from" to match every source)'],
+    ['an empty operation', operation({}), 'spec.rules[0].to[0].operation: expected at least one of ports, notPorts, methods, notMethods, paths, notPaths, hosts, notHosts (an empty operation is an error, as in Istio: leave out "to" to match every operation)'],
+    ['principals: []', source({ principals: [] }), 'spec.rules[0].from[0].source.principals: expected at least one of principals, got an empty list'],
+    ['principals: a * in the middle', source({ principals: ['cluster.local/*/sa/web'] }), 'spec.rules[0].from[0].source.principals[0]: expected a principal like "cluster.local/ns/shop/sa/web" (or with "spiffe://"), "*", "prefix*" or "*suffix": a "*" may only be the whole value, its first or its last character, got "cluster.local/*/sa/web"'],
+    ['notPrincipals: empty string', source({ notPrincipals: [''] }), 'spec.rules[0].from[0].source.notPrincipals[0]: expected a principal like "cluster.local/ns/shop/sa/web" (or with "spiffe://"), "*", "prefix*" or "*suffix", got ""'],
+    ['namespaces: not a list', source({ namespaces: 'shop' }), 'spec.rules[0].from[0].source.namespaces: expected a list of namespaces, got "shop"'],
+    ['notNamespaces: a * in the middle', source({ notNamespaces: ['a*b'] }), 'spec.rules[0].from[0].source.notNamespaces[0]: expected a namespace like "shop", "*", "prefix*" or "*suffix": a "*" may only be the whole value, its first or its last character, got "a*b"'],
+    ['ipBlocks: not an address', source({ ipBlocks: ['10.0.0.0/33'] }), 'spec.rules[0].from[0].source.ipBlocks[0]: expected an IPv4 address or CIDR like "198.18.1.0/24", got "10.0.0.0/33"'],
+    ['notIpBlocks: IPv6', source({ notIpBlocks: ['::1'] }), 'spec.rules[0].from[0].source.notIpBlocks[0]: expected an IPv4 address or CIDR like "198.18.1.0/24", got "::1"'],
+    ['requestPrincipals', source({ requestPrincipals: ['issuer/subject'] }), 'spec.rules[0].from[0].source.requestPrincipals: requestPrincipals needs JWT authentication (RequestAuthentication), which weft does not support: match the peer with principals or namespaces'],
+    ['notRequestPrincipals', source({ notRequestPrincipals: ['*'] }), 'spec.rules[0].from[0].source.notRequestPrincipals: notRequestPrincipals needs JWT authentication (RequestAuthentication), which weft does not support: match the peer with notPrincipals or notNamespaces'],
+    ['remoteIpBlocks', source({ remoteIpBlocks: ['1.2.3.4'] }), 'spec.rules[0].from[0].source.remoteIpBlocks: remoteIpBlocks (the client address from X-Forwarded-For) is not supported: weft has no gateway; use ipBlocks, the connection\'s source address'],
+    ['an unknown source field', source({ principal: ['x'] }), 'spec.rules[0].from[0].source.principal: unknown field (did you mean "principals"?)'],
+    ['ports: a number', operation({ ports: [8080] }), 'spec.rules[0].to[0].operation.ports[0]: expected a port number as a string, like "8080" (quote it), got 8080'],
+    ['notPorts: out of range', operation({ notPorts: ['70000'] }), 'spec.rules[0].to[0].operation.notPorts[0]: expected a port number from 1 to 65535 as a string, like "8080", got "70000"'],
+    ['methods: a space', operation({ methods: ['GET POST'] }), 'spec.rules[0].to[0].operation.methods[0]: expected an HTTP method like "GET", "*", "prefix*" or "*suffix" (no spaces), got "GET POST"'],
+    ['notMethods: []', operation({ notMethods: [] }), 'spec.rules[0].to[0].operation.notMethods: expected at least one of methods, got an empty list'],
+    ['paths: a * in the middle', operation({ paths: ['/api/*/users'] }), 'spec.rules[0].to[0].operation.paths[0]: expected a path like "/api/users", "/api/*", "*/info" or "*": a "*" may only be the whole value, its first or its last character, got "/api/*/users"'],
+    ['notPaths: not a string', operation({ notPaths: [1] }), 'spec.rules[0].to[0].operation.notPaths[0]: expected a path like "/api/users", "/api/*", "*/info" or "*", got 1'],
+    ['hosts: empty', operation({ hosts: [''] }), 'spec.rules[0].to[0].operation.hosts[0]: expected a host like "reviews.shop.svc.cluster.local", "*.example.com", "api.*" or "*", got ""'],
+    ['notHosts: not a list', operation({ notHosts: 'x' }), 'spec.rules[0].to[0].operation.notHosts: expected a list of hosts, got "x"'],
+    ['an unknown operation field', operation({ method: ['GET'] }), 'spec.rules[0].to[0].operation.method: unknown field (did you mean "methods"?)'],
+  ]
+  for (const [name, spec, message] of rejected) t.same(errorsOf(authorizationPolicy(spec)), [message], name)
+})
+
+t.test('PeerAuthentication: STRICT, PERMISSIVE, UNSET; DISABLE and portLevelMtls refused', async (t) => {
+  const strict = accepted(peerAuthentication({ mtls: { mode: 'STRICT' } }))
+  t.equal(strict.kind === 'PeerAuthentication' && strict.spec.mtls?.mode, 'STRICT')
+  t.ok(validateResource(peerAuthentication({ selector: { matchLabels: { app: 'reviews' } }, mtls: { mode: 'PERMISSIVE' } })).ok)
+  const unset = accepted(peerAuthentication({ mtls: {} }))
+  t.equal(unset.kind === 'PeerAuthentication' && unset.spec.mtls?.mode, 'UNSET', 'mode defaults to UNSET (inherit)')
+  t.ok(validateResource(peerAuthentication({})).ok, 'spec {}')
+  t.same(errorsOf(peerAuthentication({ mtls: { mode: 'DISABLE' } })), ['spec.mtls.mode: mode DISABLE is not supported: weft always encrypts traffic between nodes; use PERMISSIVE to accept plaintext from outside the mesh'])
+  t.same(errorsOf(peerAuthentication({ mtls: { mode: 'strict' } })), ['spec.mtls.mode: expected one of "STRICT", "PERMISSIVE", "UNSET", got "strict"'])
+  t.same(errorsOf(peerAuthentication({ mtls: { mode: 'STRICT' }, portLevelMtls: { 8080: { mode: 'PERMISSIVE' } } })), ['spec.portLevelMtls: portLevelMtls is not supported yet: set one mode for the selected pods with mtls.mode'])
+  t.same(errorsOf(peerAuthentication({ selector: { matchLabels: 'app=x' } })), ['spec.selector.matchLabels: expected a map of labels, got "app=x"'])
+  t.same(errorsOf(peerAuthentication({ mtls: 'STRICT' })), ['spec.mtls: expected an object {mode}, got "STRICT"'])
+})
+
+t.test('security policies in the snapshot: an invalid one is rejected alone, the others apply; effective mTLS modes', async (t) => {
+  const podIn = (namespace: string, name: string, ip: string, labels: Record<string, string>): Record<string, unknown> =>
+    ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels }, spec: { nodeName: 'node1' }, status: { podIP: ip } })
+  const resources = new Map<string, unknown>([
+    ['node._.node1', node('node1', 1)],
+    ['pod.shop.reviews', podIn('shop', 'reviews', '198.18.1.10', { app: 'reviews' })],
+    ['pod.shop.web', podIn('shop', 'web', '198.18.1.11', { app: 'web' })],
+    ['pod.shop.legacy', podIn('shop', 'legacy', '198.18.1.12', { app: 'legacy' })],
+    ['pod.ops.probe', podIn('ops', 'probe', '198.18.1.13', { app: 'probe' })],
+    ['pod.billing.ledger', podIn('billing', 'ledger', '198.18.1.14', { app: 'ledger' })],
+    ['authorizationpolicy.shop.reviews', authorizationPolicy({ rules: [{ from: [{ source: { namespaces: ['shop'] } }] }] })],
+    ['authorizationpolicy.shop.bad', { ...authorizationPolicy({ rules: [{ when: [] }] }), metadata: { name: 'bad', namespace: 'shop' } }],
+    ['peerauthentication.weft-system.default', peerAuthentication({ mtls: { mode: 'STRICT' } }, { name: 'default', namespace: 'weft-system' })],
+    ['peerauthentication.ops.default', peerAuthentication({ mtls: { mode: 'PERMISSIVE' } }, { name: 'default', namespace: 'ops' })],
+    ['peerauthentication.shop.default', peerAuthentication({ mtls: { mode: 'UNSET' } }, { name: 'default', namespace: 'shop' })],
+    ['peerauthentication.shop.legacy', peerAuthentication({ selector: { matchLabels: { app: 'legacy' } }, mtls: { mode: 'PERMISSIVE' } }, { name: 'legacy', namespace: 'shop' })],
+    ['peerauthentication.shop.legacy-too', peerAuthentication({ selector: { matchLabels: { app: 'legacy' } }, mtls: { mode: 'STRICT' } }, { name: 'legacy-too', namespace: 'shop' })],
+    ['peerauthentication.shop.disable', peerAuthentication({ mtls: { mode: 'DISABLE' } }, { name: 'disable', namespace: 'shop' })],
+  ])
+  const snapshot = buildSnapshot(resources)
+  t.same(snapshot.rejected.map((r) => r.key), ['authorizationpolicy.shop.bad', 'peerauthentication.shop.disable'], 'only the invalid ones are rejected')
+  t.match(snapshot.rejected[0]?.reason, /^spec\.rules\[0\]\.when: conditions \(when\) are not supported yet/)
+  t.match(snapshot.rejected[1]?.reason, /^spec\.mtls\.mode: mode DISABLE is not supported/)
+  t.ok(snapshot.resources.has('authorizationpolicy.shop.reviews'), 'the valid policy applies')
+  t.ok(snapshot.authorization.byWorkload.get('pod.shop.reviews')?.allow.length === 1, 'and is compiled for the pods it selects')
+  t.same([...snapshot.strictWorkloads].sort(), ['pod.billing.ledger', 'pod.shop.reviews', 'pod.shop.web'],
+    'mesh STRICT; ops PERMISSIVE by namespace; shop UNSET inherits STRICT; shop/legacy PERMISSIVE by its own policy')
+  t.same(snapshot.warnings.filter((w) => w.key.startsWith('peerauthentication.')).map((w) => w.message), [
+    'peer authentication shop/legacy-too: does not apply to pod shop/legacy: shop/legacy also selects it and comes first by name',
+  ])
 })
 
 t.test('HTTPRoute and GRPCRoute: Gateway API v1 shape, validated and stored', async (t) => {
@@ -178,7 +280,7 @@ t.test('HTTPRoute and GRPCRoute: Gateway API v1 shape, validated and stored', as
 
 t.test('unknown kinds and versions are named, with the known kinds listed', async (t) => {
   t.same(errorsOf({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x' } }), [
-    'kind: unknown kind "ConfigMap" (apiVersion "v1"); known kinds: Service (v1), Pod (v1), EndpointSlice (discovery.k8s.io/v1), Node (weft.dev/v1alpha1), DestinationPolicy (weft.dev/v1alpha1), AuthorizationPolicy (weft.dev/v1alpha1), HTTPRoute (gateway.networking.k8s.io/v1), GRPCRoute (gateway.networking.k8s.io/v1)',
+    'kind: unknown kind "ConfigMap" (apiVersion "v1"); known kinds: Service (v1), Pod (v1), EndpointSlice (discovery.k8s.io/v1), Node (weft.dev/v1alpha1), DestinationPolicy (weft.dev/v1alpha1), AuthorizationPolicy (security.istio.io/v1), PeerAuthentication (security.istio.io/v1), HTTPRoute (gateway.networking.k8s.io/v1), GRPCRoute (gateway.networking.k8s.io/v1)',
   ])
   t.same(errorsOf({ ...service('x', '198.19.0.1'), apiVersion: 'v2' }), ['apiVersion: expected "v1" for kind Service, got "v2"'])
   t.same(errorsOf({ ...httpRoute('x', []), apiVersion: 'gateway.networking.k8s.io/v1beta1' }), ['apiVersion: expected "gateway.networking.k8s.io/v1" for kind HTTPRoute, got "gateway.networking.k8s.io/v1beta1"'])
@@ -202,7 +304,7 @@ t.test('keys: <kind>.<namespace>.<name>, "_" for cluster-scoped kinds, and back'
     t.equal(resourceKey(parts), key, 'round trip')
   }
   t.throws(() => parseResourceKey('service.reviews'), new ResourceKeyError('"service.reviews" is not a resource key: expected <kind>.<namespace>.<name>, like service.default.reviews or node._.node1'))
-  t.throws(() => parseResourceKey('configmap.default.x'), /unknown kind "configmap" \(known: service, pod, endpointslice, node, destinationpolicy, authorizationpolicy, httproute, grpcroute\)/)
+  t.throws(() => parseResourceKey('configmap.default.x'), /unknown kind "configmap" \(known: service, pod, endpointslice, node, destinationpolicy, authorizationpolicy, peerauthentication, httproute, grpcroute\)/)
   t.throws(() => parseResourceKey('node.default.node1'), /Node is cluster-scoped; its key is node\._\.node1/)
   t.throws(() => parseResourceKey('service._.x'), /Service is namespaced/)
 })
@@ -267,7 +369,7 @@ t.test('files: malformed YAML and JSON get line and column; the other documents 
 
   t.same(parseResourceDocuments('{\n  "apiVersion": "v1",\n}', 'mesh.json').errors.map(String), ['mesh.json:3:1: document 1: malformed JSON: Expected double-quoted property name'])
   t.same(parseResourceDocuments('{\n  "apiVersion": "v1",\n  "kind": \n}', 'mesh.json').errors.map((e) => [e.line, e.message.slice(0, 27)]), [[undefined, 'malformed JSON: Unexpected ']])
-  t.same(parseResourceDocuments('apiVersion: v1\nkind:\nmetadata: {name: x}\n', 'k.yaml').errors.map(String), ['k.yaml:2: document 1 ((no kind) default/x): kind: missing: expected one of the known kinds: Service (v1), Pod (v1), EndpointSlice (discovery.k8s.io/v1), Node (weft.dev/v1alpha1), DestinationPolicy (weft.dev/v1alpha1), AuthorizationPolicy (weft.dev/v1alpha1), HTTPRoute (gateway.networking.k8s.io/v1), GRPCRoute (gateway.networking.k8s.io/v1)'])
+  t.same(parseResourceDocuments('apiVersion: v1\nkind:\nmetadata: {name: x}\n', 'k.yaml').errors.map(String), ['k.yaml:2: document 1 ((no kind) default/x): kind: missing: expected one of the known kinds: Service (v1), Pod (v1), EndpointSlice (discovery.k8s.io/v1), Node (weft.dev/v1alpha1), DestinationPolicy (weft.dev/v1alpha1), AuthorizationPolicy (security.istio.io/v1), PeerAuthentication (security.istio.io/v1), HTTPRoute (gateway.networking.k8s.io/v1), GRPCRoute (gateway.networking.k8s.io/v1)'])
   t.same(parseResourceDocuments('apiVersion: v1\napiVersion: v1\n', 'dup.yaml').errors.map((e) => e.message), ['malformed YAML: Map keys must be unique'])
 })
 

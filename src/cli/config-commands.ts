@@ -394,9 +394,13 @@ const SUMMARY: Record<Kind, Column[]> = {
     { header: 'LOAD-BALANCER', value: (r) => (r.kind === 'DestinationPolicy' ? r.spec.loadBalancer?.type ?? none : '') },
   ],
   AuthorizationPolicy: [
-    { header: 'TARGET', value: (r) => (r.kind === 'AuthorizationPolicy' ? (r.spec.targetRef ? `${r.spec.targetRef.kind}/${r.spec.targetRef.name}` : '<namespace>') : '') },
+    { header: 'SELECTOR', value: (r) => (r.kind === 'AuthorizationPolicy' ? labels(r.spec.selector?.matchLabels) : '') },
     { header: 'ACTION', value: (r) => (r.kind === 'AuthorizationPolicy' ? r.spec.action : '') },
     { header: 'RULES', value: (r) => (r.kind === 'AuthorizationPolicy' ? String(r.spec.rules?.length ?? 0) : '') },
+  ],
+  PeerAuthentication: [
+    { header: 'SELECTOR', value: (r) => (r.kind === 'PeerAuthentication' ? labels(r.spec.selector?.matchLabels) : '') },
+    { header: 'MODE', value: (r) => (r.kind === 'PeerAuthentication' ? r.spec.mtls?.mode ?? 'UNSET' : '') },
   ],
   HTTPRoute: [
     { header: 'PARENTS', value: (r) => (r.kind === 'HTTPRoute' ? joinOr(r.spec.parentRefs.map((p) => `${p.name}${p.port ? `:${p.port}` : ''}`)) : '') },

@@ -11,6 +11,7 @@ const SHORT_NAMES: Partial<Record<Kind, string[]>> = {
   EndpointSlice: ['eps'],
   DestinationPolicy: ['dp'],
   AuthorizationPolicy: ['ap'],
+  PeerAuthentication: ['pa'],
   HTTPRoute: ['hr'],
   GRPCRoute: ['gr'],
 }

@@ -4,7 +4,8 @@ import type { z } from 'zod'
 
 import { endpointSliceSchema, podSchema, serviceSchema, type EndpointSlice, type Pod, type Service } from './core.ts'
 import { GATEWAY_API_VERSION, grpcRouteSchema, httpRouteSchema, type GRPCRoute, type HTTPRoute } from './gateway.ts'
-import { authorizationPolicySchema, destinationPolicySchema, nodeSchema, WEFT_API_VERSION, type AuthorizationPolicy, type DestinationPolicy, type MeshNode } from './weft.ts'
+import { authorizationPolicySchema, ISTIO_SECURITY_API_VERSION, peerAuthenticationSchema, type AuthorizationPolicy, type PeerAuthentication } from './security.ts'
+import { destinationPolicySchema, nodeSchema, WEFT_API_VERSION, type DestinationPolicy, type MeshNode } from './weft.ts'
 
 export interface KindInfo {
   readonly kind: string
@@ -19,13 +20,14 @@ export const KINDS = {
   EndpointSlice: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', namespaced: true, schema: endpointSliceSchema },
   Node: { kind: 'Node', apiVersion: WEFT_API_VERSION, namespaced: false, schema: nodeSchema },
   DestinationPolicy: { kind: 'DestinationPolicy', apiVersion: WEFT_API_VERSION, namespaced: true, schema: destinationPolicySchema },
-  AuthorizationPolicy: { kind: 'AuthorizationPolicy', apiVersion: WEFT_API_VERSION, namespaced: true, schema: authorizationPolicySchema },
+  AuthorizationPolicy: { kind: 'AuthorizationPolicy', apiVersion: ISTIO_SECURITY_API_VERSION, namespaced: true, schema: authorizationPolicySchema },
+  PeerAuthentication: { kind: 'PeerAuthentication', apiVersion: ISTIO_SECURITY_API_VERSION, namespaced: true, schema: peerAuthenticationSchema },
   HTTPRoute: { kind: 'HTTPRoute', apiVersion: GATEWAY_API_VERSION, namespaced: true, schema: httpRouteSchema },
   GRPCRoute: { kind: 'GRPCRoute', apiVersion: GATEWAY_API_VERSION, namespaced: true, schema: grpcRouteSchema },
 } as const satisfies Record<string, KindInfo>
 
 export type Kind = keyof typeof KINDS
-export type Resource = Service | Pod | EndpointSlice | MeshNode | DestinationPolicy | AuthorizationPolicy | HTTPRoute | GRPCRoute
+export type Resource = Service | Pod | EndpointSlice | MeshNode | DestinationPolicy | AuthorizationPolicy | PeerAuthentication | HTTPRoute | GRPCRoute
 export type ResourceOfKind<K extends Kind> = Extract<Resource, { kind: K }>
 
 const byLowerKind = new Map<string, KindInfo>(Object.values(KINDS).map((info) => [info.kind.toLowerCase(), info]))

@@ -8,8 +8,10 @@ import type { GRPCRoute, HTTPRoute, Route } from './gateway.ts'
 import { displayName, parseResourceKey, resourceKey } from './keys.ts'
 import type { Resource } from './kinds.ts'
 import { cidrContains, ipv4ToNumber, parseIpv4Cidr } from './net.ts'
+import { compileAuthorizationPolicies, type AuthorizationIndex } from '../../policy/authorization.ts'
+import { resolveMtlsModes } from '../../policy/peer-authentication.ts'
 import { DEFAULT_VALIDATION_CONTEXT, validateResource, type ValidationContext } from './validate.ts'
-import type { AuthorizationPolicy, DestinationPolicy } from './weft.ts'
+import type { DestinationPolicy } from './weft.ts'
 
 export interface NodeInfo {
   readonly name: string
@@ -77,7 +79,12 @@ export interface MeshSnapshot {
   readonly endpointSlices: readonly EndpointSlice[]
   readonly routes: readonly Route[]
   readonly destinationPolicies: readonly DestinationPolicy[]
-  readonly authorizationPolicies: readonly AuthorizationPolicy[]
+  /** AuthorizationPolicies compiled and resolved per workload: read it through authorize() and
+   *  needsHttpAttributes() (src/policy/authorization.ts). */
+  readonly authorization: AuthorizationIndex
+  /** Workload.key (`pod.<ns>.<name>`) of every workload whose effective PeerAuthentication mode is
+   *  STRICT (src/policy/peer-authentication.ts); the others are PERMISSIVE. */
+  readonly strictWorkloads: ReadonlySet<string>
 }
 
 export interface SnapshotCounts {
@@ -258,14 +265,11 @@ export function buildSnapshot(resources: ReadonlyMap<string, unknown>, ctx: Vali
     if (first) warnings.push({ key, message: `destination policy ${displayName(policy)}: service ${service} already has destination policy ${displayName(first)}; this one does not apply` })
     else policyOfService.set(service, policy)
   }
-  const authorizationPolicies: AuthorizationPolicy[] = []
-  for (const [key, policy] of ofKind('AuthorizationPolicy')) {
-    authorizationPolicies.push(policy)
-    const target = policy.spec.targetRef?.name
-    if (target !== undefined && !servicesByName.has(`${policy.metadata.namespace}/${target}`)) {
-      warnings.push({ key, message: `authorization policy ${displayName(policy)}: targetRef "${target}" names no known service (known: ${knownServicesIn(policy.metadata.namespace)})` })
-    }
-  }
+  // Security policies: compiled once here, so authorization on the connection path is lookups.
+  const workloads = [...workloadsByIp.values()]
+  const authorization = compileAuthorizationPolicies(ofKind('AuthorizationPolicy').map(([, policy]) => policy), workloads)
+  const mtls = resolveMtlsModes(ofKind('PeerAuthentication').map(([, policy]) => policy), workloads)
+  warnings.push(...mtls.warnings)
 
   return deepFreeze({
     revision,
@@ -281,7 +285,8 @@ export function buildSnapshot(resources: ReadonlyMap<string, unknown>, ctx: Vali
     endpointSlices,
     routes,
     destinationPolicies,
-    authorizationPolicies,
+    authorization,
+    strictWorkloads: mtls.strictWorkloads,
   })
 }
 
@@ -377,10 +382,16 @@ function refuseChange(): never {
   throw new TypeError('a MeshSnapshot is immutable: build a new one with buildSnapshot')
 }
 
-/** Freezes objects and arrays; a Map's set, delete and clear throw, so a snapshot cannot change under a reader. */
+/** Freezes objects and arrays; a Map's set, delete and clear throw (a Set's add, delete and
+ *  clear), so a snapshot cannot change under a reader. */
 function deepFreeze<T>(value: T, seen = new Set<unknown>()): T {
   if (typeof value !== 'object' || value === null || seen.has(value)) return value
   seen.add(value)
+  if (value instanceof Set) {
+    for (const entry of value) deepFreeze(entry, seen)
+    for (const method of ['add', 'delete', 'clear']) Object.defineProperty(value, method, { value: refuseChange })
+    return Object.freeze(value)
+  }
   if (value instanceof Map) {
     for (const entry of value.values()) deepFreeze(entry, seen)
     for (const method of ['set', 'delete', 'clear']) Object.defineProperty(value, method, { value: refuseChange })

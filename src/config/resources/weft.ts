@@ -1,6 +1,6 @@
 // weft's own kinds (weft.dev/v1alpha1), for what Kubernetes has no object for: the registry of
-// mesh nodes, and the per-destination traffic and authorization policies. The policies are
-// validated and stored now; the L7 and identity issues act on them.
+// mesh nodes, and the per-destination traffic policy (read by the L7 pipeline). Authorization is
+// Istio's AuthorizationPolicy (security.ts).
 import { z } from 'zod'
 
 import { clusterMetadata, count, duration, expected, ipv4, ipv4Cidr, namespacedMetadata, percent, serviceTargetRef } from './common.ts'
@@ -106,29 +106,3 @@ export const destinationPolicySchema = z.strictObject({
 export type DestinationPolicy = z.infer<typeof destinationPolicySchema>
 /** A DestinationPolicy's `spec.faults`. */
 export type DestinationFaults = z.infer<typeof faults>
-
-// --- AuthorizationPolicy ---------------------------------------------------------------------
-
-// spiffe://<trust domain>/<path>; "*" alone matches every authenticated peer, and a trailing "*"
-// matches a prefix (spiffe://cluster.local/ns/shop/*).
-const SPIFFE_PRINCIPAL = /^(\*|spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~%!$&'()+,;=:@-]+)*(\/\*|\*)?)$/
-const principal = z.string(expected('a SPIFFE id like "spiffe://cluster.local/ns/shop/sa/web", or "*"'))
-  .regex(SPIFFE_PRINCIPAL, expected('a SPIFFE id like "spiffe://cluster.local/ns/shop/sa/web", or "*"'))
-
-export const authorizationPolicySchema = z.strictObject({
-  apiVersion: z.literal(WEFT_API_VERSION),
-  kind: z.literal('AuthorizationPolicy'),
-  metadata: namespacedMetadata,
-  spec: z.strictObject({
-    /** The protected Service; absent means every service in the policy's namespace. */
-    targetRef: serviceTargetRef.optional(),
-    action: z.enum(['ALLOW', 'DENY'], expected('"ALLOW" or "DENY"')),
-    rules: z.array(z.strictObject({
-      from: z.array(z.strictObject({
-        principals: z.array(principal, expected('a list of SPIFFE ids')).min(1, expected('at least one principal')),
-      }, expected('an object {principals}')), expected('a list of sources')).optional(),
-    }, expected('a rule {from}')), expected('a list of rules')).optional(),
-  }, expected('an object with targetRef, action and rules')),
-})
-export type AuthorizationPolicy = z.infer<typeof authorizationPolicySchema>
-
