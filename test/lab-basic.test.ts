@@ -9,7 +9,7 @@ import t from 'tap'
 
 import { BusError, connectBus, readContext, resolveBusOptions, type Bus } from '../src/bus/index.ts'
 import { requestRegister } from '../src/control/index.ts'
-import { daemonCommand, LabBusyError, LabError, labDown, labUp, listLabs, openLab, parseTopology, topologyFromShorthand, type Lab } from '../src/lab/index.ts'
+import { daemonCommand, LabBusyError, LabError, labDown, labResources, labUp, listLabs, openLab, parseTopology, planLab, topologyFromShorthand, type Lab } from '../src/lab/index.ts'
 import { labUpWhenFree, requireLab, runLabCli, startIn, startLab, tcpClientScript, tcpServerScript, testRunId } from './helpers/lab.ts'
 
 // The lab records its context in the weft config file: keep this test's contexts out of the user's.
@@ -35,6 +35,8 @@ t.test('topology files are validated, each problem in one line naming file, line
     ['outsider', 'node1', false, {}],
   ])
   t.same(parseTopology('{"nodes": ["n1"], "pods": [{"name": "p", "node": "n1"}]}', 'lab.json').pods[0]?.node, 'n1', 'JSON works too')
+  t.same(topology.pods.map((p) => p.serviceAccount), ['default', 'default', 'default', 'default'], 'service account defaults to "default"')
+  t.equal(parseTopology('nodes: [node1]\npods:\n  - {name: web, node: node1, namespace: shop, serviceAccount: web-sa}\n', 'lab.yaml').pods[0]?.serviceAccount, 'web-sa', 'serviceAccount per pod')
 
   const cases: [string, string, RegExp][] = [
     ['unknown node', 'nodes: [node1]\npods:\n  - {name: a, node: node9}\n', /^lab\.yaml:3: pods\[0\] \(a\): unknown node "node9" \(nodes: node1\)$/],
@@ -47,6 +49,8 @@ t.test('topology files are validated, each problem in one line naming file, line
     ['pod named like a node', 'nodes: [node1]\npods:\n  - {name: node1, node: node1}\n', /already a node name/],
     ['reserved name', 'nodes: [ul]\n', /reserved for the underlay/],
     ['no nodes', 'pods: []\n', /^lab\.yaml:1: `nodes` must be a non-empty list/],
+    ['bad service account', 'nodes: [node1]\npods:\n  - name: a\n    node: node1\n    serviceAccount: Web_SA\n', /^lab\.yaml:5: pods\[0\] \(a\): serviceAccount must be a Kubernetes service account name like "web" \(lowercase letters, digits and "-", at most 63; got string "Web_SA"\)$/],
+    ['service account not a string', 'nodes: [node1]\npods:\n  - {name: a, node: node1, serviceAccount: 7}\n', /^lab\.yaml:3: pods\[0\] \(a\): serviceAccount must be .*got number 7\)$/],
     ['label not a string', 'nodes: [node1]\npods:\n  - {name: a, node: node1, labels: {v: 1}}\n', /label v must be a string/],
     ['malformed YAML', 'nodes: [node1\npods:\n  - {name: a\n', /^lab\.yaml:2:1: malformed topology/],
     ['malformed JSON', '{"nodes": ["node1"],, }', /^lab\.yaml:1:\d+: malformed topology/],
@@ -60,6 +64,10 @@ t.test('topology files are validated, each problem in one line naming file, line
       t.ok(error instanceof LabError && !error.message.includes('\n'), `${name}: one line, a LabError`)
     }
   }
+
+  const withAccount = parseTopology('nodes: [node1]\npods:\n  - {name: web, node: node1, namespace: shop, serviceAccount: web-sa}\n', 'lab.yaml')
+  const registered = labResources(planLab(withAccount, 'sa-test', '/sys/fs/cgroup')) as { kind: string; spec: { serviceAccountName?: string } }[]
+  t.equal(registered.find((r) => r.kind === 'Pod')?.spec.serviceAccountName, 'web-sa', 'the registered Pod carries the service account')
 
   const shorthand = topologyFromShorthand(2, 3)
   t.same(shorthand.nodes, ['node1', 'node2'])

@@ -56,6 +56,8 @@ export interface LabPod {
   ip: string
   labels: Record<string, string>
   enrolled: boolean
+  /** The pod's Kubernetes service account (`spec.serviceAccountName`), hence its SPIFFE identity. */
+  serviceAccount: string
   netns: string
   cgroup: string
   /** The veth end on the node bridge, in the node's netns (the pod's end is `eth0`). */
@@ -142,6 +144,7 @@ export function planLab(topology: Topology, runId: string, cgroupMount: string):
       ip: `198.18.${node.index}.${j + 1}`,
       labels: { ...pod.labels },
       enrolled: pod.enrolled,
+      serviceAccount: pod.serviceAccount,
       netns: labNames.netns(runId, pod.name),
       cgroup: join(node.cgroupRoot, pod.name),
       nodePort: `pod${j}`,
@@ -178,7 +181,8 @@ export function credsFile(plan: LabPlan, user: LabNatsUser): string {
 
 /**
  * What the lab registers through weft control: one `weft.dev/v1alpha1` Node per node and one
- * `v1` Pod per pod (labels from the topology, the pod's cgroup and enrollment as annotations).
+ * `v1` Pod per pod (labels and service account from the topology, the pod's cgroup and
+ * enrollment as annotations).
  */
 export function labResources(plan: LabPlan): unknown[] {
   const nodes = plan.nodes.map((node) => ({
@@ -196,7 +200,7 @@ export function labResources(plan: LabPlan): unknown[] {
       labels: { ...pod.labels },
       annotations: { [CGROUP_ANNOTATION]: pod.cgroup, [ENROLLED_ANNOTATION]: String(pod.enrolled) },
     },
-    spec: { nodeName: pod.node, serviceAccountName: 'default' },
+    spec: { nodeName: pod.node, serviceAccountName: pod.serviceAccount },
     status: { podIP: pod.ip, phase: 'Running' },
   }))
   return [...nodes, ...pods]

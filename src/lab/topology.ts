@@ -12,6 +12,8 @@ export interface TopologyPod {
   labels: Record<string, string>
   /** Whether the mesh intercepts the pod's traffic; `enrolled: false` pods are plain neighbours. */
   enrolled: boolean
+  /** Kubernetes service account: the pod's identity is spiffe://<trust domain>/ns/<namespace>/sa/<serviceAccount>. */
+  serviceAccount: string
 }
 
 export interface Topology {
@@ -20,10 +22,10 @@ export interface Topology {
 }
 
 /** What code may pass to labUp: like a topology file, with defaults (namespace "default", no
- *  labels, enrolled) left out. */
+ *  labels, enrolled, service account "default") left out. */
 export interface TopologyInput {
   nodes: string[]
-  pods?: { name: string; node: string; namespace?: string; labels?: Record<string, string>; enrolled?: boolean }[]
+  pods?: { name: string; node: string; namespace?: string; labels?: Record<string, string>; enrolled?: boolean; serviceAccount?: string }[]
 }
 
 /** Node and pod names: they end up in network namespace and cgroup names. */
@@ -35,7 +37,8 @@ export const MAX_NODES = 253
 export const MAX_PODS_PER_NODE = 253
 
 const TOP_KEYS = ['nodes', 'pods']
-const POD_KEYS = ['name', 'node', 'namespace', 'labels', 'enrolled']
+const POD_KEYS = ['name', 'node', 'namespace', 'labels', 'enrolled', 'serviceAccount']
+/** Namespaces and service accounts: DNS-1123 labels, as Kubernetes names them. */
 const NAMESPACE_PATTERN = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/
 const LABEL_KEY_PATTERN = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/
 const LABEL_VALUE_PATTERN = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/
@@ -86,7 +89,7 @@ export function topologyFromShorthand(nodes: number, podsPerNode: number): Topol
     const node = `node${i}`
     topology.nodes.push(node)
     for (let j = 1; j <= podsPerNode; j++) {
-      topology.pods.push({ name: `${node}-pod${j}`, node, namespace: 'default', labels: {}, enrolled: true })
+      topology.pods.push({ name: `${node}-pod${j}`, node, namespace: 'default', labels: {}, enrolled: true, serviceAccount: 'default' })
     }
   }
   return topology
@@ -150,6 +153,11 @@ export function validateTopology(value: unknown, locate: Locate | string = 'topo
       fail([...path, 'namespace'], `${label}: namespace must be a Kubernetes namespace name like "default" (got ${describe(namespace)})`)
     }
 
+    const serviceAccount = pod['serviceAccount'] ?? 'default'
+    if (typeof serviceAccount !== 'string' || !NAMESPACE_PATTERN.test(serviceAccount)) {
+      fail([...path, 'serviceAccount'], `${label}: serviceAccount must be a Kubernetes service account name like "web" (lowercase letters, digits and "-", at most 63; got ${describe(serviceAccount)})`)
+    }
+
     const enrolled = pod['enrolled'] ?? true
     if (typeof enrolled !== 'boolean') fail([...path, 'enrolled'], `${label}: enrolled must be true or false (got ${describe(enrolled)})`)
 
@@ -165,7 +173,7 @@ export function validateTopology(value: unknown, locate: Locate | string = 'topo
       if (!LABEL_VALUE_PATTERN.test(labelValue)) fail(labelPath, `${label}: label ${key}: "${labelValue}" is not a valid Kubernetes label value`)
       labels[key] = labelValue
     }
-    pods.push({ name, node, namespace: namespace as string, labels, enrolled: enrolled as boolean })
+    pods.push({ name, node, namespace: namespace as string, labels, enrolled: enrolled as boolean, serviceAccount: serviceAccount as string })
   })
   return { nodes, pods }
 }
