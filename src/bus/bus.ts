@@ -10,7 +10,7 @@ import { connect, headers, type NatsConnection, type QueuedIterator, type Subscr
 
 import { BusError, connectError, describeError, permissionError, violatedPublishSubject } from './errors.ts'
 import type { TlsFiles } from './server.ts'
-import { CONFIG_BUCKET, STATUS_BUCKET, inboxPrefixFor, kvSubject, statusSubject } from './subjects.ts'
+import { CONFIG_BUCKET, STATUS_BUCKET, TRUST_BUCKET, TRUST_BUNDLE_KEY, inboxPrefixFor, kvSubject, statusSubject } from './subjects.ts'
 
 export type BusOptions = {
   /** One URL or several (`nats://host:4222`, `tls://host:4222`). */
@@ -85,11 +85,24 @@ export type Bus = {
   readStatuses(): Promise<NodeStatusEntry[]>
   /** Live statuses from weft.status.> (as they are published, not from the bucket). */
   subscribeStatuses(onStatus: (node: string, status: unknown) => void): { stop(): void }
+  /** Creates (operator, control) or opens (nodes) the weft-trust bucket. */
+  trustBucket(): Promise<void>
+  /** Puts the trust bundle (the CA's; nodes may not); returns its revision in the bucket. */
+  putTrustBundle(json: unknown): Promise<number>
+  /** The trust bundle as stored, or null before the CA published one. */
+  getTrustBundle(): Promise<{ value: string; revision: number } | null>
+  /**
+   * Follows the trust bundle: the current value (if any), then every change; after a reconnect
+   * it is read again. `value` is null when deleted.
+   */
+  watchTrustBundle(onValue: (value: string | null, revision: number) => void, options?: { onError?: (error: BusError) => void }): Promise<ConfigWatch>
   close(): Promise<void>
 }
 
 /** Config bucket settings: a few revisions of history per key, file storage. */
 const CONFIG_HISTORY = 5
+/** The trust bucket keeps a few bundles back, to see what a rotation changed. */
+const TRUST_HISTORY = 5
 
 function keyFilter(prefix: string | undefined): string {
   if (prefix === undefined || prefix === '' || prefix === '>') return '>'
@@ -158,7 +171,9 @@ class NatsBus implements Bus {
   readonly #reconnectListeners = new Set<() => void>()
   #config: KV | undefined
   #status: KV | undefined
+  #trust: KV | undefined
   #opening: Promise<void> | undefined
+  #openingTrust: Promise<void> | undefined
   readonly #timeout: number
 
   constructor(nc: NatsConnection, user: string | undefined, timeout: number) {
@@ -222,8 +237,60 @@ class NatsBus implements Bus {
     await this.#opening
   }
 
+  get #mayCreate(): boolean {
+    return this.user === undefined || this.user === 'operator' || this.user === 'control'
+  }
+
+  async trustBucket(): Promise<void> {
+    if (this.#trust) return
+    this.#openingTrust ??= (async () => {
+      try {
+        this.#trust = await this.#guard(
+          (subject) => subject.startsWith('$JS.API.'),
+          async () => (this.#mayCreate ? await this.#kvm.create(TRUST_BUCKET, { history: TRUST_HISTORY }) : await this.#kvm.open(TRUST_BUCKET)),
+        )
+      } catch (error) {
+        if (error instanceof BusError && error.kind === 'missing-bucket') {
+          throw new BusError('missing-bucket', `nats: the ${TRUST_BUCKET} bucket does not exist yet: the control plane creates it (weft control), or an operator (weft lab up)`, { cause: error })
+        }
+        throw error
+      }
+    })().finally(() => (this.#openingTrust = undefined))
+    await this.#openingTrust
+  }
+
+  async putTrustBundle(json: unknown): Promise<number> {
+    await this.trustBucket()
+    const subject = kvSubject(TRUST_BUCKET, TRUST_BUNDLE_KEY)
+    return await this.#guard((s) => s === subject, () => this.#trust!.put(TRUST_BUNDLE_KEY, encode(json)))
+  }
+
+  async getTrustBundle(): Promise<{ value: string; revision: number } | null> {
+    await this.trustBucket()
+    const entry = await this.#guard((s) => s.startsWith('$JS.'), () => this.#trust!.get(TRUST_BUNDLE_KEY))
+    if (entry === null || entry.operation !== 'PUT') return null
+    return { value: entry.string(), revision: entry.revision }
+  }
+
+  async watchTrustBundle(onValue: (value: string | null, revision: number) => void, options: { onError?: (error: BusError) => void } = {}): Promise<ConfigWatch> {
+    await this.trustBucket()
+    const watch = new ResilientWatch(this.#trust!, TRUST_BUNDLE_KEY, (event) => onValue(event.value, event.revision), options, (error) => this.#translate(error))
+    const onReconnect = (): void => watch.restart()
+    this.#reconnectListeners.add(onReconnect)
+    await watch.start()
+    return {
+      get revision() {
+        return watch.revision
+      },
+      stop: async () => {
+        this.#reconnectListeners.delete(onReconnect)
+        await watch.stop()
+      },
+    }
+  }
+
   async #openBuckets(): Promise<void> {
-    const mayCreate = this.user === undefined || this.user === 'operator' || this.user === 'control'
+    const mayCreate = this.#mayCreate
     const open = async (bucket: string, history: number): Promise<KV> => {
       return await this.#guard(
         (subject) => subject.startsWith('$JS.API.'),

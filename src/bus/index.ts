@@ -15,7 +15,7 @@ export {
   type StartNatsServerOptions,
   type TlsFiles,
 } from './server.ts'
-export { CONFIG_BUCKET, STATUS_BUCKET, inboxPrefixFor, kvSubject, statusSubject, streamOf } from './subjects.ts'
+export { CA_ROTATE_SUBJECT, CONFIG_BUCKET, CSR_SUBJECTS, STATUS_BUCKET, TRUST_BUCKET, TRUST_BUNDLE_KEY, csrSubject, inboxPrefixFor, kvSubject, statusSubject, streamOf } from './subjects.ts'
 export {
   contextFilePath,
   readContext,

@@ -1,7 +1,7 @@
 // Who may do what on the bus, as nats-server subject permissions. Worked out against
 // nats-server 2.9 with the @nats-io v3 clients (test/bus-nats.test.ts is the proof); the
 // reasoning for each subject is next to it. See README.md "Credentials model".
-import { CONFIG_BUCKET, STATUS_BUCKET, inboxPrefixFor, kvSubject, statusSubject, streamOf } from './subjects.ts'
+import { CONFIG_BUCKET, STATUS_BUCKET, TRUST_BUCKET, csrSubject, inboxPrefixFor, kvSubject, statusSubject, streamOf } from './subjects.ts'
 
 export type SubjectPermissions = {
   publish: { allow: string[] }
@@ -40,7 +40,8 @@ export function operatorPermissions(): undefined {
 
 /**
  * The control plane writes configuration (it owns the workload registry) and reads statuses;
- * it may not delete buckets or touch other streams.
+ * its CA writes the trust bundle and answers CSRs (weft.control.csr.<node>, under
+ * weft.control.>); it may not delete buckets or touch other streams.
  */
 export function controlPermissions(user: string): SubjectPermissions {
   return {
@@ -49,10 +50,14 @@ export function controlPermissions(user: string): SubjectPermissions {
         '$JS.API.INFO',
         ...kvReadSubjects(CONFIG_BUCKET),
         ...kvReadSubjects(STATUS_BUCKET),
+        ...kvReadSubjects(TRUST_BUCKET),
         // Creating the buckets on first use (a create of an existing identical stream is a no-op).
         `$JS.API.STREAM.CREATE.${streamOf(CONFIG_BUCKET)}`,
         `$JS.API.STREAM.CREATE.${streamOf(STATUS_BUCKET)}`,
+        `$JS.API.STREAM.CREATE.${streamOf(TRUST_BUCKET)}`,
         `${kvSubject(CONFIG_BUCKET, '>')}`,
+        // The CA publishes the trust bundle.
+        `${kvSubject(TRUST_BUCKET, '>')}`,
       ],
     },
     // weft.control.>: the control plane serves the workload registry (register/deregister).
@@ -63,7 +68,9 @@ export function controlPermissions(user: string): SubjectPermissions {
 
 /**
  * A node reads configuration and writes only its own status: the KV put on
- * `$KV.weft-status.<node>` and the live `weft.status.<node>`.
+ * `$KV.weft-status.<node>` and the live `weft.status.<node>`. It reads the trust bundle and asks
+ * the CA on its own CSR subject only: the CA signs for the asking node's pods, and knows the
+ * node from the subject.
  */
 export function nodePermissions(node: string, user = `node-${node}`): SubjectPermissions {
   return {
@@ -75,6 +82,8 @@ export function nodePermissions(node: string, user = `node-${node}`): SubjectPer
         `$JS.API.STREAM.INFO.${streamOf(STATUS_BUCKET)}`,
         kvSubject(STATUS_BUCKET, node),
         statusSubject(node),
+        ...kvReadSubjects(TRUST_BUCKET),
+        csrSubject(node),
       ],
     },
     subscribe: { allow: [`${inboxPrefixFor(user)}.>`] },

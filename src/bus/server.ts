@@ -83,7 +83,7 @@ export type StartNatsServerOptions = {
   binary?: string
   /** Extra nats-server arguments (`-V` traces every protocol message into the log). */
   args?: string[]
-  /** Create the weft-config and weft-status buckets once it is up, as operator (default true). */
+  /** Create the weft-config, weft-status and weft-trust buckets once it is up, as operator (default true). */
   createBuckets?: boolean
   /** How long to wait for it to accept connections. */
   readyTimeoutMs?: number
@@ -131,6 +131,7 @@ async function createBuckets(operator: BusCredentials, deadline: number): Promis
     for (;;) {
       try {
         await bus.configBucket()
+        await bus.trustBucket()
         return
       } catch (error) {
         if (Date.now() > deadline) throw error

@@ -5,6 +5,22 @@
 export const CONFIG_BUCKET = 'weft-config'
 /** Latest status per node: key the node name, value that node's status JSON. */
 export const STATUS_BUCKET = 'weft-status'
+/** The trust bundle (the roots workloads trust): written by the control plane's CA, read by nodes. */
+export const TRUST_BUCKET = 'weft-trust'
+/** The one key of the trust bucket. */
+export const TRUST_BUNDLE_KEY = 'bundle'
+
+/**
+ * A node asks the CA to sign a CSR here. Only that node may publish on it (permissions.ts), so
+ * the subject tells the CA who asks.
+ */
+export function csrSubject(node: string): string {
+  return `weft.control.csr.${node}`
+}
+/** What the CA subscribes to: every node's CSR subject. */
+export const CSR_SUBJECTS = 'weft.control.csr.*'
+/** An operator asks the CA for a new root (rotation with overlap). */
+export const CA_ROTATE_SUBJECT = 'weft.control.ca.rotate'
 
 /** The JetStream stream behind a KV bucket. */
 export function streamOf(bucket: string): string {

@@ -2,7 +2,8 @@
 import { RequestError, TimeoutError } from '@nats-io/transport-node'
 
 import { BusError, type Bus } from '../bus/index.ts'
-import { DEREGISTER_SUBJECT, REGISTER_SUBJECT, type RegistryReply } from './subjects.ts'
+import type { RotateReply } from '../identity/index.ts'
+import { CA_ROTATE_SUBJECT, DEREGISTER_SUBJECT, REGISTER_SUBJECT, type RegistryReply } from './subjects.ts'
 
 export type ControlRequestOptions = {
   /** How long one request waits for its reply (default 5000 ms). */
@@ -14,13 +15,13 @@ export type ControlRequestOptions = {
   waitForControlMs?: number
 }
 
-async function request(bus: Bus, subject: string, resource: unknown, options: ControlRequestOptions): Promise<RegistryReply> {
+async function request<Reply = RegistryReply>(bus: Bus, subject: string, resource: unknown, options: ControlRequestOptions): Promise<Reply> {
   const deadline = Date.now() + (options.waitForControlMs ?? 0)
   const body = typeof resource === 'string' ? resource : JSON.stringify(resource)
   for (;;) {
     try {
       const reply = await bus.connection.request(subject, body, { timeout: options.timeoutMs ?? 5000 })
-      return reply.json<RegistryReply>()
+      return reply.json<Reply>()
     } catch (error) {
       const noResponders = error instanceof RequestError && error.isNoResponders()
       if (noResponders && Date.now() < deadline) {
@@ -44,4 +45,12 @@ export function requestRegister(bus: Bus, resource: unknown, options: ControlReq
 /** Deregisters a Pod or Node (the resource or {kind, namespace?, name}) through weft control. */
 export function requestDeregister(bus: Bus, target: unknown, options: ControlRequestOptions = {}): Promise<RegistryReply> {
   return request(bus, DEREGISTER_SUBJECT, target, options)
+}
+
+/**
+ * Asks the CA for a new root: the bundle gets old and new, new certificates come from the new
+ * root, the old root leaves after the overlap. A plug-in CA refuses (its operator rotates it).
+ */
+export function requestRotateRoot(bus: Bus, options: ControlRequestOptions = {}): Promise<RotateReply> {
+  return request<RotateReply>(bus, CA_ROTATE_SUBJECT, {}, { timeoutMs: 15_000, ...options })
 }

@@ -6,6 +6,8 @@
 export const REGISTER_SUBJECT = 'weft.control.register'
 /** Remove a workload: the resource, or just `{kind, namespace?, name}`. */
 export const DEREGISTER_SUBJECT = 'weft.control.deregister'
+/** The CA: a node's CSR subject (`weft.control.csr.<node>`) and the operator's rotate request. */
+export { CA_ROTATE_SUBJECT, CSR_SUBJECTS, csrSubject } from '../bus/subjects.ts'
 /** Everything the control plane serves (what its NATS user must be allowed to subscribe). */
 export const CONTROL_SUBJECTS = 'weft.control.>'
 export const CONTROL_QUEUE = 'weft-control'
