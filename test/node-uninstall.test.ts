@@ -17,7 +17,7 @@ t.test('weft node --uninstall detaches and unpins', async (t) => {
     proxyIp: '127.0.0.1', proxyPort: 15001, interceptCidrs: ['198.18.0.0/15'], bypassCidrs: [], excludedPorts: [],
   })
   interception.close()
-  t.equal(attachedPrograms(fixture.node).length, 3, 'installed: three programs attached to the node cgroup')
+  t.equal(attachedPrograms(fixture.node).length, 6, 'installed: six programs attached to the node cgroup (connect4/6, sockops, getpeername4/6, strict ingress)')
   t.ok(existsSync(fixture.pinDir), 'and pinned')
 
   const r = spawnSync(process.execPath, [weft, 'node', '--name', 'uninstall-test', '--pin-dir', fixture.pinDir, '--uninstall'], { encoding: 'utf8' })
