@@ -156,6 +156,51 @@ t.test('a node writes its own status and no other', async (t) => {
   t.same(live, [['node1', { revision: 7, rejected: [] }]], 'published on weft.status.node1 as well')
 })
 
+t.test('a node asks the CA only on its own CSR subject', async (t) => {
+  const { server } = await natsFor(t)
+  const control = await busFor(t, server.credentials.control)
+  const asked: string[] = []
+  const subscription = control.connection.subscribe('weft.control.csr.*', {
+    callback: (error, message) => {
+      if (error) return
+      asked.push(message.subject)
+      message.respond('{"ok":false,"error":"test"}')
+    },
+  })
+  t.teardown(() => subscription.unsubscribe())
+  await control.connection.flush()
+  const node1 = await busFor(t, server.credentials.node('node1'))
+  const own = await node1.connection.request('weft.control.csr.node1', '{}', { timeout: 5000 })
+  t.equal(own.string(), '{"ok":false,"error":"test"}', 'its own subject is answered')
+  const other = await node1.connection.request('weft.control.csr.node2', '{}', { timeout: 5000 }).then(() => 'answered', (error: Error) => error.message)
+  t.match(other, /Permissions Violation for Publish to "weft\.control\.csr\.node2"/, 'another node\'s subject is refused at once')
+  await control.connection.flush()
+  t.same(asked, ['weft.control.csr.node1'], 'the CA never saw the request on node2\'s subject')
+  const rotate = await node1.connection.request('weft.control.ca.rotate', '{}', { timeout: 5000 }).then(() => 'answered', (error: Error) => error.message)
+  t.match(rotate, /Permissions Violation for Publish to "weft\.control\.ca\.rotate"/, 'nor may it ask for a rotation')
+  t.equal(node1.connection.isClosed(), false)
+})
+
+t.test('the trust bundle: control writes it, nodes read and watch it, and may not write it', async (t) => {
+  const { server } = await natsFor(t)
+  const control = await busFor(t, server.credentials.control)
+  const node1 = await busFor(t, server.credentials.node('node1'))
+  t.equal(await node1.getTrustBundle(), null, 'the bucket exists from the start (the server made it), empty')
+  const seen: Array<string | null> = []
+  const watch = await node1.watchTrustBundle((value) => seen.push(value))
+  t.teardown(() => watch.stop())
+  const revision = await control.putTrustBundle({ version: 1 })
+  t.equal((await node1.getTrustBundle())?.value, '{"version":1}')
+  await eventually('the watched bundle', () => (seen.length > 0 ? true : undefined))
+  t.same(seen, ['{"version":1}'])
+  const put = await rejection(node1.putTrustBundle({ version: 2 }))
+  t.equal(put.kind, 'permission')
+  t.equal(put.message, 'nats: user node-node1 may not write the trust bundle (only the control plane\'s CA does) (permission denied on $KV.weft-trust.bundle)')
+  node1.connection.publish('$KV.weft-trust.bundle', '{"version":3}')
+  await node1.connection.flush().catch(() => {})
+  t.equal((await control.getTrustBundle())?.revision, revision, 'a bare PUB from a node did not land either')
+})
+
 t.test('a watch survives nats-server being killed and restarted', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-bus-test-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))

@@ -7,8 +7,9 @@ import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
 
-import { connectBus, startNatsServer, type BusCredentials } from '../src/bus/index.ts'
+import { connectBus, csrSubject, startNatsServer, type BusCredentials } from '../src/bus/index.ts'
 import { requestDeregister, requestRegister, type RegistryReply } from '../src/control/index.ts'
+import { createCsr, generateP256KeyPair, type CsrReply } from '../src/identity/index.ts'
 
 const cli = join(import.meta.dirname, '..', 'src', 'cli', 'main.ts')
 
@@ -54,9 +55,10 @@ t.test('weft control owns the workload registry', async (t) => {
   const server = await startNatsServer({ dir, nodes: ['node1'] })
   t.teardown(() => server.stop())
   // As the lab runs it: the user `control`, which src/bus lets serve weft.control.>.
-  const control = await startControl(t, ['--creds', credsFile(dir, 'control', server.credentials.control)])
+  const control = await startControl(t, ['--creds', credsFile(dir, 'control', server.credentials.control), '--ca-dir', join(dir, 'ca')])
   const operator = await connectBus(server.credentials.operator)
   t.teardown(() => operator.close())
+  const node1Creds = server.credentials.node('node1')
 
   await t.test('a registered Pod lands in the config bucket under pod.<ns>.<name>', async (t) => {
     const reply = await requestRegister(operator, web)
@@ -71,6 +73,23 @@ t.test('weft control owns the workload registry', async (t) => {
   await t.test('a Node lands under node._.<name>', async (t) => {
     t.match(await requestRegister(operator, node1), { ok: true, key: 'node._.node1' })
     t.ok(await operator.getResource('node._.node1'))
+  })
+
+  await t.test('it runs the CA: a node gets a certificate for its pod; rotate-ca brings a new root', async (t) => {
+    const nodeBus = await connectBus(server.credentials.node('node1'))
+    t.teardown(() => nodeBus.close())
+    const identity = 'spiffe://cluster.local/ns/shop/sa/web'
+    const ask = async (): Promise<CsrReply> => (await nodeBus.connection.request(csrSubject('node1'), JSON.stringify({ csr: await createCsr(identity, await generateP256KeyPair()) }), { timeout: 5000 })).json<CsrReply>()
+    const before = await ask()
+    t.match(before, { ok: true, identity })
+    const rotate = spawnSync(process.execPath, [cli, 'control', 'rotate-ca', '--creds', credsFile(dir, 'operator', server.credentials.operator)], { encoding: 'utf8', timeout: 20_000 })
+    t.equal(rotate.status, 0, rotate.stderr)
+    t.match(rotate.stdout, /^new root [0-9A-F:]+ signs from now on \(trust bundle version \d+\); still trusted while retiring: [0-9A-F:]+ until \S+Z\n$/)
+    const after = await ask()
+    t.ok(before.ok && after.ok && after.root !== before.root && after.bundle.roots.some((root) => root.fingerprint === before.root), 'signed by the new root; the old one still in the bundle')
+    const asOperator = spawnSync(process.execPath, [cli, 'control', 'rotate-ca', '--creds', credsFile(dir, node1Creds.user, node1Creds)], { encoding: 'utf8', timeout: 20_000 })
+    t.equal(asOperator.status, 1, 'a node may not ask for a rotation')
+    t.match(asOperator.stderr, /^weft: control rotate-ca: .*Permissions Violation for Publish to "weft\.control\.ca\.rotate"/)
   })
 
   await t.test('an invalid Pod is refused, naming the field, and nothing is written', async (t) => {
@@ -110,7 +129,7 @@ t.test('weft control owns the workload registry', async (t) => {
 
   await t.test('as a user that may not serve weft.control.> it stops at start, saying which permission it lacks', async (t) => {
     const node = server.credentials.node('node1')
-    const result = spawnSync(process.execPath, [cli, 'control', '--creds', credsFile(dir, node.user, node)], { encoding: 'utf8', timeout: 15_000 })
+    const result = spawnSync(process.execPath, [cli, 'control', '--creds', credsFile(dir, node.user, node), '--ca-dir', join(dir, 'ca')], { encoding: 'utf8', timeout: 15_000 })
     t.equal(result.status, 1)
     t.match(result.stderr, /^weft: control: nats: user node-node1 may not serve weft\.control\.> \(permission denied on subscription to weft\.control\.(register|deregister)\)/)
   })

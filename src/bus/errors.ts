@@ -52,7 +52,9 @@ export function permissionError(user: string | undefined, subject: string, cause
     ? 'may not write configuration'
     : subject.startsWith('$KV.weft-status.') || subject.startsWith('weft.status.')
       ? 'may not write this status'
-      : `may not publish to ${subject}`
+      : subject.startsWith('$KV.weft-trust.')
+        ? 'may not write the trust bundle (only the control plane\'s CA does)'
+        : `may not publish to ${subject}`
   return new BusError('permission', `nats: user ${user ?? '(none)'} ${what} (permission denied on ${subject})`, { cause })
 }
 
