@@ -69,19 +69,28 @@ async function bpfCounter(lab: Lab, nodeName: string, decision: string): Promise
 }
 
 /**
- * The strict-mode maps of a node's pinned install, opened from bpffs: what the daemon's
- * setStrictCgroups/setMeshSources write, written here because the daemon does not wire strict
- * mode yet. The programs reading them are the real ones the daemon attached.
+ * A set-like map of a node's pinned install (strict_cgrps, mesh_sources), opened from bpffs and
+ * written the way setStrictCgroups/setMeshSources write it. The programs reading it are the real
+ * ones the daemon attached. restore() puts back what the map held when it was opened (the
+ * daemon's own entries, once it writes them).
  */
-function pinnedSetMap<K>(pinDir: string, layout: MapLayout<K, number>): { set(keys: K[]): void; close(): void } {
+function pinnedSetMap<K>(pinDir: string, layout: MapLayout<K, number>, value: number): { set(keys: K[]): void; restore(): void } {
   const fd = native.objGet(join(pinDir, 'maps', layout.name))
+  const original = native.mapKeys(fd, layout.keySize).map((key) => layout.decodeKey(key))
+  const set = (keys: K[]): void => {
+    for (const key of keys) native.mapUpdate(fd, layout.encodeKey(key), layout.encodeValue(value))
+    const wanted = new Set(keys.map((key) => layout.encodeKey(key).toString('hex')))
+    for (const key of native.mapKeys(fd, layout.keySize)) if (!wanted.has(key.toString('hex'))) native.mapDelete(fd, key)
+  }
   return {
-    set(keys: K[]): void {
-      for (const key of keys) native.mapUpdate(fd, layout.encodeKey(key), layout.encodeValue(1))
-      const wanted = new Set(keys.map((key) => layout.encodeKey(key).toString('hex')))
-      for (const key of native.mapKeys(fd, layout.keySize)) if (!wanted.has(key.toString('hex'))) native.mapDelete(fd, key)
+    set,
+    restore(): void {
+      try {
+        set(original)
+      } finally {
+        native.close(fd)
+      }
     },
-    close: () => native.close(fd),
   }
 }
 
@@ -148,15 +157,14 @@ t.test('IPv6 sockets and strict mode in a two-node lab', async (t) => {
 
   t.test('strict mode in the kernel: only the mesh reaches a strict pod', async (t) => {
     const node2 = labNode('node2')
-    const strict = pinnedSetMap(node2.pinDir, maps.strictCgroups)
-    const sources = pinnedSetMap(node2.pinDir, maps.meshSources)
+    const strict = pinnedSetMap(node2.pinDir, maps.strictCgroups, 0)
+    const sources = pinnedSetMap(node2.pinDir, maps.meshSources, 1)
     t.teardown(() => {
-      strict.set([])
-      sources.set([])
-      strict.close()
-      sources.close()
+      strict.restore()
+      sources.restore()
     })
-    // What the daemon is to write: this node's proxy ip and node ip; the strict pods' cgroups.
+    // What the daemon writes (setMeshSources, setStrictCgroups): this node's proxy ip and node
+    // ip; the cgroups of its strict pods.
     sources.set([node2.proxyIp, node2.address])
     strict.set([cgroupIdOf(pod('guarded').cgroup)])
     const droppedBefore = await bpfCounter(lab, 'node2', 'strictDropped')
