@@ -94,6 +94,11 @@ export interface CompiledAuthorizationPolicy {
 export interface AppliedAuthorization {
   readonly deny: readonly CompiledAuthorizationPolicy[]
   readonly allow: readonly CompiledAuthorizationPolicy[]
+  /** Precomputed for the "no ALLOW policy matched" decision: `ns/a,ns/b` and `ns/a, ns/b`. */
+  readonly allowNames: string
+  readonly allowNamesText: string
+  /** Some ALLOW rule uses HTTP fields (so at L4 it cannot match: said in the reason). */
+  readonly allowUsesHttp: boolean
 }
 
 /** What a snapshot keeps (MeshSnapshot.authorization). */
@@ -104,7 +109,7 @@ export interface AuthorizationIndex {
   readonly byNamespace: ReadonlyMap<string, readonly CompiledAuthorizationPolicy[]>
 }
 
-const NO_POLICIES: AppliedAuthorization = Object.freeze({ deny: Object.freeze([]), allow: Object.freeze([]) })
+const NO_POLICIES: AppliedAuthorization = Object.freeze({ deny: Object.freeze([]), allow: Object.freeze([]), allowNames: '', allowNamesText: '', allowUsesHttp: false })
 
 /**
  * Compiles `policies` (in key order, as the snapshot holds them) and resolves which apply to
@@ -134,7 +139,14 @@ function selectPolicies(byNamespace: ReadonlyMap<string, readonly CompiledAuthor
     if (!policy.selector.every(([key, value]) => workload.labels[key] === value)) continue
     ;(policy.action === 'DENY' ? deny : allow).push(policy)
   }
-  return deny.length === 0 && allow.length === 0 ? NO_POLICIES : { deny, allow }
+  if (deny.length === 0 && allow.length === 0) return NO_POLICIES
+  return {
+    deny,
+    allow,
+    allowNames: allow.map((policy) => policy.name).join(','),
+    allowNamesText: allow.map((policy) => policy.name).join(', '),
+    allowUsesHttp: allow.some((policy) => policy.rules.some((rule) => rule.usesHttp)),
+  }
 }
 
 function compilePolicy(policy: AuthorizationPolicy): CompiledAuthorizationPolicy {
@@ -200,27 +212,33 @@ export function authorize(snapshot: MeshSnapshot, input: AuthorizationInput): Au
   const applied = appliedAuthorization(snapshot, input.destination)
   // A principal is matched without its scheme, as Istio writes principals.
   const principal = input.source.principal === undefined ? undefined : principalWithoutScheme(input.source.principal)
-  for (const policy of applied.deny) {
-    if (policy.rules.some((rule) => ruleMatches(rule, 'DENY', input, principal))) {
-      return { allowed: false, policy: policy.name, action: 'DENY', reason: `denied by AuthorizationPolicy ${policy.name} (DENY)` }
-    }
-  }
+  const denying = firstMatching(applied.deny, 'DENY', input, principal)
+  if (denying) return { allowed: false, policy: denying.name, action: 'DENY', reason: `denied by AuthorizationPolicy ${denying.name} (DENY)` }
   if (applied.allow.length === 0) {
     return { allowed: true, policy: undefined, action: 'NONE', reason: `no AuthorizationPolicy applies to ${input.destination.namespace}/${input.destination.name}` }
   }
-  for (const policy of applied.allow) {
-    if (policy.rules.some((rule) => ruleMatches(rule, 'ALLOW', input, principal))) {
-      return { allowed: true, policy: policy.name, action: 'ALLOW', reason: `allowed by AuthorizationPolicy ${policy.name} (ALLOW)` }
-    }
-  }
-  const names = applied.allow.map((policy) => policy.name)
-  const skippedAtL4 = input.http === undefined && applied.allow.some((policy) => policy.rules.some((rule) => rule.usesHttp))
+  const allowing = firstMatching(applied.allow, 'ALLOW', input, principal)
+  if (allowing) return { allowed: true, policy: allowing.name, action: 'ALLOW', reason: `allowed by AuthorizationPolicy ${allowing.name} (ALLOW)` }
+  const skippedAtL4 = input.http === undefined && applied.allowUsesHttp
   return {
     allowed: false,
-    policy: names.join(','),
+    policy: applied.allowNames,
     action: 'ALLOW',
-    reason: `no ALLOW policy of ${input.destination.namespace} matched (policies: ${names.join(', ')})${skippedAtL4 ? '; rules with methods, paths or hosts cannot match without HTTP attributes' : ''}`,
+    reason: `no ALLOW policy of ${input.destination.namespace} matched (policies: ${applied.allowNamesText})${skippedAtL4 ? '; rules with methods, paths or hosts cannot match without HTTP attributes' : ''}`,
   }
+}
+
+// Plain loops on the request path: no closure per policy or rule.
+function firstMatching(policies: readonly CompiledAuthorizationPolicy[], action: 'ALLOW' | 'DENY', input: AuthorizationInput, principal: string | undefined): CompiledAuthorizationPolicy | undefined {
+  for (let p = 0; p < policies.length; p++) {
+    const policy = policies[p]
+    if (policy === undefined) continue
+    for (let r = 0; r < policy.rules.length; r++) {
+      const rule = policy.rules[r]
+      if (rule !== undefined && ruleMatches(rule, action, input, principal)) return policy
+    }
+  }
+  return undefined
 }
 
 /**
@@ -237,8 +255,22 @@ export function needsHttpAttributes(snapshot: MeshSnapshot, destination: Workloa
 function ruleMatches(rule: CompiledRule, action: 'ALLOW' | 'DENY', input: AuthorizationInput, principal: string | undefined): boolean {
   // Istio for TCP: an ALLOW rule with HTTP-only fields is dropped (matches nothing); a DENY rule keeps its other fields.
   if (input.http === undefined && rule.usesHttp && action === 'ALLOW') return false
-  if (rule.from !== undefined && !rule.from.some((source) => sourceMatches(source, input.source, principal))) return false
-  if (rule.to !== undefined && !rule.to.some((operation) => operationMatches(operation, input.port, input.http))) return false
+  if (rule.from !== undefined) {
+    let matched = false
+    for (let i = 0; i < rule.from.length && !matched; i++) {
+      const source = rule.from[i]
+      matched = source !== undefined && sourceMatches(source, input.source, principal)
+    }
+    if (!matched) return false
+  }
+  if (rule.to !== undefined) {
+    let matched = false
+    for (let i = 0; i < rule.to.length && !matched; i++) {
+      const operation = rule.to[i]
+      matched = operation !== undefined && operationMatches(operation, input.port, input.http)
+    }
+    if (!matched) return false
+  }
   return true
 }
 
