@@ -1,7 +1,8 @@
 // A node's identities against a real nats-server and the CA service: certificates renewed at
 // half-life, the current one kept while the CA is away, and a root rotation during which TLS
 // between two nodes' workloads (mutual, node:tls, the trust bundle as the only CA) never fails.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { execFile } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls'
@@ -11,7 +12,9 @@ import t from 'tap'
 import { connectBus, startNatsServer, type Bus, type NatsServer } from '../src/bus/index.ts'
 import { requestRotateRoot, serveCa, type CaService } from '../src/control/index.ts'
 import { CertificateAuthority, checkSpiffeServer, NodeIdentities, peerIdentity, type IdentityReport } from '../src/identity/index.ts'
+import { AdminServer } from '../src/telemetry/admin.ts'
 import type { Logger } from '../src/telemetry/log.ts'
+import { Registry } from 'prom-client'
 
 const WEB = 'spiffe://cluster.local/ns/shop/sa/web'
 const DB = 'spiffe://cluster.local/ns/shop/sa/db'
@@ -210,7 +213,7 @@ t.test('root rotation: old and new roots overlap, leaves move, TLS between nodes
 
   const described = node1.describe()
   t.match(described, { node: 'node1', trustDomain: 'cluster.local', nats: 'connected', trustBundle: { signing: rotated.signing, roots: [{ fingerprint: rotated.signing, signing: true, retiresAt: null }] } })
-  t.match(described.identities[0], { identity: WEB, state: 'valid', root: rotated.signing, serial: /^[0-9a-f]+$/, chain: [{ issuer: /weft root CA cluster\.local/ }] })
+  t.match(described.identities[0], { identity: WEB, state: /^(valid|renewing)$/, root: rotated.signing, serial: /^[0-9a-f]+$/, chain: [{ issuer: /weft root CA cluster\.local/ }] })
 })
 
 t.test('a client without a certificate is refused by a workload\'s server', async (t) => {
@@ -229,4 +232,45 @@ t.test('a client without a certificate is refused by a workload\'s server', asyn
     socket.on('end', () => resolve('end'))
   })
   t.match(outcome, /CERTIFICATE_REQUIRED|ECONNRESET|end/, `refused (${outcome})`)
+})
+
+t.test('GET /debug/certs and weft identity show the certificates and the trust bundle', async (t) => {
+  const s = await setup(t)
+  await startCa(t, s, 'ca', 3_600_000)
+  const node1 = nodeIdentities(t, s, 'node1', [WEB])
+  await waitFor('the certificate', () => report(node1, WEB).state === 'valid')
+  const { freePort } = await import('../src/bus/index.ts')
+  const adminPort = await freePort()
+  const admin = new AdminServer({ listenIp: '127.0.0.1', port: adminPort, registry: new Registry(), readiness: () => ({ ready: true, reason: 'ready' }), certs: () => node1.describe() })
+  await admin.listen()
+  t.teardown(() => admin.close())
+
+  const response = await fetch(`http://127.0.0.1:${adminPort}/debug/certs`)
+  t.equal(response.status, 200)
+  const body = await response.json() as ReturnType<NodeIdentities['describe']>
+  t.match(body, { node: 'node1', identities: [{ identity: WEB, state: 'valid', serial: /^[0-9a-f]+$/, notBefore: /Z$/, notAfter: /Z$/, nextRenewal: /Z$/ }], trustBundle: { version: Number, roots: [{ subject: /weft root CA/, fingerprint: /^[0-9A-F:]{95}$/, notAfter: /Z$/, signing: true }] } })
+  const missing = await fetch(`http://127.0.0.1:${adminPort}/nope`)
+  t.equal(await missing.text(), 'not found; try /healthz, /readyz, /metrics or /debug/certs\n')
+
+  const cli = join(import.meta.dirname, '..', 'src', 'cli', 'main.ts')
+  // Asynchronously: the admin server answering is in this process.
+  const weft = (args: string[]): Promise<{ status: number; stdout: string; stderr: string }> => new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 20_000 }, (error, stdout, stderr) => resolve({ status: error ? Number(error.code ?? 1) : 0, stdout, stderr }))
+  })
+  const direct = await weft(['identity', '--address', `127.0.0.1:${adminPort}`, '-o', 'json'])
+  t.equal(direct.status, 0, direct.stderr)
+  t.match(JSON.parse(direct.stdout), { nodes: [{ node: '127.0.0.1', address: `127.0.0.1:${adminPort}`, certs: { node: 'node1', identities: [{ identity: WEB }] } }] })
+
+  // By node name: the address from the Node resource on NATS.
+  await s.control.putResource('node._.node1', { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'node1' }, spec: { address: '127.0.0.1', proxyIp: '198.18.1.1', podCIDR: '198.18.1.0/24' } })
+  const creds = join(s.dir, 'operator.json')
+  const operator = s.server.credentials.operator
+  writeFileSync(creds, JSON.stringify({ servers: operator.servers, user: operator.user, pass: operator.pass }), { mode: 0o600 })
+  const table = await weft(['identity', 'node1', '--creds', creds, '--admin-port', String(adminPort)])
+  t.equal(table.status, 0, table.stderr)
+  t.match(table.stdout, /^NODE +IDENTITY +STATE +SERIAL +NOT AFTER +NEXT RENEWAL +ROOT\nnode1 +spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web +valid +[0-9a-f]+ +\S+Z \(in 59m\) +in \d+m +[0-9A-F:]+…\n/)
+  t.match(table.stdout, /\nNODE +BUNDLE +ROOT +FINGERPRINT \(SHA-256\) +NOT AFTER +SIGNING +RETIRES\nnode1 +\d+ +O=weft, CN=weft root CA cluster\.local \S+ +[0-9A-F:]{95} +\S+Z +yes +-\n$/)
+  const unknown = await weft(['identity', 'node9', '--creds', creds])
+  t.equal(unknown.status, 1)
+  t.equal(unknown.stderr, 'weft: identity: no node node9 (known: node1)\n')
 })

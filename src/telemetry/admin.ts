@@ -1,5 +1,6 @@
-// The admin listener (:15020): liveness, readiness with its reason, Prometheus metrics, and
-// /debug/destinations: what the L7 proxy knows of each destination right now (JSON).
+// The admin listener (:15020): liveness, readiness with its reason, Prometheus metrics,
+// /debug/destinations: what the L7 proxy knows of each destination right now (JSON), and
+// /debug/certs: the node's workload certificates and trust bundle (JSON; `weft identity` reads it).
 import http from 'node:http'
 import type { Registry } from 'prom-client'
 
@@ -10,7 +11,7 @@ export class AdminServer {
   private readonly listenIp: string
   private readonly port: number
 
-  constructor(opts: { listenIp: string; port: number; registry: Registry; readiness: () => Readiness; destinations?: () => unknown }) {
+  constructor(opts: { listenIp: string; port: number; registry: Registry; readiness: () => Readiness; destinations?: () => unknown; certs?: () => unknown }) {
     this.listenIp = opts.listenIp
     this.port = opts.port
     this.server = http.createServer((req, res) => {
@@ -26,8 +27,11 @@ export class AdminServer {
           (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics: ${err.message}\n`))
       } else if (path === '/debug/destinations' && opts.destinations) {
         res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(opts.destinations(), null, 2)}\n`)
+      } else if (path === '/debug/certs' && opts.certs) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(opts.certs(), null, 2)}\n`)
       } else {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found; try /healthz, /readyz, /metrics${opts.destinations ? ' or /debug/destinations' : ''}\n`)
+        const debug = [opts.destinations ? '/debug/destinations' : undefined, opts.certs ? '/debug/certs' : undefined].filter((p) => p !== undefined)
+        res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found; try /healthz, /readyz, /metrics${debug.length > 0 ? ` or ${debug.join(', ')}` : ''}\n`)
       }
     })
   }
