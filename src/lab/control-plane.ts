@@ -3,7 +3,9 @@
 // (<cg2>/weft-<run>/control/{nats,plane}), so `down`, which empties the run's cgroup tree, stops
 // them also after a crash. Credentials live in <state>/creds/<user>.json (0600, the --creds
 // format: {"servers": "nats://...", "user", "pass"}); restarts reuse them, so clients and daemons
-// keep working across a NATS restart.
+// keep working across a NATS restart. weft control's CA keeps its root in <state>/ca (0700, the key
+// 0600), so a restarted control plane signs with the same root; WEFT_LAB_CERT_LIFETIME (e.g. 30s)
+// shortens the workloads' certificates for tests that watch them renew.
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -103,11 +105,15 @@ export function labContextIsCurrent(plan: LabPlan): boolean {
   }
 }
 
+/** Where the lab's CA keeps its root: `<state>/ca`. */
+export const labCaDir = (plan: LabPlan): string => join(plan.stateDir, 'ca')
+
 /** Starts `weft control` in the underlay netns and its cgroup, logging to <state>/control.log. */
-export function startControl(plan: LabPlan): void {
+export function startControl(plan: LabPlan, env: NodeJS.ProcessEnv = process.env): void {
   const running = controlPids(plan)
   if (running.length > 0) throw new LabError(`lab ${plan.runId}: weft control is already running (pid ${running.join(', ')})`)
-  const argv = [process.execPath, CLI_MAIN, 'control', '--creds', credsFile(plan, 'control')]
+  const lifetime = env.WEFT_LAB_CERT_LIFETIME
+  const argv = [process.execPath, CLI_MAIN, 'control', '--creds', credsFile(plan, 'control'), '--ca-dir', labCaDir(plan), ...(lifetime ? ['--cert-lifetime', lifetime] : [])]
   spawnInCgroup(plan.underlayNetns, plan.control.cgroup, argv, plan.control.logFile)
 }
 
