@@ -191,3 +191,23 @@ t.test('a CA key others may read stops weft control at start, saying what to do'
   t.equal(bad.status, 2)
   t.equal(bad.stderr, 'weft: control: --cert-lifetime soon: expected a duration like 24h, 90m or 10s (see weft control --help)\n')
 })
+
+t.test('a restart keeps the overlap: a retiring root stays in the bundle until its time', async (t) => {
+  const dir = tempDir(t, 'weft-identity-restart-')
+  const caDir = join(dir, 'ca')
+  const first = await CertificateAuthority.open({ trustDomain: 'cluster.local', dir: caDir, leafLifetimeMs: 3_600_000 })
+  const oldRoot = first.bundle.signing
+  const rotated = await first.rotate()
+  if (!rotated.ok) throw new Error(rotated.error)
+  t.equal(first.nextRetirement(), Date.parse(rotated.retiring[0]!.retiresAt), 'the old root retires after the overlap (the leaf lifetime)')
+  t.equal(Date.parse(rotated.retiring[0]!.retiresAt) - Date.parse(first.bundle.updatedAt), 3_600_000)
+
+  const restarted = await CertificateAuthority.open({ trustDomain: 'cluster.local', dir: caDir, leafLifetimeMs: 3_600_000 })
+  t.equal(restarted.bundle.signing, rotated.signing, 'the new root signs after a restart')
+  t.same(restarted.bundle.roots.map((root) => [root.fingerprint, root.retiresAt]), [[rotated.signing, undefined], [oldRoot, rotated.retiring[0]!.retiresAt]], 'the old root is still retiring, at the same time')
+  t.equal(restarted.bundle.version, first.bundle.version, 'nothing changed, so the version did not either')
+
+  const later = await CertificateAuthority.open({ trustDomain: 'cluster.local', dir: caDir, now: () => Date.parse(rotated.retiring[0]!.retiresAt) + 1 })
+  t.same(later.bundle.roots.map((root) => root.fingerprint), [rotated.signing], 'past its time, it is gone')
+  t.ok(later.bundle.version > first.bundle.version)
+})

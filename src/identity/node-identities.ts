@@ -117,6 +117,7 @@ export class NodeIdentities {
   #started = false
   #stopped = false
   #watchRetry: NodeJS.Timeout | undefined
+  #watchFailures = 0
 
   constructor(options: NodeIdentitiesOptions) {
     const problem = trustDomainProblem(options.trustDomain)
@@ -145,6 +146,8 @@ export class NodeIdentities {
           if (this.#stopped) return void bus.close()
           this.#bus = bus
           this.#followBundle()
+          // Identities that failed for want of a connection ask now rather than after their backoff.
+          for (const entry of this.#entries.values()) if (!entry.current) this.#schedule(entry, 0, true)
         },
         (error: unknown) => this.#log.error('identities: cannot connect to NATS; no certificates will be issued', { error: (error as Error).message }),
       )
@@ -402,7 +405,8 @@ export class NodeIdentities {
         else this.#watch = watch
       },
       (error: unknown) => {
-        this.#log.warn('identities: cannot follow the trust bundle yet; retrying', { error: (error as Error).message })
+        // Said once, then quietly retried: the signing replies carry the bundle meanwhile.
+        this.#log[this.#watchFailures++ === 0 ? 'warn' : 'debug']('identities: cannot follow the trust bundle yet; retrying every 2 s', { error: (error as Error).message })
         this.#watchRetry = setTimeout(() => this.#followBundle(), 2000)
         this.#watchRetry.unref()
       },
