@@ -7,6 +7,7 @@ import { splice, type SpliceResult } from '../src/datapath/splice.ts'
 import { connectDirect } from '../src/datapath/outbound.ts'
 import { InboundListener } from '../src/datapath/inbound.ts'
 import { TunnelError, TunnelPool } from '../src/datapath/tunnel.ts'
+import { testCredentials } from './helpers/svid.ts'
 import { buildSnapshot } from '../src/config/resources/index.ts'
 import { NodeMetrics } from '../src/telemetry/metrics.ts'
 import { createLogger } from '../src/telemetry/log.ts'
@@ -118,24 +119,31 @@ t.test('splice', async (t) => {
   })
 })
 
-t.test('tunnel: HTTP/2 CONNECT between two nodes\' listeners', async (t) => {
+t.test('tunnel: HTTP/2 CONNECT over mutual TLS between two nodes\' listeners', async (t) => {
+  // n1 (the client side) connects from 127.0.0.1; n2 listens on 127.0.0.5 and runs the pod "web".
+  const pod = (name: string, node: string, ip: string) => [`pod.default.${name}`, { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'default' }, spec: { nodeName: node, serviceAccountName: name }, status: { podIP: ip } }] as const
   const snapshot = buildSnapshot(new Map<string, unknown>([
-    ['node._.n2', { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'n2' }, spec: { address: '127.0.0.1', proxyIp: '127.0.0.1', podCIDR: '127.0.0.0/8' } }],
-    ['pod.default.web', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace: 'default' }, spec: { nodeName: 'n2' }, status: { podIP: '127.0.0.1' } }],
+    ['node._.n1', { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'n1' }, spec: { address: '127.0.0.1', proxyIp: '127.0.0.1', podCIDR: '127.0.0.0/8' } }],
+    ['node._.n2', { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'n2' }, spec: { address: '127.0.0.5', proxyIp: '127.0.0.5', podCIDR: '127.0.0.0/8' } }],
+    pod('client', 'n1', '127.0.0.9'),
+    pod('web', 'n2', '127.0.0.1'),
   ]), undefined, 1)
   t.same(snapshot.rejected, [], 'the test configuration is valid')
+  const credentials = testCredentials()
   const metrics = new NodeMetrics('n2', () => undefined)
-  const inbound = new InboundListener({ node: 'n2', listenIp: '127.0.0.1', port: 0, idleTimeoutMs: 0, connectTimeoutMs: 2000, snapshot: () => snapshot, metrics, log })
+  const inbound = new InboundListener({ node: 'n2', listenIp: '127.0.0.5', port: 0, idleTimeoutMs: 0, connectTimeoutMs: 2000, snapshot: () => snapshot, metrics, log, credentials, trustDomain: 'cluster.local' })
   await inbound.listen()
   const inboundPort = inbound.address().port
-  const pool = new TunnelPool(log, 2000)
+  const pool = new TunnelPool(log, 2000, credentials)
   t.teardown(async () => { pool.close(); await inbound.stop() })
   const echoPort = await server(t, (s) => {
     let got = ''
     s.on('data', (d: Buffer) => { got += d.toString() })
     s.on('end', () => s.end(`echo ${got}`))
   })
-  const target = (destination: string) => ({ peerAddress: '127.0.0.1', peerPort: inboundPort, destination, sourceWorkload: 'default/client' })
+  const client = 'spiffe://cluster.local/ns/default/sa/client'
+  const web = 'spiffe://cluster.local/ns/default/sa/web'
+  const target = (destination: string, destinationIdentity = web) => ({ peerAddress: '127.0.0.5', peerPort: inboundPort, destination, destinationIdentity, source: { ip: '127.0.0.9', identity: client } })
 
   t.test('a stream reaches a local workload, half-close included', async (t) => {
     const stream = await pool.open(target(`127.0.0.1:${echoPort}`))
@@ -145,13 +153,20 @@ t.test('tunnel: HTTP/2 CONNECT between two nodes\' listeners', async (t) => {
     await once(stream, 'end')
     t.equal(reply, 'echo over the tunnel')
     const text = await metrics.registry.metrics()
-    t.match(text, /weft_connections_opened_total\{direction="inbound",path="direct",source_workload="default\/client",destination_workload="default\/web",destination_service="none",node="n2"\} 1/, 'the inbound side counted it with the source workload')
+    t.match(text, /weft_connections_opened_total\{direction="inbound",path="direct",source_workload="default\/client",destination_workload="default\/web",destination_service="none",node="n2"\} 1/, 'the inbound side counted it with the source workload its certificate proved')
   })
 
-  t.test('many streams share one tunnel connection per peer', async (t) => {
+  t.test('many streams share one tunnel connection per (source identity, destination identity, peer)', async (t) => {
     const streams = await Promise.all([1, 2, 3].map(() => pool.open(target(`127.0.0.1:${echoPort}`))))
-    t.same(pool.peers, [`127.0.0.1:${inboundPort}`])
+    t.same(pool.connections, [`${client}|${web}|127.0.0.5:${inboundPort}`])
     for (const s of streams) s.close()
+  })
+
+  t.test('a server that cannot prove the destination identity is not trusted', async (t) => {
+    // n2 runs no pod with this identity, so it has no certificate to serve for it.
+    const err = await pool.open(target(`127.0.0.1:${echoPort}`, 'spiffe://cluster.local/ns/default/sa/elsewhere')).then(() => undefined, (e: unknown) => e)
+    t.ok(err instanceof TunnelError, 'a TunnelError')
+    t.match((err as Error).message, /tunnel to 127\.0\.0\.5:\d+/)
   })
 
   t.test('a destination that is not a workload on that node is refused', async (t) => {

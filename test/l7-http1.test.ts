@@ -69,10 +69,10 @@ function snapshotWith(port: number, extra: Record<string, unknown> = {}): MeshSn
 async function proxyFor(t: Test, snapshot: MeshSnapshot, vip = VIP): Promise<{ port: number; metrics: NodeMetrics }> {
   const log = createLogger({}, 'error')
   const metrics = new NodeMetrics('node1', () => undefined)
-  const tunnels = new TunnelPool(log, 1000)
+  const tunnels = new TunnelPool(log, 1000, { secureContext: () => undefined })
   const proxy = new Http1Proxy({ node: 'node1', inboundPort: 15008, connectTimeoutMs: 1000, snapshot: () => snapshot, tunnels, metrics, log })
   const listener = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
-    proxy.handle(socket, { sourceIp: '127.0.0.9', sourceWorkload: 'default/client', vip, port: 80 })
+    proxy.handle(socket, { sourceIp: '127.0.0.9', sourceWorkload: 'default/client', sourceIdentity: 'spiffe://cluster.local/ns/default/sa/client', vip, port: 80 })
   })
   listener.listen(0, '127.0.0.1')
   await once(listener, 'listening')

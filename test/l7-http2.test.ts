@@ -37,14 +37,14 @@ function snapshotWith(appProtocol: string, ports: readonly number[], extra: Reco
 async function proxyFor(t: Test, snapshot: MeshSnapshot, frontend: 'http1' | 'http2' = 'http2', sessionIdleTimeoutMs?: number): Promise<{ port: number; metrics: NodeMetrics }> {
   const log = createLogger({}, 'error')
   const metrics = new NodeMetrics('node1', () => undefined)
-  const tunnels = new TunnelPool(log, 1000)
+  const tunnels = new TunnelPool(log, 1000, { secureContext: () => undefined })
   const pipeline = new Pipeline({ node: 'node1', snapshot: () => snapshot, metrics, log })
   const upstream = { node: 'node1', inboundPort: 15008, connectTimeoutMs: 1000, tunnels }
   const proxy = frontend === 'http2'
     ? new Http2Proxy({ ...upstream, pipeline, log, sessionIdleTimeoutMs })
     : new Http1Proxy({ ...upstream, pipeline, snapshot: () => snapshot, metrics, log })
   const listener = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
-    proxy.handle(socket, { sourceIp: '127.0.0.9', sourceWorkload: 'default/client', vip: VIP, port: 80 })
+    proxy.handle(socket, { sourceIp: '127.0.0.9', sourceWorkload: 'default/client', sourceIdentity: 'spiffe://cluster.local/ns/default/sa/client', vip: VIP, port: 80 })
   })
   listener.listen(0, '127.0.0.1')
   await once(listener, 'listening')

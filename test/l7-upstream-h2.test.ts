@@ -8,6 +8,7 @@ import { once } from 'node:events'
 
 import { buildSnapshot, type Endpoint, type MeshSnapshot } from '../src/config/resources/index.ts'
 import { InboundListener } from '../src/datapath/inbound.ts'
+import { testCredentials } from './helpers/svid.ts'
 import { TunnelPool } from '../src/datapath/tunnel.ts'
 import { H2UpstreamPools } from '../src/l7/upstream-h2.ts'
 import { ConnectFailure } from '../src/l7/upstream.ts'
@@ -114,11 +115,13 @@ async function h2server(t: Test, host: string, settings: http2.Settings = {}): P
   return state
 }
 
-/** n1 is this node; n2 (the tunnel's far side) listens on 127.0.0.1. web-local runs on n1, web-remote on n2. */
+/** n1 is this node (127.0.0.1); n2 (the tunnel's far side) listens on 127.0.0.5. web-local and the clients run on n1, web-remote on n2. */
 function snapshotWith(localPort: number, remotePort: number, services: { local?: boolean; remote?: boolean } = { local: true, remote: true }): MeshSnapshot {
   const resources = new Map<string, unknown>([
     ['node._.n1', { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'n1' }, spec: { address: '127.0.0.1', proxyIp: '127.0.0.1', podCIDR: '127.0.0.0/8' } }],
-    ['node._.n2', { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'n2' }, spec: { address: '127.0.0.1', proxyIp: '127.0.0.1', podCIDR: '127.0.0.0/8' } }],
+    ['node._.n2', { apiVersion: 'weft.dev/v1alpha1', kind: 'Node', metadata: { name: 'n2' }, spec: { address: '127.0.0.5', proxyIp: '127.0.0.5', podCIDR: '127.0.0.0/8' } }],
+    ['pod.default.client', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'client', namespace: 'default' }, spec: { nodeName: 'n1', serviceAccountName: 'client' }, status: { podIP: CLIENT.sourceIp } }],
+    ['pod.default.other', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'other', namespace: 'default' }, spec: { nodeName: 'n1', serviceAccountName: 'other' }, status: { podIP: OTHER.sourceIp } }],
     ['pod.default.web-local', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web-local', namespace: 'default', labels: { app: 'local' } }, spec: { nodeName: 'n1' }, status: { podIP: '127.0.0.2' } }],
     ['pod.default.web-remote', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web-remote', namespace: 'default', labels: { app: 'remote' } }, spec: { nodeName: 'n2' }, status: { podIP: '127.0.0.3' } }],
   ])
@@ -160,14 +163,19 @@ async function freePort(host: string): Promise<number> {
   return port
 }
 
+/** The calling pods (on n1), as a downstream connection knows them. */
+const CLIENT = { sourceIp: '127.0.0.9', sourceIdentity: 'spiffe://cluster.local/ns/default/sa/client' }
+const OTHER = { sourceIp: '127.0.0.8', sourceIdentity: 'spiffe://cluster.local/ns/default/sa/other' }
+const credentials = testCredentials()
+
 interface Setup { pools: H2UpstreamPools; tunnels: TunnelPool; inboundPort: number }
 /** The pools of node n1, and n2's inbound tunnel listener on 127.0.0.1 (snapshot given per test). */
 async function setup(t: Test, snapshot: () => MeshSnapshot, options: { idleTimeoutMs?: number; connectTimeoutMs?: number } = {}): Promise<Setup> {
   const metrics = new NodeMetrics('n2', () => undefined)
-  const inbound = new InboundListener({ node: 'n2', listenIp: '127.0.0.1', port: 0, idleTimeoutMs: 0, connectTimeoutMs: 2000, snapshot, metrics, log })
+  const inbound = new InboundListener({ node: 'n2', listenIp: '127.0.0.5', port: 0, idleTimeoutMs: 0, connectTimeoutMs: 2000, snapshot, metrics, log, credentials, trustDomain: 'cluster.local' })
   await inbound.listen()
   const inboundPort = inbound.address().port
-  const tunnels = new TunnelPool(log, 2000)
+  const tunnels = new TunnelPool(log, 2000, credentials)
   const pools = new H2UpstreamPools({ node: 'n1', inboundPort, connectTimeoutMs: options.connectTimeoutMs ?? 2000, tunnels, idleTimeoutMs: options.idleTimeoutMs })
   t.teardown(async () => { pools.close(); tunnels.close(); await inbound.stop() })
   return { pools, tunnels, inboundPort }
@@ -189,12 +197,12 @@ t.test('direct: requests share one session per endpoint', async (t) => {
   const { pools } = await setup(t, () => snapshot)
   const endpoint = endpointOf(snapshot, '198.19.0.10')
   for (let i = 0; i < 3; i++) {
-    const { stream, path } = await pools.request(endpoint, 'default/client', snapshot, get('/'), { endStream: true })
+    const { stream, path } = await pools.request(endpoint, CLIENT, snapshot, get('/'), { endStream: true })
     t.equal(path, 'direct')
     const response = await readResponse(stream)
     t.same([response.status, response.body.toString()], [200, 'ok'])
   }
-  await Promise.all([1, 2, 3].map(async () => readResponse((await pools.request(endpoint, 'default/client', snapshot, get('/'), { endStream: true })).stream)))
+  await Promise.all([1, 2, 3].map(async () => readResponse((await pools.request(endpoint, CLIENT, snapshot, get('/'), { endStream: true })).stream)))
   t.equal(local.sessions.length, 1, 'the server saw one HTTP/2 connection for six requests')
   t.same(pools.sessions().map((s) => s.key), [`127.0.0.2:${local.port}`])
 })
@@ -204,7 +212,7 @@ t.test('direct: streams beyond the peer\'s SETTINGS_MAX_CONCURRENT_STREAMS go to
   const snapshot = snapshotWith(local.port, 1)
   const { pools } = await setup(t, () => snapshot)
   const endpoint = endpointOf(snapshot, '198.19.0.10')
-  const responses = Array.from({ length: 5 }, async () => readResponse((await pools.request(endpoint, 'default/client', snapshot, get('/hold'), { endStream: true })).stream))
+  const responses = Array.from({ length: 5 }, async () => readResponse((await pools.request(endpoint, CLIENT, snapshot, get('/hold'), { endStream: true })).stream))
   // The server holds every stream; with one session, nghttp2 would queue the 3rd to 5th and they
   // would never reach the server. Release once all five are held (or give up after a while, to fail).
   let gaveUp = false
@@ -224,7 +232,7 @@ t.test('direct: after GOAWAY or a closed connection the next request gets a new 
   const snapshot = snapshotWith(local.port, 1)
   const { pools } = await setup(t, () => snapshot)
   const endpoint = endpointOf(snapshot, '198.19.0.10')
-  const ask = async (): Promise<string> => (await readResponse((await pools.request(endpoint, 'default/client', snapshot, get('/'), { endStream: true })).stream)).body.toString()
+  const ask = async (): Promise<string> => (await readResponse((await pools.request(endpoint, CLIENT, snapshot, get('/'), { endStream: true })).stream)).body.toString()
   t.equal(await ask(), 'ok')
   // The server's side closing is not yet the client's knowing it: a request in that window is
   // refused (REFUSED_STREAM — not processed, retryable; the caller's concern). Wait until the pool
@@ -244,7 +252,7 @@ t.test('direct: an endpoint that refuses, or never speaks HTTP/2, is a ConnectFa
   const closedPort = await freePort('127.0.0.2')
   const snapshot = snapshotWith(closedPort, 1)
   const { pools } = await setup(t, () => snapshot, { connectTimeoutMs: 500 })
-  const refused = await pools.request(endpointOf(snapshot, '198.19.0.10'), 'default/client', snapshot, get('/'), { endStream: true }).then(() => undefined, (e: unknown) => e)
+  const refused = await pools.request(endpointOf(snapshot, '198.19.0.10'), CLIENT, snapshot, get('/'), { endStream: true }).then(() => undefined, (e: unknown) => e)
   t.ok(refused instanceof ConnectFailure, 'a ConnectFailure')
   t.match((refused as Error).message, /127\.0\.0\.2:\d+: connect ECONNREFUSED/)
 
@@ -255,7 +263,7 @@ t.test('direct: an endpoint that refuses, or never speaks HTTP/2, is a ConnectFa
   await once(silent, 'listening')
   t.teardown(() => { for (const s of sockets) s.destroy(); silent.close() })
   const silentSnapshot = snapshotWith((silent.address() as net.AddressInfo).port, 1)
-  const mute = await pools.request(endpointOf(silentSnapshot, '198.19.0.10'), 'default/client', silentSnapshot, get('/'), { endStream: true }).then(() => undefined, (e: unknown) => e)
+  const mute = await pools.request(endpointOf(silentSnapshot, '198.19.0.10'), CLIENT, silentSnapshot, get('/'), { endStream: true }).then(() => undefined, (e: unknown) => e)
   t.ok(mute instanceof ConnectFailure, 'a ConnectFailure')
   t.match((mute as Error).message, /no session within 500 ms/)
   t.same(pools.sessions(), [], 'failed sessions are not pooled')
@@ -266,14 +274,14 @@ t.test('headers HTTP/2 forbids are the caller\'s error, not a connect failure, a
   const snapshot = snapshotWith(local.port, 1)
   const { pools } = await setup(t, () => snapshot)
   const endpoint = endpointOf(snapshot, '198.19.0.10')
-  await readResponse((await pools.request(endpoint, 'default/client', snapshot, get('/'), { endStream: true })).stream)
-  const err = await pools.request(endpoint, 'default/client', snapshot, { ...get('/'), connection: 'keep-alive' }, { endStream: true }).then(() => undefined, (e: unknown) => e as NodeJS.ErrnoException)
+  await readResponse((await pools.request(endpoint, CLIENT, snapshot, get('/'), { endStream: true })).stream)
+  const err = await pools.request(endpoint, CLIENT, snapshot, { ...get('/'), connection: 'keep-alive' }, { endStream: true }).then(() => undefined, (e: unknown) => e as NodeJS.ErrnoException)
   t.equal(err?.code, 'ERR_HTTP2_INVALID_CONNECTION_HEADERS')
   t.notOk(err instanceof ConnectFailure, 'not a ConnectFailure: retrying elsewhere would not help')
   // The first stream counts until its 'close', a moment after its 'end'; the refused one never counts.
   await until(() => pools.sessions().length === 1 && pools.sessions()[0]!.activeStreams === 0)
   t.pass('the session stays, with nothing counted against it')
-  t.equal((await readResponse((await pools.request(endpoint, 'default/client', snapshot, get('/'), { endStream: true })).stream)).body.toString(), 'ok')
+  t.equal((await readResponse((await pools.request(endpoint, CLIENT, snapshot, get('/'), { endStream: true })).stream)).body.toString(), 'ok')
   t.equal(local.sessions.length, 1, 'on the same connection')
 })
 
@@ -281,7 +289,7 @@ t.test('trailers (gRPC status) reach the client stream', async (t) => {
   const local = await h2server(t, '127.0.0.2')
   const snapshot = snapshotWith(local.port, 1)
   const { pools } = await setup(t, () => snapshot)
-  const { stream } = await pools.request(endpointOf(snapshot, '198.19.0.10'), 'default/client', snapshot, { ':method': 'POST', ':path': '/grpc', 'content-type': 'application/grpc', te: 'trailers' })
+  const { stream } = await pools.request(endpointOf(snapshot, '198.19.0.10'), CLIENT, snapshot, { ':method': 'POST', ':path': '/grpc', 'content-type': 'application/grpc', te: 'trailers' })
   stream.end(Buffer.from([0, 0, 0, 0, 0]))
   const response = await readResponse(stream)
   t.equal(response.status, 200)
@@ -296,7 +304,7 @@ t.test('tunnel: h2 through a CONNECT stream to the far node, 5 MB each way', asy
   const endpoint = endpointOf(snapshot, '198.19.0.11')
   const size = 5_000_000
   const exchanges = [0, 1].map(async (i) => {
-    const { stream, path } = await pools.request(endpoint, 'default/client', snapshot, { ':method': 'POST', ':path': `/exchange/${size}` })
+    const { stream, path } = await pools.request(endpoint, CLIENT, snapshot, { ':method': 'POST', ':path': `/exchange/${size}` })
     t.equal(path, 'tunnel')
     const [response] = await Promise.all([readResponse(stream), pump(stream, size, 10 + i)])
     return { response, seed: 10 + i }
@@ -308,13 +316,13 @@ t.test('tunnel: h2 through a CONNECT stream to the far node, 5 MB each way', asy
     t.same([response.trailers['x-received-bytes'], response.trailers['x-received-sha256']], [String(size), sha256Of(size, seed)], 'the server received the request body intact')
   }
   t.equal(remote.sessions.length, 1, 'both requests shared one HTTP/2 session')
-  t.same(pools.sessions().map((s) => [s.key, s.path]), [[`127.0.0.3:${remote.port}|127.0.0.1|default/client`, 'tunnel']])
-  t.same(tunnels.peers, [`127.0.0.1:${inboundPort}`], 'inside the one tunnel connection to n2')
+  t.same(pools.sessions().map((s) => [s.key, s.path]), [[`127.0.0.3:${remote.port}|127.0.0.5|${CLIENT.sourceIp}`, 'tunnel']])
+  t.same(tunnels.connections, [`${CLIENT.sourceIdentity}|spiffe://cluster.local/ns/default/sa/default|127.0.0.5:${inboundPort}`], 'inside the one mutual-TLS tunnel connection to n2 for this (source, destination) pair')
 
-  // Another source workload gets its own session (its own CONNECT stream names it).
-  const other = await pools.request(endpoint, 'default/other', snapshot, get('/'), { endStream: true })
+  // Another source pod gets its own session (its own tunnel connection presents its identity).
+  const other = await pools.request(endpoint, OTHER, snapshot, get('/'), { endStream: true })
   t.equal((await readResponse(other.stream)).body.toString(), 'ok')
-  t.equal(remote.sessions.length, 2, 'a second session for another source workload')
+  t.equal(remote.sessions.length, 2, 'a second session for another source pod')
 })
 
 t.test('tunnel: gRPC calls to a real grpc-js server (the test fixture)', async (t) => {
@@ -325,7 +333,7 @@ t.test('tunnel: gRPC calls to a real grpc-js server (the test fixture)', async (
   const endpoint = endpointOf(snapshot, '198.19.0.11')
   /** One unary Echo call, framed by hand: 1 byte "compressed" flag, 4 bytes length, the JSON message. */
   const call = async (request: object): Promise<{ status: string | undefined; message: string | undefined; reply: EchoReply | undefined }> => {
-    const { stream } = await pools.request(endpoint, 'default/client', snapshot, { ':method': 'POST', ':path': '/weft.test.Echo/Echo', 'content-type': 'application/grpc', te: 'trailers' })
+    const { stream } = await pools.request(endpoint, CLIENT, snapshot, { ':method': 'POST', ':path': '/weft.test.Echo/Echo', 'content-type': 'application/grpc', te: 'trailers' })
     const json = Buffer.from(JSON.stringify(request))
     const frame = Buffer.alloc(5 + json.length)
     frame.writeUInt32BE(json.length, 1)
@@ -349,7 +357,7 @@ t.test('tunnel: a destination that refuses is a ConnectFailure', async (t) => {
   const closedPort = await freePort('127.0.0.3')
   const snapshot = snapshotWith(1, closedPort)
   const { pools } = await setup(t, () => snapshot)
-  const err = await pools.request(endpointOf(snapshot, '198.19.0.11'), 'default/client', snapshot, get('/'), { endStream: true }).then(() => undefined, (e: unknown) => e)
+  const err = await pools.request(endpointOf(snapshot, '198.19.0.11'), CLIENT, snapshot, get('/'), { endStream: true }).then(() => undefined, (e: unknown) => e)
   t.ok(err instanceof ConnectFailure, 'a ConnectFailure')
   t.match((err as Error).message, /answered 502 \(connect to 127\.0\.0\.3:\d+: connect ECONNREFUSED/)
 })
@@ -360,7 +368,7 @@ t.test('prune closes the sessions of endpoints gone from the snapshot; idle sess
   const snapshot = snapshotWith(local.port, remote.port)
   const { pools } = await setup(t, () => snapshot)
   for (const vip of ['198.19.0.10', '198.19.0.11']) {
-    await readResponse((await pools.request(endpointOf(snapshot, vip), 'default/client', snapshot, get('/'), { endStream: true })).stream)
+    await readResponse((await pools.request(endpointOf(snapshot, vip), CLIENT, snapshot, get('/'), { endStream: true })).stream)
   }
   t.equal(pools.sessions().length, 2)
   const remoteClosed = once(remote.sessions[0]!, 'close')
@@ -370,9 +378,9 @@ t.test('prune closes the sessions of endpoints gone from the snapshot; idle sess
   t.equal(local.sessions[0]!.closed, false, 'the local session is still open')
 
   // Idle: a pool with a short idle timeout closes a session once its last stream is done.
-  const short = new H2UpstreamPools({ node: 'n1', inboundPort: 1, connectTimeoutMs: 2000, tunnels: new TunnelPool(log, 2000), idleTimeoutMs: 100 })
+  const short = new H2UpstreamPools({ node: 'n1', inboundPort: 1, connectTimeoutMs: 2000, tunnels: new TunnelPool(log, 2000, credentials), idleTimeoutMs: 100 })
   t.teardown(() => short.close())
-  await readResponse((await short.request(endpointOf(snapshot, '198.19.0.10'), 'default/client', snapshot, get('/'), { endStream: true })).stream)
+  await readResponse((await short.request(endpointOf(snapshot, '198.19.0.10'), CLIENT, snapshot, get('/'), { endStream: true })).stream)
   const idleSession = local.sessions[1]!
   await once(idleSession, 'close')
   t.same(short.sessions(), [], 'the idle session left the pool')

@@ -14,7 +14,7 @@ export interface NodeConfig {
   proxyIp: string
   /** Outbound listener: redirected pod connections arrive here. Default 15001. */
   outboundPort: number
-  /** Inbound tunnel listener (HTTP/2 CONNECT from other nodes). Default 15008. */
+  /** Inbound tunnel listener (HTTP/2 CONNECT over mutual TLS from other nodes). Default 15008. */
   inboundPort: number
   /** Admin listener: /healthz, /readyz, /metrics, /debug/destinations. Default 15020. */
   adminPort: number
@@ -34,6 +34,8 @@ export interface NodeConfig {
   nats: { url: string | undefined; creds: string | undefined; context: string | undefined }
   /** Service VIPs live in this range: a Service's clusterIP must be inside it; it is always intercepted. Default 198.19.0.0/16. */
   vipCidr: string
+  /** The SPIFFE trust domain of workload identities (spiffe://<domain>/ns/<ns>/sa/<sa>); must match weft control's. Default cluster.local. */
+  trustDomain: string
   /** Republish this node's status this often even when nothing changed. Default 5000. */
   statusIntervalMs: number
   /** Only follow configuration and report status: no BPF, no listeners (the convergence benchmark runs many such nodes). */
@@ -59,7 +61,7 @@ export class ConfigError extends Error {}
 
 /** The defaults the field comments above and `--help` state. */
 export const DEFAULTS = {
-  outboundPort: 15001, inboundPort: 15008, adminPort: 15020, vipCidr: '198.19.0.0/16',
+  outboundPort: 15001, inboundPort: 15008, adminPort: 15020, vipCidr: '198.19.0.0/16', trustDomain: 'cluster.local',
   idleTimeoutMs: 3_600_000, drainTimeoutMs: 10_000, connectTimeoutMs: 5_000, statusIntervalMs: 5_000,
   // Every request on stdout is what Envoy/Istio users expect of a demo mesh; a busy node samples.
   accessLog: 'stdout', accessLogSample: 1,
@@ -71,7 +73,7 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
   'node-ip': { type: 'string', arg: 'IP', help: 'address other nodes reach this node on; the inbound tunnel listens here (required)' },
   'proxy-ip': { type: 'string', arg: 'IP', help: 'local address enrolled pods are redirected to (required)' },
   'outbound-port': { type: 'string', arg: 'PORT', help: `outbound listener for redirected connections (default ${DEFAULTS.outboundPort})` },
-  'inbound-port': { type: 'string', arg: 'PORT', help: `inbound HTTP/2 tunnel listener (default ${DEFAULTS.inboundPort})` },
+  'inbound-port': { type: 'string', arg: 'PORT', help: `inbound mutual-TLS HTTP/2 tunnel listener (default ${DEFAULTS.inboundPort})` },
   'admin-port': { type: 'string', arg: 'PORT', help: `admin listener: /healthz /readyz /metrics /debug/destinations (default ${DEFAULTS.adminPort})` },
   'cgroup-root': { type: 'string', arg: 'DIR', help: 'cgroup v2 directory holding the node\'s pods; BPF attaches here (required)' },
   'pin-dir': { type: 'string', arg: 'DIR', help: 'bpffs directory for pins (default /sys/fs/bpf/weft/<name>)' },
@@ -83,6 +85,7 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
   creds: { type: 'string', arg: 'FILE', help: 'NATS credentials file, JSON {servers?, user, pass} (default: WEFT_NATS_USER/PASSWORD or the context)' },
   context: { type: 'string', arg: 'NAME', help: 'use this context from the weft config file' },
   'vip-cidr': { type: 'string', arg: 'CIDR', help: `service VIP range; always intercepted (default ${DEFAULTS.vipCidr})` },
+  'trust-domain': { type: 'string', arg: 'DOMAIN', help: `SPIFFE trust domain of workload identities; must match weft control's (default ${DEFAULTS.trustDomain})` },
   'status-interval': { type: 'string', arg: 'MS', help: `republish status at least this often (default ${DEFAULTS.statusIntervalMs})` },
   'config-only': { type: 'boolean', help: 'follow configuration and report status only: no BPF, no listeners' },
   'idle-timeout': { type: 'string', arg: 'MS', help: `close connections idle this long (default ${DEFAULTS.idleTimeoutMs})` },
@@ -144,6 +147,12 @@ function ipv4(value: string | undefined, flag: string): string {
   if (!isIPv4(value)) throw new ConfigError(`--${flag}: "${value}" is not an IPv4 address`)
   return value
 }
+/** A SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_' (the SPIFFE ID spec). */
+function trustDomain(value: string | undefined): string {
+  if (value === undefined) return DEFAULTS.trustDomain
+  if (!/^[a-z0-9._-]{1,255}$/.test(value)) throw new ConfigError(`--trust-domain: "${value}" is not a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_'), e.g. cluster.local`)
+  return value
+}
 function required(value: string | undefined, flag: string): string {
   if (value === undefined || value === '') throw new ConfigError(`--${flag} is required (see weft node --help)`)
   return value
@@ -186,6 +195,7 @@ export function parseNodeArgs(argv: string[]): ParsedNodeArgs {
       excludedPorts: list('exclude-port').map((p) => port(p, 'exclude-port', 0)),
       nats: { url: str('nats'), creds: str('creds'), context: str('context') },
       vipCidr: checkCidr(str('vip-cidr') ?? DEFAULTS.vipCidr, 'vip-cidr'),
+      trustDomain: trustDomain(str('trust-domain')),
       statusIntervalMs: millis(str('status-interval'), 'status-interval', DEFAULTS.statusIntervalMs),
       configOnly,
       idleTimeoutMs: millis(str('idle-timeout'), 'idle-timeout', DEFAULTS.idleTimeoutMs),

@@ -12,6 +12,7 @@ import { DEFAULT_VALIDATION_CONTEXT, type MeshSnapshot } from '../config/resourc
 import { InboundListener } from '../datapath/inbound.ts'
 import { OutboundListener } from '../datapath/outbound.ts'
 import { TunnelPool } from '../datapath/tunnel.ts'
+import { NodeIdentities } from '../identity/node-identities.ts'
 import { AccessLogError, openAccessLog, type AccessLogWriter } from '../telemetry/access-log.ts'
 import { AdminServer, type Readiness } from '../telemetry/admin.ts'
 import { createLogger, type Logger } from '../telemetry/log.ts'
@@ -44,7 +45,7 @@ function untilSignal(): Promise<string> {
 
 export async function runNode(config: NodeConfig): Promise<void> {
   const log = createLogger({ node: config.name })
-  const validation = { ...DEFAULT_VALIDATION_CONTEXT, vipCidr: config.vipCidr }
+  const validation = { ...DEFAULT_VALIDATION_CONTEXT, vipCidr: config.vipCidr, trustDomain: config.trustDomain }
   if (config.configOnly) {
     const bus = busOptions(config)
     const agent = new ConfigAgent({ node: config.name, bus, validation, statusIntervalMs: config.statusIntervalMs, log, onSnapshot: () => {}, readiness: () => ({ ready: true, reason: 'config-only' }) })
@@ -72,13 +73,20 @@ export async function runNode(config: NodeConfig): Promise<void> {
   log.info(interception.adopted ? 'adopted pinned BPF programs and maps' : 'loaded and attached BPF programs',
     { pinDir: config.pinDir, cgroupRoot: config.cgroupRoot, programIds: interception.programIds(), updatedPrograms: interception.updatedPrograms })
 
+  // Connections from these node-local addresses are the mesh's own (and the kubelet's probes): a
+  // STRICT pod accepts them; anything else must come through the proxy.
+  interception.setMeshSources([config.proxyIp, config.nodeIp])
+
   const metrics = new NodeMetrics(config.name, () => interception)
-  const tunnels = new TunnelPool(log, config.connectTimeoutMs)
+  // The certificates of this node's workloads: keys made here, never leaving this process; signed
+  // by weft control's CA over NATS; renewed at half-life.
+  const identities = new NodeIdentities({ node: config.name, bus, trustDomain: config.trustDomain, log })
+  const tunnels = new TunnelPool(log, config.connectTimeoutMs, identities)
   let snapshot: MeshSnapshot | undefined
   const current = (): MeshSnapshot => snapshot!
   const common = { node: config.name, idleTimeoutMs: config.idleTimeoutMs, connectTimeoutMs: config.connectTimeoutMs, snapshot: current, metrics, log }
   const outbound = new OutboundListener({ ...common, listenIp: config.proxyIp, port: config.outboundPort, inboundPort: config.inboundPort, originalDestinations: interception, tunnels, accessLog })
-  const inbound = new InboundListener({ ...common, listenIp: config.nodeIp, port: config.inboundPort })
+  const inbound = new InboundListener({ ...common, listenIp: config.nodeIp, port: config.inboundPort, credentials: identities, trustDomain: config.trustDomain })
   let readiness: Readiness = { ready: false, reason: 'starting' }
   let serving = false
   let listening: Promise<void> | undefined
@@ -89,6 +97,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     onSnapshot: (next) => {
       snapshot = next
       enroll(interception, next, config.name, log)
+      identities.setWanted((next.podsByNode.get(config.name) ?? []).map((w) => w.identity))
       // The first configuration opens the listeners; until then connections are refused.
       listening ??= Promise.all([outbound.listen(), inbound.listen()]).then(() => {
         serving = true
@@ -102,6 +111,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   const admin = new AdminServer({
     listenIp: '0.0.0.0', port: config.adminPort, registry: metrics.registry,
     destinations: () => (snapshot ? outbound.pipeline.describe() : []),
+    certs: () => identities.describe(),
     readiness: () => {
       if (readiness.reason === 'draining') return readiness
       if (!serving) return { ready: false, reason: agent.waitingReason() }
@@ -111,6 +121,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     },
   })
   await admin.listen()
+  await identities.start()
   readiness = { ready: true, reason: 'ready' }
   agent.start().catch((err: unknown) => {
     // Bad credentials or a refused permission: nothing will change by waiting.
@@ -126,6 +137,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   const [o, i] = await Promise.all([outbound.connections.drain(config.drainTimeoutMs), inbound.connections.drain(config.drainTimeoutMs)])
   log.info('stopped', { abortedAtDeadline: o.abortedAtDeadline + i.abortedAtDeadline })
   tunnels.close()
+  await identities.stop()
   await accessLog.close()
   admin.close()
   await agent.stop()
@@ -147,18 +159,27 @@ function openNodeAccessLog(config: NodeConfig, log: Logger): AccessLogWriter {
   }
 }
 
-/** Makes the enrolled-cgroups map equal to this node's enrolled pods. */
+/**
+ * Makes the enrolled-cgroups map equal to this node's enrolled pods, and the strict-cgroups map
+ * equal to its pods whose PeerAuthentication mode is STRICT (the kernel then drops connections to
+ * them that did not come through the mesh).
+ */
 function enroll(interception: NodeInterception, snapshot: MeshSnapshot, node: string, log: Logger): void {
-  const ids: bigint[] = []
+  const enrolled: bigint[] = []
+  const strict: bigint[] = []
   for (const w of snapshot.podsByNode.get(node) ?? []) {
-    if (!w.enrolled) continue
-    if (!w.cgroup) { log.warn('enrolled pod has no cgroup (annotation weft.dev/cgroup); its traffic is not intercepted', { workload: `${w.namespace}/${w.name}` }); continue }
+    const isStrict = snapshot.strictWorkloads.has(w.key)
+    if (!w.enrolled && !isStrict) continue
+    if (!w.cgroup) { log.warn(`${w.enrolled ? 'enrolled' : 'STRICT'} pod has no cgroup (annotation weft.dev/cgroup); ${w.enrolled ? 'its traffic is not intercepted' : 'strict mode is not enforced for it'}`, { workload: `${w.namespace}/${w.name}` }); continue }
     try {
-      ids.push(cgroupIdOf(w.cgroup))
+      const id = cgroupIdOf(w.cgroup)
+      if (w.enrolled) enrolled.push(id)
+      if (isStrict) strict.push(id)
     } catch (err) {
-      log.warn('cannot find the cgroup of an enrolled pod; its traffic is not intercepted', { workload: `${w.namespace}/${w.name}`, cgroup: w.cgroup, error: err })
+      log.warn('cannot find the cgroup of a pod; its traffic is not intercepted and strict mode is not enforced for it', { workload: `${w.namespace}/${w.name}`, cgroup: w.cgroup, error: err })
     }
   }
-  interception.setEnrolledCgroups(ids)
-  log.debug('enrolled cgroups', { count: ids.length })
+  interception.setEnrolledCgroups(enrolled)
+  interception.setStrictCgroups(strict)
+  log.debug('enrolled cgroups', { count: enrolled.length, strict: strict.length })
 }

@@ -5,6 +5,10 @@
 // through the HTTP/2 tunnel to that node's inbound listener. A destination that is a service
 // VIP:port is first resolved to one of the service's ready endpoints.
 //
+// A destination pod on this node is authorized here, exactly as a tunnel stream from another node
+// is at that node's inbound listener (admission.ts): refused, spliced, or — when a rule needs HTTP
+// attributes — served request by request.
+//
 // Connections to a service VIP that speak HTTP are handed to the L7 proxy instead, which routes,
 // balances and retries each request (src/l7/pipeline.ts): HTTP/1.x to src/l7/http1.ts, HTTP/2
 // with prior knowledge and gRPC to src/l7/http2.ts — when the service port declares appProtocol
@@ -21,6 +25,8 @@ import type { AccessLog } from '../telemetry/access-log.ts'
 import { ConnectionTracker } from './connections.ts'
 import { abort, splice } from './splice.ts'
 import { TunnelError, type TunnelPool } from './tunnel.ts'
+import { admitConnection, type RequestAuthorizer } from './admission.ts'
+import { serveInboundHttp } from '../l7/inbound-http.ts'
 import { declaredProtocol, DEFAULT_SNIFF_TIMEOUT_MS, sniff, type Protocol } from '../l7/detect.ts'
 import { Http1Proxy } from '../l7/http1.ts'
 import { Http2Proxy } from '../l7/http2.ts'
@@ -121,7 +127,7 @@ export class OutboundListener {
         if (socket.destroyed) return
       }
       if ((protocol === 'http1' || protocol === 'http2' || protocol === 'grpc') && !unread) {
-        this.handOffL7(protocol === 'http1' ? 'http' : 'http2', socket, { sourceIp: peerIp, sourceWorkload: sourceLabel, vip: original.ip, port: original.port })
+        this.handOffL7(protocol === 'http1' ? 'http' : 'http2', socket, { sourceIp: peerIp, sourceWorkload: sourceLabel, sourceIdentity: source?.identity, vip: original.ip, port: original.port })
         return
       }
     }
@@ -149,13 +155,33 @@ export class OutboundListener {
     const remoteNode = target && target.node !== this.options.node ? snapshot.nodes.get(target.node) : undefined
     const path: Path = remoteNode ? 'tunnel' : 'direct'
 
+    // A pod of this node: its AuthorizationPolicies decide here.
+    let perRequest: RequestAuthorizer | undefined
+    if (target && target.node === this.options.node) {
+      const admission = admitConnection(snapshot, {
+        destination: target, port: destinationPort, sourceLabel,
+        source: { principal: source?.identity, namespace: source?.namespace, ip: peerIp },
+      }, metrics, log)
+      if (!admission.allowed) {
+        metrics.connectionErrors.inc({ direction: 'outbound', reason: 'denied' })
+        abort(socket)
+        return
+      }
+      perRequest = admission.perRequest
+    }
+
     let upstream: Duplex
     try {
-      upstream = remoteNode
-        ? await this.options.tunnels.open({
-          peerAddress: remoteNode.address, peerPort: this.options.inboundPort, destination, sourceWorkload: labels.source_workload,
+      if (remoteNode) {
+        // Both ends need an identity: the source's certificate, the destination's to check.
+        if (!source) throw new TunnelError('no_identity', `${peerIp} is not a known pod, so it has no identity to present`)
+        upstream = await this.options.tunnels.open({
+          peerAddress: remoteNode.address, peerPort: this.options.inboundPort, destination,
+          destinationIdentity: target!.identity, source: { ip: peerIp, identity: source.identity },
         })
-        : await connectDirect(destinationIp, destinationPort, this.options.connectTimeoutMs)
+      } else {
+        upstream = await connectDirect(destinationIp, destinationPort, this.options.connectTimeoutMs)
+      }
     } catch (err) {
       const reason = err instanceof TunnelError ? err.reason : ((err as NodeJS.ErrnoException).code ?? 'connect_failed').toLowerCase()
       metrics.connectionErrors.inc({ direction: 'outbound', reason })
@@ -172,6 +198,21 @@ export class OutboundListener {
     const connLabels = { direction: 'outbound', path, ...labels } as const
     metrics.connectionsOpened.inc(connLabels)
     metrics.connectionsActive.inc({ direction: 'outbound' })
+    if (perRequest) {
+      // HTTP rules apply to this pod: each request is authorized (src/l7/inbound-http.ts).
+      const connected = upstream
+      const served = serveInboundHttp(socket, {
+        decide: perRequest, connectUpstream: () => Promise.resolve(connected), sourceIp: peerIp, metrics, log, labels,
+      })
+      this.connections.add(served)
+      void served.done.then(() => {
+        this.connections.remove(served)
+        metrics.connectionsActive.dec({ direction: 'outbound' })
+        metrics.connectionsClosed.inc({ ...connLabels, outcome: 'closed' })
+      })
+      socket.resume()
+      return
+    }
     const sent = metrics.bytes.labels({ direction: 'outbound', ...labels, flow: 'sent' })
     const received = metrics.bytes.labels({ direction: 'outbound', ...labels, flow: 'received' })
     const handle = splice(socket, upstream, {

@@ -36,6 +36,8 @@ export type MeshErrorCause =
   | { readonly kind: 'upstream-connect-failure'; readonly destination: string; readonly endpoint: string }
   /** The last try's connection was reset (or closed) by `endpoint` before a response came. */
   | { readonly kind: 'upstream-reset'; readonly destination: string; readonly endpoint: string }
+  /** An AuthorizationPolicy at the destination refused the request; `reason` names the policy. */
+  | { readonly kind: 'denied'; readonly destination: string; readonly reason: string }
 
 export interface MeshErrorResponse {
   readonly status: number
@@ -54,10 +56,11 @@ export function meshErrorMessage(cause: MeshErrorCause): string {
     case 'fault-abort': return `fault injected for ${cause.destination}: abort with ${cause.status}`
     case 'upstream-connect-failure': return `cannot connect to endpoint ${cause.endpoint} of ${cause.destination}`
     case 'upstream-reset': return `endpoint ${cause.endpoint} of ${cause.destination} reset the connection before responding`
+    case 'denied': return `${cause.destination}: ${cause.reason}`
   }
 }
 
-/** The HTTP status for a cause: Gateway API's 404/500 for routing, 503 for capacity (and an endpoint that cannot be reached), 502 for a reset, 504 for time. */
+/** The HTTP status for a cause: Gateway API's 404/500 for routing, 503 for capacity (and an endpoint that cannot be reached), 502 for a reset, 504 for time, 403 for an authorization denial. */
 export function meshErrorStatus(cause: MeshErrorCause): number {
   switch (cause.kind) {
     case 'no-route': return 404
@@ -69,6 +72,7 @@ export function meshErrorStatus(cause: MeshErrorCause): number {
     case 'upstream-reset': return 502
     case 'timeout': return 504
     case 'fault-abort': return cause.status
+    case 'denied': return 403
   }
 }
 
@@ -102,6 +106,7 @@ export function meshErrorGrpcStatus(cause: MeshErrorCause): number {
     case 'no-backend': return GRPC_STATUS.INTERNAL
     case 'timeout': return GRPC_STATUS.DEADLINE_EXCEEDED
     case 'fault-abort': return cause.grpcStatus ?? grpcStatusForHttp(cause.status)
+    case 'denied': return GRPC_STATUS.PERMISSION_DENIED
     default: return GRPC_STATUS.UNAVAILABLE
   }
 }

@@ -83,14 +83,7 @@ export class Http1Proxy {
       if (!context) { res.destroy(); return }
       void this.pipeline.handle(new Http1Exchange(req, { res }, context, this.pools, options.log))
     })
-    // A malformed request gets a 400 on its own connection; the daemon and the others carry on.
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-      // A response already under way on this connection cannot be followed by a 400: close it.
-      const responding = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage?.headersSent === true
-      if (err.code === 'ECONNRESET' || !socket.writable || responding) { socket.destroy(); return }
-      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request'
-      socket.end(`HTTP/1.1 ${status}\r\n${WEFT_ERROR_HEADER}: malformed request (${err.code ?? 'parse error'})\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
-    })
+    this.server.on('clientError', answerClientError)
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       const context = this.contexts.get(socket)
       if (!context) { socket.destroy(); return }
@@ -109,6 +102,18 @@ export class Http1Proxy {
   close(): void {
     this.pools.close()
   }
+}
+
+/**
+ * An `http.Server`'s 'clientError' handler (shared with inbound-http.ts): a malformed request gets
+ * a 400 (431 for oversized headers) on its own connection; the daemon and the others carry on.
+ */
+export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  // A response already under way on this connection cannot be followed by a 400: close it.
+  const responding = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage?.headersSent === true
+  if (err.code === 'ECONNRESET' || !socket.writable || responding) { socket.destroy(); return }
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request'
+  socket.end(`HTTP/1.1 ${status}\r\n${WEFT_ERROR_HEADER}: malformed request (${err.code ?? 'parse error'})\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
 }
 
 /** Where the answer goes: a response object, or (an Upgrade request) the raw client socket. */
@@ -176,7 +181,7 @@ class Http1Exchange implements Exchange {
     // A try waiting for its connection is a pending request (the breaker's maxPendingRequests).
     const pending = destination.breaker.tryAcquire('pendingRequests')
     if (isOpen(pending)) return { result: Promise.resolve({ outcome: { kind: 'connect-failure' }, refused: breakerOpen(pending.open) }), cancel: () => {} }
-    const upstream = this.pools.for(endpoint, this.context.sourceWorkload, destination.snapshot, destination.idleTimeoutMs)
+    const upstream = this.pools.for(endpoint, this.context, destination.snapshot, destination.idleTimeoutMs)
     onPath(upstream.path)
     const request = http.request({
       agent: upstream.agent, host: endpoint.ip, port: endpoint.port,
@@ -328,7 +333,7 @@ function http1Response(message: IncomingMessage): Http1Response {
  * The response is over (or thrown away) while the request to it may still be sending its body
  * (the endpoint answered early): that connection is mid-request and cannot be reused, so it goes.
  */
-function finishUpstream(message: IncomingMessage): void {
+export function finishUpstream(message: IncomingMessage): void {
   const request = (message as IncomingMessage & { req?: http.ClientRequest }).req
   if (request && !request.writableFinished) request.destroy()
 }
@@ -346,7 +351,7 @@ function connectionNamed(connection: string | string[] | undefined): Set<string>
 }
 
 /** A response's headers minus hop-by-hop ones (an upgrade's `upgrade` header stays: the client needs it). */
-function responseHeaders(incoming: IncomingHttpHeaders, upgrade: boolean): OutgoingHeaders {
+export function responseHeaders(incoming: IncomingHttpHeaders, upgrade: boolean): OutgoingHeaders {
   const headers: OutgoingHeaders = {}
   const named = connectionNamed(incoming.connection)
   for (const [name, value] of Object.entries(incoming)) {

@@ -162,7 +162,7 @@ class Http2Exchange implements Exchange {
     let upstream: ClientHttp2Stream | undefined
     let cancelled = false
     const endStream = body === undefined || (Buffer.isBuffer(body) && body.length === 0)
-    const result = this.pools.request(endpoint, this.context.sourceWorkload, destination.snapshot, headers as http2.OutgoingHttpHeaders, { endStream, idleTimeoutMs: destination.idleTimeoutMs }).then(
+    const result = this.pools.request(endpoint, this.context, destination.snapshot, headers as http2.OutgoingHttpHeaders, { endStream, idleTimeoutMs: destination.idleTimeoutMs }).then(
       (opened) => {
         upstream = opened.stream
         onPath(opened.path)

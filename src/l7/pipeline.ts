@@ -5,6 +5,8 @@
 //
 //   route (the VIP:port's route table) → split (the rule's weighted backends) → faults (delay,
 //   abort) → circuit breaker (requests in flight) → pick (balancer, locality, outlier ejections)
+//   → authorize (an endpoint on this node: its AuthorizationPolicies, with the request's method,
+//   path and host; an endpoint elsewhere is authorized by its own node, src/datapath/inbound.ts)
 //   → try (the frontend's transport: a pooled connection, direct or through the tunnel) →
 //   outlier record → retry while the policy, the budget and the breaker allow → relay.
 //
@@ -17,6 +19,7 @@ import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
 import type { AccessLog } from '../telemetry/access-log.ts'
 import type { Logger } from '../telemetry/log.ts'
 import { NO_GRPC_STATUS, type NodeMetrics, type RequestLabels, type RetryReason } from '../telemetry/metrics.ts'
+import { authorize } from '../policy/authorization.ts'
 import { hashKeyOf, type EndpointState } from './balancers.ts'
 import { isOpen, type Release } from './breaker.ts'
 import { type Destination, type DestinationView, L7Configs } from './destinations.ts'
@@ -35,6 +38,8 @@ export interface DownstreamContext {
   readonly sourceIp: string
   /** `namespace/name` of the calling pod, or `unknown`. */
   readonly sourceWorkload: string
+  /** The calling pod's SPIFFE ID, or undefined when it is not a known workload. */
+  readonly sourceIdentity: string | undefined
   readonly vip: string
   readonly port: number
 }
@@ -289,6 +294,8 @@ export class Pipeline {
       trace.endpoint = picked.id
       trace.retries = retries
       trace.destinationWorkload = picked.endpoint.workload ? `${picked.endpoint.workload.namespace}/${picked.endpoint.workload.name}` : 'unknown'
+      const denial = this.authorizeHere(picked.endpoint, target.snapshot, context, request, trace.destinationWorkload)
+      if (denial !== undefined) { concluded(); exchange.fail({ kind: 'denied', destination: target.name, reason: denial }); return }
       const attempt = await this.attempt(exchange, target, picked, headers, upstreamTarget, tryBody, retry.perTryTimeoutMs, (started) => { current = started }, (path) => { trace.upstreamPath = path })
       releaseRetry()
       if (over) { attempt.response?.discard(); return }
@@ -370,6 +377,26 @@ export class Pipeline {
   }
 
   /** One try, with the per-try timeout and the balancer's bookkeeping around it. */
+  /**
+   * Same-node traffic is authorized like cross-node traffic, here instead of at an inbound
+   * listener: undefined when allowed (or when the endpoint is on another node, whose inbound side
+   * decides), else the reason for the 403.
+   */
+  private authorizeHere(endpoint: Endpoint, snapshot: MeshSnapshot, context: DownstreamContext, request: ProxyRequest, destinationWorkload: string): string | undefined {
+    const workload = endpoint.workload
+    if (workload === undefined || workload.node !== this.options.node) return undefined
+    const source = snapshot.workloadsByIp.get(context.sourceIp)
+    const decision = authorize(snapshot, {
+      destination: workload, port: endpoint.port,
+      source: { principal: source?.identity, namespace: source?.namespace, ip: context.sourceIp },
+      http: { method: request.method, path: request.path, host: request.authority },
+    })
+    if (decision.allowed) return undefined
+    this.metrics.authorizationDenied.inc({ source_workload: context.sourceWorkload, destination_workload: destinationWorkload, policy: decision.policy ?? 'none', layer: 'request' })
+    this.options.log.info('authorization denied a request', { source_workload: context.sourceWorkload, destination_workload: destinationWorkload, method: request.method, path: request.path, reason: decision.reason })
+    return decision.reason
+  }
+
   private async attempt(exchange: Exchange, target: Destination, picked: EndpointState<Endpoint>, headers: OutgoingHeaders, upstreamTarget: string, body: Buffer | Readable | undefined, perTryTimeoutMs: number | undefined, onTry: (attempt: Try) => void, onPath: (path: UpstreamPath) => void): Promise<Attempt> {
     const begun = this.now()
     picked.start()

@@ -23,7 +23,7 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
 import net from 'node:net'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
-import { ConnectFailure, upstreamRoute, type UpstreamOptions, type UpstreamPath, type UpstreamRoute as Route } from './upstream.ts'
+import { ConnectFailure, tunnelTarget, upstreamRoute, type UpstreamOptions, type UpstreamPath, type UpstreamRoute as Route, type UpstreamSource } from './upstream.ts'
 
 /** Sessions per key before new streams queue on the least busy one instead. */
 export const MAX_SESSIONS_PER_KEY = 16
@@ -83,18 +83,18 @@ export class H2UpstreamPools {
   }
 
   /**
-   * Opens a stream for a request from `sourceWorkload` to `endpoint` on a pooled session (made
+   * Opens a stream for a request from `source` (a pod) to `endpoint` on a pooled session (made
    * when needed). Rejects with `ConnectFailure` when no session could be made: nothing was sent.
    * Once resolved, the caller owns the stream (attach an 'error' listener; a REFUSED_STREAM reset
    * also means the peer did not process the request).
    */
-  async request(endpoint: Endpoint, sourceWorkload: string, snapshot: MeshSnapshot, headers: http2.OutgoingHttpHeaders, options: H2RequestOptions = {}): Promise<H2Upstream> {
-    const route = upstreamRoute(endpoint, sourceWorkload, snapshot, this.options.node)
+  async request(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, headers: http2.OutgoingHttpHeaders, options: H2RequestOptions = {}): Promise<H2Upstream> {
+    const route = upstreamRoute(endpoint, source, snapshot, this.options.node)
     // Two tries: a session can turn unusable between being picked and `request()` (a GOAWAY
     // processed in between makes `request()` throw); that request never left either.
     let lastError: Error | undefined
     for (let attempt = 0; attempt < 2; attempt++) {
-      const pooled = await this.acquire(route, endpoint, sourceWorkload, options.idleTimeoutMs)
+      const pooled = await this.acquire(route, endpoint, source, options.idleTimeoutMs)
       const session = pooled.session!
       let stream: ClientHttp2Stream
       try {
@@ -144,7 +144,7 @@ export class H2UpstreamPools {
    * A ready session of `route` with room for one more stream, that stream already counted: the
    * count must go up before anyone else looks (the caller's `request()` runs a microtask later).
    */
-  private async acquire(route: Route, endpoint: Endpoint, sourceWorkload: string, idleTimeoutMs: number | undefined): Promise<PooledSession> {
+  private async acquire(route: Route, endpoint: Endpoint, source: UpstreamSource, idleTimeoutMs: number | undefined): Promise<PooledSession> {
     for (;;) {
       if (this.closed) throw new ConnectFailure(`HTTP/2 upstream pools are closed; not connecting to ${endpoint.ip}:${endpoint.port}`)
       const list = this.pools.get(route.key) ?? []
@@ -164,7 +164,7 @@ export class H2UpstreamPools {
       if (usable.length >= MAX_SESSIONS_PER_KEY) {
         return reserve(usable.reduce((a, b) => (b.activeStreams < a.activeStreams ? b : a)))
       }
-      const pooled = this.open(route, endpoint, sourceWorkload, idleTimeoutMs)
+      const pooled = this.open(route, endpoint, source, idleTimeoutMs)
       await pooled.ready
       // The one who made it takes a stream on it even if waiters filled it meanwhile: nghttp2
       // queues the stream until a slot frees, and no loop of new sessions can start.
@@ -172,7 +172,7 @@ export class H2UpstreamPools {
     }
   }
 
-  private open(route: Route, endpoint: Endpoint, sourceWorkload: string, idleTimeoutMs: number | undefined): PooledSession {
+  private open(route: Route, endpoint: Endpoint, source: UpstreamSource, idleTimeoutMs: number | undefined): PooledSession {
     const authority = `${endpoint.ip}:${endpoint.port}`
     const connectTimeoutMs = this.options.connectTimeoutMs
     let settled = false
@@ -220,7 +220,9 @@ export class H2UpstreamPools {
         createConnection: () => net.connect({ host: endpoint.ip, port: endpoint.port, noDelay: true }),
       }))
     } else {
-      this.options.tunnels.open({ peerAddress: route.remoteAddress!, peerPort: this.options.inboundPort, destination: authority, sourceWorkload }).then(
+      const target = tunnelTarget(endpoint, source, route.remoteAddress!, this.options.inboundPort)
+      if (target instanceof ConnectFailure) { process.nextTick(fail, target.message); return pooled }
+      this.options.tunnels.open(target).then(
         (tunnelStream) => {
           if (pooled.gone) { tunnelStream.close(http2.constants.NGHTTP2_CANCEL); return }
           attach(http2.connect(`http://${authority}`, { settings: sessionSettings, createConnection: () => tunnelStream }))

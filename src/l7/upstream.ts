@@ -9,13 +9,14 @@
 // pooled HTTP/2 connection to the endpoint's node (src/datapath/tunnel.ts). undici's connector
 // expects a net/tls socket, and its pools would duplicate what the tunnel already pools.
 //
-// A tunnelled pool is keyed by source workload too: the CONNECT stream names the source
-// (`weft-source-workload`) and a kept-alive connection must not carry another workload's request.
+// A tunnelled pool is keyed by the source pod too: the tunnel connection presents the source
+// workload's certificate and the CONNECT stream names the source pod's address, so a kept-alive
+// connection must not carry another pod's request.
 import http from 'node:http'
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
-import type { TunnelPool } from '../datapath/tunnel.ts'
+import type { TunnelPool, TunnelTarget } from '../datapath/tunnel.ts'
 import { isOpen, type BreakerOpen, type CircuitBreaker, type Release } from './breaker.ts'
 
 export interface UpstreamOptions {
@@ -66,20 +67,39 @@ function connectionSlot(options: unknown): Release | BreakerRefusal {
   return isOpen(slot) ? new BreakerRefusal(slot.open) : slot
 }
 
-/** How requests from `sourceWorkload` reach `endpoint`, and the key of their pool (shared with upstream-h2.ts). */
+/** The calling pod, as the downstream connection knows it. */
+export interface UpstreamSource {
+  readonly sourceIp: string
+  /** Its SPIFFE ID (the certificate a tunnel presents), undefined when the pod is not a known workload. */
+  readonly sourceIdentity: string | undefined
+}
+
+/** How requests from a source pod reach `endpoint`, and the key of their pool (shared with upstream-h2.ts). */
 export interface UpstreamRoute {
-  /** `ip:port` direct; `ip:port|node address|source workload` through the tunnel. */
+  /** `ip:port` direct; `ip:port|node address|source ip` through the tunnel. */
   readonly key: string
   readonly path: UpstreamPath
   /** The endpoint's node address, through the tunnel. */
   readonly remoteAddress: string | undefined
 }
 
-export function upstreamRoute(endpoint: Endpoint, sourceWorkload: string, snapshot: MeshSnapshot, localNode: string): UpstreamRoute {
+export function upstreamRoute(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, localNode: string): UpstreamRoute {
   const remoteNode = endpoint.node !== undefined && endpoint.node !== localNode ? snapshot.nodes.get(endpoint.node) : undefined
   return remoteNode
-    ? { key: `${endpoint.ip}:${endpoint.port}|${remoteNode.address}|${sourceWorkload}`, path: 'tunnel', remoteAddress: remoteNode.address }
+    ? { key: `${endpoint.ip}:${endpoint.port}|${remoteNode.address}|${source.sourceIp}`, path: 'tunnel', remoteAddress: remoteNode.address }
     : { key: `${endpoint.ip}:${endpoint.port}`, path: 'direct', remoteAddress: undefined }
+}
+
+/**
+ * The tunnel stream for requests from `source` to `endpoint` on `peerAddress`, or why there can be
+ * none: both ends need an identity (the source pod's certificate, the destination pod's to check).
+ */
+export function tunnelTarget(endpoint: Endpoint, source: UpstreamSource, peerAddress: string, peerPort: number): TunnelTarget | ConnectFailure {
+  const destination = `${endpoint.ip}:${endpoint.port}`
+  if (source.sourceIdentity === undefined) return new ConnectFailure(`cannot open a tunnel to ${destination} for ${source.sourceIp}: the source pod is not a known workload, so it has no identity`)
+  const destinationIdentity = endpoint.workload?.identity
+  if (destinationIdentity === undefined) return new ConnectFailure(`cannot open a tunnel to ${destination}: the endpoint is not a known pod, so its identity cannot be checked`)
+  return { peerAddress, peerPort, destination, destinationIdentity, source: { ip: source.sourceIp, identity: source.sourceIdentity } }
 }
 
 export class UpstreamPools {
@@ -91,21 +111,22 @@ export class UpstreamPools {
   }
 
   /**
-   * The pool for requests from `sourceWorkload` to `endpoint`; `idleTimeoutMs` (a DestinationPolicy's
+   * The pool for requests from `source` to `endpoint`; `idleTimeoutMs` (a DestinationPolicy's
    * connectionPool.idleTimeout) applies when the pool is made here.
    */
-  for(endpoint: Endpoint, sourceWorkload: string, snapshot: MeshSnapshot, idleTimeoutMs?: number): Upstream {
-    const { key, remoteAddress } = upstreamRoute(endpoint, sourceWorkload, snapshot, this.options.node)
+  for(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, idleTimeoutMs?: number): Upstream {
+    const { key, remoteAddress } = upstreamRoute(endpoint, source, snapshot, this.options.node)
     const existing = this.agents.get(key)
     if (existing) return existing
     const idle = idleTimeoutMs ?? this.options.idleTimeoutMs ?? 30_000
     let upstream: Upstream
     if (remoteAddress !== undefined) {
       const tunnels = this.options.tunnels
-      const target = { peerAddress: remoteAddress, peerPort: this.options.inboundPort, destination: `${endpoint.ip}:${endpoint.port}`, sourceWorkload }
+      const target = tunnelTarget(endpoint, source, remoteAddress, this.options.inboundPort)
       const agent = new http.Agent({ keepAlive: true, timeout: idle, scheduling: 'lifo' })
       // Asynchronous createConnection: return nothing and answer through the callback.
       agent.createConnection = ((options: unknown, callback: (err: Error | null, stream?: Duplex) => void) => {
+        if (target instanceof ConnectFailure) { process.nextTick(callback, target); return undefined }
         const slot = connectionSlot(options)
         if (slot instanceof BreakerRefusal) { process.nextTick(callback, slot); return undefined }
         tunnels.open(target).then(
@@ -158,7 +179,7 @@ export class UpstreamPools {
  * methods on it (keep-alive, ref/unref, noDelay); an HTTP/2 stream has none of them. The
  * tunnel's session already keeps itself alive, so they are no-ops.
  */
-function asSocketLike(stream: Duplex): Duplex {
+export function asSocketLike(stream: Duplex): Duplex {
   const socketLike = stream as Duplex & Record<string, unknown>
   // The HTTP client corks and writes its head as a latin1 string; Http2Stream's batched write
   // (_writev) garbles string chunks (the pod's server saw a corrupt request line: 400). Without

@@ -87,6 +87,21 @@ export class NodeMetrics {
     name: 'weft_connection_errors_total', help: 'Connections the proxy could not forward, by reason.',
     labelNames: ['direction', 'reason'], registers: [this.registry],
   })
+  /**
+   * Connections (layer `connection`: the L4 decision when a tunnel stream or same-node connection
+   * is accepted) and HTTP requests (layer `request`) an AuthorizationPolicy refused, at the
+   * destination's node; policy: `namespace/name` of the policy that decided (`none`: no ALLOW
+   * policy matched).
+   */
+  readonly authorizationDenied = new Counter({
+    name: 'weft_authorization_denied_total', help: 'Connections and requests refused by an AuthorizationPolicy at the destination\'s node, by the policy that decided.',
+    labelNames: ['source_workload', 'destination_workload', 'policy', 'layer'], registers: [this.registry],
+  })
+  /** Tunnel (mTLS) connections refused at this node's inbound listener, by reason. */
+  readonly tunnelRefused = new Counter({
+    name: 'weft_tunnel_refused_total', help: 'Mutual-TLS tunnel connections refused by this node (no client certificate, another trust domain, an identity the connecting node does not host).',
+    labelNames: ['reason'], registers: [this.registry],
+  })
 
   /**
    * Per request (labels: requestLabels above): weft_requests_total, weft_request_duration_seconds,
