@@ -16,7 +16,7 @@ export interface NodeConfig {
   outboundPort: number
   /** Inbound tunnel listener (HTTP/2 CONNECT over mutual TLS from other nodes). Default 15008. */
   inboundPort: number
-  /** Admin listener: /healthz, /readyz, /metrics, /debug/destinations. Default 15020. */
+  /** Admin listener: /healthz, /readyz, /metrics, /debug/destinations, /debug/certs. Default 15020. */
   adminPort: number
   /** The cgroup v2 directory that holds the node's pods; the BPF programs are attached here. Required. */
   cgroupRoot: string
@@ -74,7 +74,7 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
   'proxy-ip': { type: 'string', arg: 'IP', help: 'local address enrolled pods are redirected to (required)' },
   'outbound-port': { type: 'string', arg: 'PORT', help: `outbound listener for redirected connections (default ${DEFAULTS.outboundPort})` },
   'inbound-port': { type: 'string', arg: 'PORT', help: `inbound mutual-TLS HTTP/2 tunnel listener (default ${DEFAULTS.inboundPort})` },
-  'admin-port': { type: 'string', arg: 'PORT', help: `admin listener: /healthz /readyz /metrics /debug/destinations (default ${DEFAULTS.adminPort})` },
+  'admin-port': { type: 'string', arg: 'PORT', help: `admin listener: /healthz /readyz /metrics /debug/destinations /debug/certs (default ${DEFAULTS.adminPort})` },
   'cgroup-root': { type: 'string', arg: 'DIR', help: 'cgroup v2 directory holding the node\'s pods; BPF attaches here (required)' },
   'pin-dir': { type: 'string', arg: 'DIR', help: 'bpffs directory for pins (default /sys/fs/bpf/weft/<name>)' },
   'bpf-object': { type: 'string', arg: 'FILE', help: 'compiled BPF object (default build/bpf/weft.bpf.o)' },

@@ -175,7 +175,7 @@ export class NodeMetrics {
     const last = new Map<string, bigint>()
     const redirects = new Counter({
       name: 'weft_bpf_connects_total',
-      help: 'Connect attempts seen by the cgroup/connect4 program, by decision (read from the BPF counters map).',
+      help: 'Decisions of the interception programs, by kind: connects redirected, bypassed or refused (native IPv6 from an enrolled pod: refusedIpv6) by cgroup/connect4 and connect6, peers restored, connections to STRICT pods dropped (strictDropped); read from the BPF counters map.',
       labelNames: ['decision'], registers: [this.registry],
       collect() {
         const source = bpf()
