@@ -6,7 +6,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import { once } from 'node:events'
 
-import { classify, declaredProtocol, HTTP2_PREFACE, sniff } from '../src/l7/detect.ts'
+import { classify, classifyHttpVersion, declaredProtocol, HTTP2_PREFACE, sniff } from '../src/l7/detect.ts'
 
 t.test('a declared appProtocol decides, without reading a byte', async (t) => {
   t.equal(declaredProtocol('http'), 'http1')
@@ -48,7 +48,23 @@ t.test('a TLS ClientHello is TLS, with its SNI', async (t) => {
   t.same(classify(bytes), { protocol: 'tls', sni: 'reviews.shop.svc.cluster.local' })
 })
 
-async function sniffPair(t: Test, send: (client: net.Socket) => void): Promise<{ result: Awaited<ReturnType<typeof sniff>>; rest: Promise<string> }> {
+t.test('on an `http` port the first bytes say the HTTP version: the HTTP/2 preface, or HTTP/1.1 at the first byte that differs', async (t) => {
+  t.same(classifyHttpVersion(HTTP2_PREFACE), { protocol: 'http2' })
+  t.same(classifyHttpVersion(Buffer.concat([HTTP2_PREFACE, Buffer.from([0, 0, 0, 4, 0])])), { protocol: 'http2' }, 'the SETTINGS frame after it changes nothing')
+  t.equal(classifyHttpVersion(HTTP2_PREFACE.subarray(0, 10)), 'undecided', 'part of the preface waits for the rest')
+  t.same(classifyHttpVersion(HTTP2_PREFACE.subarray(0, 10), true), { protocol: 'http1' }, 'unless no more will come')
+  t.same(classifyHttpVersion(Buffer.from('G')), { protocol: 'http1' }, 'one byte of an HTTP/1.1 request is enough')
+  t.same(classifyHttpVersion(Buffer.from('PROPFIND / HTTP/1.1\r\n')), { protocol: 'http1' }, 'a method that starts like the preface')
+  t.same(classifyHttpVersion(Buffer.alloc(0), true), { protocol: 'http1' }, 'a silent client is the HTTP/1.1 server\'s to time out')
+})
+
+t.test('sniff with classifyHttpVersion: the preface is HTTP/2 and put back', async (t) => {
+  const { result, rest } = await sniffPair(t, (client) => { client.write(HTTP2_PREFACE.subarray(0, 5)); setTimeout(() => client.end(HTTP2_PREFACE.subarray(5)), 20) }, classifyHttpVersion)
+  t.equal(result.protocol, 'http2')
+  t.equal(await rest, HTTP2_PREFACE.toString('latin1'))
+})
+
+async function sniffPair(t: Test, send: (client: net.Socket) => void, classifier?: typeof classify): Promise<{ result: Awaited<ReturnType<typeof sniff>>; rest: Promise<string> }> {
   const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -60,7 +76,7 @@ async function sniffPair(t: Test, send: (client: net.Socket) => void): Promise<{
   send(client)
   const [socket] = await accepted
   t.teardown(() => socket.destroy())
-  const result = await sniff(socket, { timeoutMs: 100 })
+  const result = await sniff(socket, { timeoutMs: 100, classifier })
   const rest = new Promise<string>((resolve) => {
     let text = result.unread?.toString('latin1') ?? ''
     if (socket.readableEnded) { resolve(text); return } // the half-close came while sniffing

@@ -32,6 +32,14 @@ t.test('HTTP: an endpoint that cannot be reached is 503, one that resets before 
   t.equal(grpcMeshError({ kind: 'upstream-reset', destination: 'a/b', endpoint: '1.2.3.4:5' }).headers['grpc-status'], String(GRPC_STATUS.UNAVAILABLE))
 })
 
+t.test('HTTP: an endpoint that does not speak HTTP/2 is 502, saying how it showed it and what to declare', async (t) => {
+  t.same(httpMeshError({ kind: 'upstream-not-http2', destination: 'default/web', endpoint: '198.18.2.2:8080', answer: 'answered' }),
+    { status: 502, headers: { 'weft-error': 'endpoint 198.18.2.2:8080 of default/web does not speak HTTP/2: it answered the HTTP/2 connection preface with bytes that are not HTTP/2 (as an HTTP/1.1 server does); if it speaks HTTP/1.1, declare appProtocol http on the service port' } })
+  t.match(httpMeshError({ kind: 'upstream-not-http2', destination: 'default/web', endpoint: '198.18.2.2:8080', answer: 'closed' }).headers['weft-error'], /does not speak HTTP\/2: it closed the connection on the HTTP\/2 connection preface;/)
+  t.match(httpMeshError({ kind: 'upstream-not-http2', destination: 'default/web', endpoint: '198.18.2.2:8080', answer: 'reset' }).headers['weft-error'], /does not speak HTTP\/2: it reset the connection on the HTTP\/2 connection preface;/)
+  t.equal(grpcMeshError({ kind: 'upstream-not-http2', destination: 'a/b', endpoint: '1.2.3.4:5', answer: 'answered' }).headers['grpc-status'], String(GRPC_STATUS.UNAVAILABLE))
+})
+
 t.test('gRPC: trailers-only answers with UNAVAILABLE or DEADLINE_EXCEEDED and the message', async (t) => {
   t.same(grpcMeshError({ kind: 'no-healthy-endpoint', destination: 'default/ratings' }), {
     status: 200,

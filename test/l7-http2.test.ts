@@ -154,6 +154,96 @@ t.test('h2c: an unreachable endpoint gets a 503 naming it; the connection carrie
   t.equal(again.status, 503, 'the same session serves the next request')
 })
 
+/**
+ * An HTTP/1.1-only server on `host` (node:http answers the HTTP/2 preface with a 400): `/upload`
+ * answers the digest of the body and the head it got, `/trailers` a chunked body with a trailer and
+ * hop-by-hop headers, `/empty` a 204.
+ */
+async function http1OnlyBackend(t: Test, host: string): Promise<number> {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/trailers') {
+      res.writeHead(200, { trailer: 'x-digest', connection: 'keep-alive, x-hop', 'keep-alive': 'timeout=5', 'x-hop': 'dropped', 'x-end-to-end': 'kept' })
+      res.write('part one;')
+      res.addTrailers({ 'x-digest': 'abc123' })
+      res.end('part two')
+      return
+    }
+    if (req.url === '/empty') { res.writeHead(204).end(); req.resume(); return }
+    const hash = createHash('sha256')
+    let bytes = 0
+    req.on('data', (c: Buffer) => { bytes += c.length; hash.update(c) })
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json')
+      res.end(JSON.stringify({ bytes, sha256: hash.digest('hex'), method: req.method, url: req.url, httpVersion: req.httpVersion, headers: req.headers }))
+    })
+  })
+  server.listen(0, host)
+  await once(server, 'listening')
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  return (server.address() as net.AddressInfo).port
+}
+
+t.test('h2c to an `http` port: the requests go to the HTTP/1.1-only endpoint in HTTP/1.1 and come back as HTTP/2', async (t) => {
+  const port = await http1OnlyBackend(t, '127.0.0.2')
+  const proxy = await proxyFor(t, snapshotWith('http', [port]))
+  const session = connect(t, proxy.port)
+  const upload = Buffer.alloc(3 * 1024 * 1024, 7) // past the 64 KiB replay bound: streamed, chunked upstream
+  const [posted, small, withTrailers, empty] = await Promise.all([
+    h2Request(session, { ':method': 'POST', ':path': '/upload?big=1', ':authority': 'web.default', 'x-kept': 'yes' }, upload),
+    h2Request(session, { ':method': 'PUT', ':path': '/upload', ':authority': 'web.default', 'content-length': '5' }, Buffer.from('hello')),
+    h2Request(session, { ':path': '/trailers', te: 'trailers' }),
+    h2Request(session, { ':path': '/empty' }),
+  ])
+  t.equal(posted.status, 200)
+  const seen = JSON.parse(posted.body.toString()) as { bytes: number; sha256: string; method: string; url: string; httpVersion: string; headers: Record<string, string> }
+  t.equal(seen.httpVersion, '1.1', 'the endpoint was spoken to in HTTP/1.1')
+  t.equal(seen.method, 'POST')
+  t.equal(seen.url, '/upload?big=1')
+  t.equal(seen.bytes, upload.length, 'the whole streamed upload arrived')
+  t.equal(seen.sha256, createHash('sha256').update(upload).digest('hex'))
+  t.equal(seen.headers.host, 'web.default', ':authority became host')
+  t.equal(seen.headers['x-kept'], 'yes')
+  t.equal(seen.headers['x-forwarded-for'], '127.0.0.9')
+  t.notOk(Object.keys(seen.headers).some((name) => name.startsWith(':')), 'no pseudo-header reached the endpoint')
+  const buffered = JSON.parse(small.body.toString()) as { bytes: number; method: string; headers: Record<string, string> }
+  t.equal(buffered.method, 'PUT')
+  t.equal(buffered.bytes, 5)
+  t.equal(buffered.headers['content-length'], '5')
+  t.equal(withTrailers.status, 200)
+  t.equal(withTrailers.body.toString(), 'part one;part two')
+  t.equal(withTrailers.trailers['x-digest'], 'abc123', 'the chunked trailer came back as an HTTP/2 trailer')
+  t.equal(withTrailers.headers['x-end-to-end'], 'kept')
+  t.equal(withTrailers.headers['x-hop'], undefined, 'a header named in Connection is dropped')
+  t.equal(withTrailers.headers['keep-alive'], undefined)
+  t.equal(empty.status, 204)
+  t.equal(empty.body.length, 0)
+  const samples = parsePrometheusText(await proxy.metrics.registry.metrics())
+  t.equal(sumSamples(samples, 'weft_requests_total', { protocol: 'http2', destination_service: 'default/web' }), 4, 'counted as the client spoke: http2')
+})
+
+t.test('h2c to an HTTP/1.1-only endpoint on an h2c port: 502 saying it does not speak HTTP/2; gRPC gets the same as UNAVAILABLE', async (t) => {
+  const port = await http1OnlyBackend(t, '127.0.0.2')
+  const proxy = await proxyFor(t, snapshotWith('h2c', [port]))
+  const session = connect(t, proxy.port)
+  const reply = await h2Request(session, { ':path': '/' })
+  t.equal(reply.status, 502)
+  t.equal(reply.headers['weft-error'], `endpoint 127.0.0.2:${port} of default/web does not speak HTTP/2: it answered the HTTP/2 connection preface with bytes that are not HTTP/2 (as an HTTP/1.1 server does); if it speaks HTTP/1.1, declare appProtocol http on the service port`)
+  const call = await h2Request(session, { ':method': 'POST', ':path': '/pkg.Echo/Say', 'content-type': 'application/grpc', te: 'trailers' }, Buffer.alloc(5))
+  t.equal(call.status, 200)
+  t.equal(call.headers['grpc-status'], '14', 'UNAVAILABLE')
+  t.match(String(call.headers['grpc-message']), /^endpoint 127\.0\.0\.2:\d+ of default\/web does not speak HTTP\/2: it answered the HTTP\/2 connection preface/)
+
+  const closes = net.createServer((socket) => { socket.on('error', () => {}); socket.once('data', () => socket.end()) })
+  closes.listen(0, '127.0.0.2')
+  await once(closes, 'listening')
+  t.teardown(() => closes.close())
+  const closesPort = (closes.address() as net.AddressInfo).port
+  const other = await proxyFor(t, snapshotWith('h2c', [closesPort]))
+  const closed = await h2Request(connect(t, other.port), { ':path': '/' })
+  t.equal(closed.status, 502)
+  t.match(String(closed.headers['weft-error']), /^endpoint 127\.0\.0\.2:\d+ of default\/web does not speak HTTP\/2: it closed the connection on the HTTP\/2 connection preface/)
+})
+
 t.test('gRPC: unary calls, statuses from the server, bidirectional streaming', async (t) => {
   const server = await startGrpcServer({ host: '127.0.0.2', port: 0, name: 'a' })
   t.teardown(() => server.close())

@@ -1,6 +1,7 @@
 // The HTTP/2 upstream pools on loopback: real h2c servers on 127.0.0.x, and for the tunnel path a
 // real InboundListener (the far node's :15008) with a TunnelPool, as two nodes would use them.
 import t, { type Test } from 'tap'
+import http from 'node:http'
 import http2, { type ClientHttp2Stream, type Http2Server, type ServerHttp2Session } from 'node:http2'
 import net from 'node:net'
 import { createHash } from 'node:crypto'
@@ -266,6 +267,41 @@ t.test('direct: an endpoint that refuses, or never speaks HTTP/2, is a ConnectFa
   const mute = await pools.request(endpointOf(silentSnapshot, '198.19.0.10'), CLIENT, silentSnapshot, get('/'), { endStream: true }).then(() => undefined, (e: unknown) => e)
   t.ok(mute instanceof ConnectFailure, 'a ConnectFailure')
   t.match((mute as Error).message, /no session within 500 ms/)
+  t.same(pools.sessions(), [], 'failed sessions are not pooled')
+})
+
+/** A server on `host` that speaks HTTP/1.1 only (node:http answers the HTTP/2 preface with a 400), or closes on the first bytes. */
+async function notHttp2Server(t: Test, host: string, kind: 'http1' | 'closes'): Promise<number> {
+  const server = kind === 'http1'
+    ? http.createServer((_req, res) => res.end('HTTP/1.1 only'))
+    : net.createServer((socket) => { socket.on('error', () => {}); socket.once('data', () => socket.end()) })
+  server.listen(0, host)
+  await once(server, 'listening')
+  t.teardown(() => { if (server instanceof http.Server) server.closeAllConnections(); server.close() })
+  return (server.address() as net.AddressInfo).port
+}
+
+t.test('an endpoint that answers the preface in HTTP/1.1, or closes on it, is a ConnectFailure saying it does not speak HTTP/2', async (t) => {
+  const http1Port = await notHttp2Server(t, '127.0.0.2', 'http1')
+  const closesPort = await notHttp2Server(t, '127.0.0.3', 'closes')
+  const request = async (snapshot: MeshSnapshot, vip: string, pools: H2UpstreamPools): Promise<ConnectFailure> => {
+    const failure = await pools.request(endpointOf(snapshot, vip), CLIENT, snapshot, get('/'), { endStream: true }).then(() => undefined, (e: unknown) => e)
+    if (!(failure instanceof ConnectFailure)) throw new Error(`expected a ConnectFailure, got ${String(failure)}`)
+    return failure
+  }
+  const direct = snapshotWith(http1Port, closesPort)
+  const { pools } = await setup(t, () => direct)
+  t.equal((await request(direct, '198.19.0.10', pools)).notHttp2, 'answered', 'direct, HTTP/1.1: it answered with something else')
+  // web-remote (127.0.0.3) is on n2: through the tunnel, the far node has connected before the preface goes.
+  t.equal((await request(direct, '198.19.0.11', pools)).notHttp2, 'closed', 'tunnel, closes: it closed the connection on the preface')
+  const closedDirect = await notHttp2Server(t, '127.0.0.2', 'closes')
+  const http1Remote = await notHttp2Server(t, '127.0.0.3', 'http1')
+  const other = snapshotWith(closedDirect, http1Remote)
+  t.equal((await request(other, '198.19.0.10', pools)).notHttp2, 'closed', 'direct, closes')
+  t.equal((await request(other, '198.19.0.11', pools)).notHttp2, 'answered', 'tunnel, HTTP/1.1')
+  const refusedPort = await freePort('127.0.0.2')
+  const refusedSnapshot = snapshotWith(refusedPort, 1)
+  t.equal((await request(refusedSnapshot, '198.19.0.10', pools)).notHttp2, undefined, 'a refused connection is no sign of the protocol')
   t.same(pools.sessions(), [], 'failed sessions are not pooled')
 })
 

@@ -13,8 +13,10 @@
 // balances and retries each request (src/l7/pipeline.ts): HTTP/1.x to src/l7/http1.ts, HTTP/2
 // with prior knowledge and gRPC to src/l7/http2.ts — when the service port declares appProtocol
 // http, h2c or grpc, or, with no appProtocol, when the first bytes are an HTTP/1.x request line or
-// the HTTP/2 preface (src/l7/detect.ts). Everything else — other declared protocols, TLS, unknown
-// bytes, server-speaks-first, and connections to pod IPs — moves bytes as below.
+// the HTTP/2 preface (src/l7/detect.ts). On an `http` port the first bytes still say which: the
+// HTTP/2 preface goes to http2.ts (whose tries to that port speak HTTP/1.1), anything else to
+// http1.ts. Everything else — other declared protocols, TLS, unknown bytes, server-speaks-first,
+// and connections to pod IPs — moves bytes as below.
 import net, { type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { serviceAddress, type MeshSnapshot } from '../config/resources/index.ts'
@@ -27,10 +29,11 @@ import { abort, splice } from './splice.ts'
 import { TunnelError, type TunnelPool } from './tunnel.ts'
 import { admitConnection, type RequestAuthorizer } from './admission.ts'
 import { serveInboundHttp } from '../l7/inbound-http.ts'
-import { declaredProtocol, DEFAULT_SNIFF_TIMEOUT_MS, sniff, type Protocol } from '../l7/detect.ts'
+import { classifyHttpVersion, declaredProtocol, DEFAULT_SNIFF_TIMEOUT_MS, sniff, type Protocol } from '../l7/detect.ts'
 import { Http1Proxy } from '../l7/http1.ts'
 import { Http2Proxy } from '../l7/http2.ts'
 import { Pipeline } from '../l7/pipeline.ts'
+import { UpstreamPools } from '../l7/upstream.ts'
 
 export interface OriginalDestinationSource {
   takeOriginalDestination(peerIp: string, peerPort: number): { ip: string; port: number } | undefined
@@ -70,8 +73,10 @@ export class OutboundListener {
     this.pipeline = new Pipeline({ node: options.node, snapshot: options.snapshot, metrics: options.metrics, log: options.log, accessLog: options.accessLog })
     const pipeline = this.pipeline
     const upstream = { node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs, tunnels: options.tunnels }
-    this.http1 = new Http1Proxy({ ...upstream, pipeline, snapshot: options.snapshot, metrics: options.metrics, log: options.log })
-    this.http2 = new Http2Proxy({ ...upstream, pipeline, log: options.log })
+    // HTTP/1.1 connections to endpoints, shared: the HTTP/2 frontend's tries to `http` ports use them too.
+    const pools = new UpstreamPools(upstream)
+    this.http1 = new Http1Proxy({ ...upstream, pipeline, pools, snapshot: options.snapshot, metrics: options.metrics, log: options.log })
+    this.http2 = new Http2Proxy({ ...upstream, pipeline, http1Pools: pools, log: options.log })
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
       this.accept(socket).catch((err: unknown) => {
         options.log.error('outbound: unexpected failure', { error: err })
@@ -113,14 +118,17 @@ export class OutboundListener {
     const source = snapshot.workloadsByIp.get(peerIp)
     const sourceLabel = source ? `${source.namespace}/${source.name}` : 'unknown'
     const service = snapshot.services.get(serviceAddress(original.ip, original.port))
-    // A service VIP that speaks HTTP/1.x: the L7 proxy takes the connection.
+    // A service VIP that speaks HTTP: the L7 proxy takes the connection.
     let unread: Buffer | undefined
     let protocol: Protocol | undefined
     let sni: string | undefined
     if (service) {
-      protocol = declaredProtocol(service.port.appProtocol)
-      if (protocol === undefined) {
-        const sniffed = await sniff(socket, { timeoutMs: this.options.sniffTimeoutMs ?? DEFAULT_SNIFF_TIMEOUT_MS })
+      const declared = declaredProtocol(service.port.appProtocol)
+      protocol = declared
+      // Undeclared: sniff what it is. Declared http: which HTTP version (HTTP/2 prior knowledge or 1.1).
+      if (declared === undefined || declared === 'http1') {
+        const classifier = declared === 'http1' ? classifyHttpVersion : undefined
+        const sniffed = await sniff(socket, { timeoutMs: this.options.sniffTimeoutMs ?? DEFAULT_SNIFF_TIMEOUT_MS, classifier })
         protocol = sniffed.protocol
         sni = sniffed.sni
         unread = sniffed.unread

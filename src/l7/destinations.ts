@@ -11,6 +11,7 @@
 import { destinationPolicyFor, durationMs, serviceAddress, type DestinationPolicy, type Endpoint, type MeshSnapshot, type ServiceTarget } from '../config/resources/index.ts'
 import { createBalancer, EndpointState, type Balancer, type HashOn } from './balancers.ts'
 import { CircuitBreaker, type BreakerKind } from './breaker.ts'
+import { declaredProtocol } from './detect.ts'
 import { FaultInjector } from './faults.ts'
 import { OutlierDetector, outlierConfigFromPolicy, type Ejection, type OutlierOutcome } from './outlier.ts'
 import { compileRouteTables, type RouteBackend, type RouteRule, type RouteTable } from './router.ts'
@@ -74,6 +75,21 @@ export interface DestinationParts {
   readonly snapshot: MeshSnapshot
   /** connectionPool.idleTimeout: idle upstream connections close after this long; undefined: the pools' default. */
   readonly idleTimeoutMs: number | undefined
+  /**
+   * What the port's appProtocol says its endpoints speak: `http1` (http), `http2` (h2c, grpc);
+   * undefined when it declares neither, and tries speak what the client spoke.
+   */
+  readonly upstreamProtocol: UpstreamProtocol | undefined
+}
+
+export type UpstreamProtocol = 'http1' | 'http2'
+
+/** The protocol tries to a port speak, from its appProtocol (detect.ts reads the same declaration for clients). */
+export function upstreamProtocolOf(appProtocol: string | undefined): UpstreamProtocol | undefined {
+  const declared = declaredProtocol(appProtocol)
+  if (declared === 'http1') return 'http1'
+  if (declared === 'http2' || declared === 'grpc') return 'http2'
+  return undefined
 }
 
 /** One service port as a destination of requests: its name and target, and the parts above. */
@@ -201,7 +217,7 @@ export class L7Config {
           localFirst = { endpoints: local, balancer: createBalancer(balancerType, local, deps), spillOverBelowPercent: spec.failover.spillOverBelowHealthyPercent ?? DEFAULT_SPILL_OVER_BELOW_PERCENT }
         }
       }
-      const destination = new Destination(target, { endpoints: states, balancer, hashOn: spec?.loadBalancer?.hashOn, budget, breaker, outlier, faults: faults?.inert ? undefined : faults, localFirst, policy: spec, snapshot, idleTimeoutMs: spec?.connectionPool?.idleTimeout === undefined ? undefined : durationMs(spec.connectionPool.idleTimeout) })
+      const destination = new Destination(target, { endpoints: states, balancer, hashOn: spec?.loadBalancer?.hashOn, budget, breaker, outlier, faults: faults?.inert ? undefined : faults, localFirst, policy: spec, snapshot, idleTimeoutMs: spec?.connectionPool?.idleTimeout === undefined ? undefined : durationMs(spec.connectionPool.idleTimeout), upstreamProtocol: upstreamProtocolOf(target.port.appProtocol) })
       byName.set(key, destination)
       byAddress.set(address, destination)
     }

@@ -2,9 +2,12 @@
 // knows whether it can handle it at L7 or must move its bytes opaquely.
 //
 // 1. The service port's declared protocol (`appProtocol`) decides when it is set: `http` /
-//    `kubernetes.io/http` is HTTP/1.1, `h2c` / `kubernetes.io/h2c` HTTP/2 with prior knowledge,
-//    `grpc` gRPC; anything else (`tcp`, `mysql`, ...) is opaque. A declaration is trusted and
-//    costs nothing: no bytes are read first.
+//    `kubernetes.io/http` is HTTP (1.1, or HTTP/2 with prior knowledge: below), `h2c` /
+//    `kubernetes.io/h2c` HTTP/2 with prior knowledge, `grpc` gRPC; anything else (`tcp`, `mysql`,
+//    ...) is opaque. A declaration is trusted: no bytes are read first, except on an `http` port,
+//    where the first bytes say which HTTP version the client speaks (`classifyHttpVersion`, as
+//    Envoy's automatic codec): the HTTP/2 preface is HTTP/2, anything else HTTP/1.1 — decided on
+//    the first byte that differs from the preface, so an HTTP/1.1 request waits for nothing.
 // 2. Otherwise the first bytes the client sends are sniffed: an HTTP/1.x request line, the
 //    HTTP/2 connection preface, a TLS ClientHello (its SNI recorded); anything else is opaque.
 //    A client that sends nothing for `timeoutMs` is taken to be talking to a server-speaks-first
@@ -28,6 +31,19 @@ export function declaredProtocol(appProtocol: string | undefined): Protocol | un
 }
 
 export const HTTP2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
+
+/**
+ * The HTTP version of a client on a port declared `http`: `http2` once the bytes are the whole
+ * HTTP/2 preface, `http1` as soon as they differ from it (or end short of it); 'undecided' while
+ * they are a beginning of it. ("PRI" is reserved by RFC 9113 3.4 for the preface: no HTTP/1.1
+ * request starts so.)
+ */
+export function classifyHttpVersion(bytes: Buffer, ended = false): Classification {
+  const length = Math.min(bytes.length, HTTP2_PREFACE.length)
+  if (!bytes.subarray(0, length).equals(HTTP2_PREFACE.subarray(0, length))) return { protocol: 'http1' }
+  if (bytes.length >= HTTP2_PREFACE.length) return { protocol: 'http2' }
+  return ended ? { protocol: 'http1' } : 'undecided'
+}
 
 /** The longest request line sniffing waits for before calling the stream opaque. */
 export const MAX_SNIFF_BYTES = 8192
@@ -101,8 +117,10 @@ function serverName(handshake: Buffer): string | undefined {
 }
 
 export interface SniffOptions {
-  /** How long to wait for the client's first bytes before calling the stream opaque. */
+  /** How long to wait for the client's first bytes before the classifier's final answer is asked for. */
   readonly timeoutMs: number
+  /** What the bytes are: `classify` (default) for an undeclared port, `classifyHttpVersion` for an `http` one. */
+  readonly classifier?: ((bytes: Buffer, ended: boolean) => Classification) | undefined
 }
 
 export interface SniffResult {
@@ -126,6 +144,7 @@ export const DEFAULT_SNIFF_TIMEOUT_MS = 100
  * the socket paused, as it was.
  */
 export function sniff(socket: Socket, options: SniffOptions): Promise<SniffResult> {
+  const classifyBytes = options.classifier ?? classify
   return new Promise((resolve) => {
     const chunks: Buffer[] = []
     let length = 0
@@ -148,11 +167,11 @@ export function sniff(socket: Socket, options: SniffOptions): Promise<SniffResul
     const onData = (chunk: Buffer): void => {
       chunks.push(chunk)
       length += chunk.length
-      settle(classify(Buffer.concat(chunks, length)), false)
+      settle(classifyBytes(Buffer.concat(chunks, length), false), false)
     }
-    const onEnd = (): void => settle(classify(Buffer.concat(chunks, length), true), false)
+    const onEnd = (): void => settle(classifyBytes(Buffer.concat(chunks, length), true), false)
     const onClose = (): void => settle({ protocol: 'opaque' }, false)
-    const timer = setTimeout(() => settle(classify(Buffer.concat(chunks, length), true), true), options.timeoutMs)
+    const timer = setTimeout(() => settle(classifyBytes(Buffer.concat(chunks, length), true), true), options.timeoutMs)
     socket.on('data', onData)
     socket.once('end', onEnd)
     socket.once('close', onClose)

@@ -22,6 +22,13 @@ export const GRPC_STATUS = {
   UNAUTHENTICATED: 16,
 } as const
 
+/**
+ * How an endpoint showed, when an HTTP/2 session to it was being made, that it does not speak
+ * HTTP/2: it answered the connection preface with bytes that are not HTTP/2 (an HTTP/1.1 server
+ * answers 400), or closed or reset the connection on it.
+ */
+export type NotHttp2Answer = 'answered' | 'closed' | 'reset'
+
 /** Why weft ended a request; `destination` is the service as `namespace/name`. */
 export type MeshErrorCause =
   | { readonly kind: 'no-route'; readonly destination: string; readonly path: string }
@@ -34,6 +41,8 @@ export type MeshErrorCause =
   | { readonly kind: 'fault-abort'; readonly destination: string; readonly status: number; readonly grpcStatus?: number | undefined }
   /** The last try could not connect to `endpoint` (refused, unreachable, connect timeout, tunnel refused). */
   | { readonly kind: 'upstream-connect-failure'; readonly destination: string; readonly endpoint: string }
+  /** The last try's HTTP/2 session could not be made: `endpoint` does not speak HTTP/2 (nothing was sent). */
+  | { readonly kind: 'upstream-not-http2'; readonly destination: string; readonly endpoint: string; readonly answer: NotHttp2Answer }
   /** The last try's connection was reset (or closed) by `endpoint` before a response came. */
   | { readonly kind: 'upstream-reset'; readonly destination: string; readonly endpoint: string }
   /** An AuthorizationPolicy at the destination refused the request; `reason` names the policy. */
@@ -55,12 +64,19 @@ export function meshErrorMessage(cause: MeshErrorCause): string {
     case 'timeout': return `${cause.timeout} timeout of ${cause.ms}ms for ${cause.destination}`
     case 'fault-abort': return `fault injected for ${cause.destination}: abort with ${cause.status}`
     case 'upstream-connect-failure': return `cannot connect to endpoint ${cause.endpoint} of ${cause.destination}`
+    case 'upstream-not-http2': return `endpoint ${cause.endpoint} of ${cause.destination} does not speak HTTP/2: it ${NOT_HTTP2_ANSWERS[cause.answer]}; if it speaks HTTP/1.1, declare appProtocol http on the service port`
     case 'upstream-reset': return `endpoint ${cause.endpoint} of ${cause.destination} reset the connection before responding`
     case 'denied': return `${cause.destination}: ${cause.reason}`
   }
 }
 
-/** The HTTP status for a cause: Gateway API's 404/500 for routing, 503 for capacity (and an endpoint that cannot be reached), 502 for a reset, 504 for time, 403 for an authorization denial. */
+const NOT_HTTP2_ANSWERS: Readonly<Record<NotHttp2Answer, string>> = {
+  answered: 'answered the HTTP/2 connection preface with bytes that are not HTTP/2 (as an HTTP/1.1 server does)',
+  closed: 'closed the connection on the HTTP/2 connection preface',
+  reset: 'reset the connection on the HTTP/2 connection preface',
+}
+
+/** The HTTP status for a cause: Gateway API's 404/500 for routing, 503 for capacity (and an endpoint that cannot be reached), 502 for a reset or an endpoint that does not speak the port's protocol, 504 for time, 403 for an authorization denial. */
 export function meshErrorStatus(cause: MeshErrorCause): number {
   switch (cause.kind) {
     case 'no-route': return 404
@@ -69,7 +85,8 @@ export function meshErrorStatus(cause: MeshErrorCause): number {
     case 'breaker-open':
     case 'retry-budget-exhausted':
     case 'upstream-connect-failure': return 503
-    case 'upstream-reset': return 502
+    case 'upstream-reset':
+    case 'upstream-not-http2': return 502
     case 'timeout': return 504
     case 'fault-abort': return cause.status
     case 'denied': return 403

@@ -1,7 +1,8 @@
 // The HTTP/1.1 frontend: the outbound listener hands it a pod's connection to a service VIP (the
 // port declares appProtocol http, or the first bytes were an HTTP/1.x request line); it reads
 // each request on it into an `Exchange` for the pipeline (pipeline.ts), which routes, balances
-// and retries it, and carries out the pipeline's tries over keep-alive pools (upstream.ts).
+// and retries it, and carries out the pipeline's tries (client-h1.ts) over keep-alive pools
+// (upstream.ts).
 //
 // Requests are parsed by a `http.Server` that never listens: each accepted socket is given to it
 // with `emit('connection')`, so Node's parser, keep-alive, chunked coding and 100-continue handle
@@ -23,11 +24,11 @@ import type { Logger } from '../telemetry/log.ts'
 import type { NodeMetrics } from '../telemetry/metrics.ts'
 import type { Destination } from './destinations.ts'
 import { httpMeshError, WEFT_ERROR_HEADER, type MeshErrorCause } from './errors.ts'
-import { asksForTrailers, Pipeline, type Attempt, type DownstreamContext, type Exchange, type ExchangeStats, type OutgoingHeaders, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
+import { asksForTrailers, Pipeline, type DownstreamContext, type Exchange, type ExchangeStats, type OutgoingHeaders, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
 import type { Clock, Random } from './random.ts'
 import { applyHeaderModifier, type HeaderModifier } from './router.ts'
-import { isOpen, type BreakerOpen } from './breaker.ts'
-import { BREAKER_OPTION, BreakerRefusal, ConnectFailure, UpstreamPools, type UpstreamPath } from './upstream.ts'
+import { connectionNamed, finishUpstream, HOP_BY_HOP, responseHeaders, sendHttp1, type Http1Response } from './client-h1.ts'
+import { UpstreamPools, type UpstreamPath } from './upstream.ts'
 
 export type { DownstreamContext } from './pipeline.ts'
 export { DEFAULT_MAX_REPLAY_BYTES } from './pipeline.ts'
@@ -49,17 +50,13 @@ export interface Http1ProxyOptions {
   readonly keepAliveTimeoutMs?: number | undefined
   /** Idle upstream connections are closed after this long. */
   readonly upstreamIdleTimeoutMs?: number | undefined
+  /** The HTTP/1.1 upstream pools to share with the HTTP/2 frontend (its tries to `http` ports); made here when absent. */
+  readonly pools?: UpstreamPools | undefined
   readonly random?: Random | undefined
   readonly now?: Clock | undefined
 }
 
 export const REQUEST_ID_HEADER = 'x-request-id'
-
-/**
- * Hop-by-hop headers (RFC 9110 7.6.1), never forwarded, plus any named in Connection. `expect`
- * too: the downstream server has already answered 100-continue.
- */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization', 'expect'])
 
 export class Http1Proxy {
   readonly pipeline: Pipeline
@@ -71,7 +68,7 @@ export class Http1Proxy {
   constructor(options: Http1ProxyOptions) {
     this.options = options
     this.pipeline = options.pipeline ?? new Pipeline(options)
-    this.pools = new UpstreamPools({ node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs, tunnels: options.tunnels, idleTimeoutMs: options.upstreamIdleTimeoutMs })
+    this.pools = options.pools ?? new UpstreamPools({ node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs, tunnels: options.tunnels, idleTimeoutMs: options.upstreamIdleTimeoutMs })
     this.pipeline.onSnapshot((snapshot) => this.pools.prune(snapshot))
     this.server = http.createServer({
       keepAliveTimeout: options.keepAliveTimeoutMs ?? 60_000,
@@ -118,12 +115,6 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): v
 
 /** Where the answer goes: a response object, or (an Upgrade request) the raw client socket. */
 type Downstream = { readonly res: ServerResponse } | { readonly socket: Socket; readonly head: Buffer }
-
-/** A response from upstream: an ordinary one, or the 101 of an upgrade with the switched connection. */
-interface Http1Response extends UpstreamResponse {
-  readonly message: IncomingMessage
-  readonly upgraded?: { readonly socket: Duplex; readonly head: Buffer } | undefined
-}
 
 /** One HTTP/1.1 request as the pipeline sees it. */
 class Http1Exchange implements Exchange {
@@ -178,49 +169,7 @@ class Http1Exchange implements Exchange {
   }
 
   send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, target: string, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try {
-    // A try waiting for its connection is a pending request (the breaker's maxPendingRequests).
-    const pending = destination.breaker.tryAcquire('pendingRequests')
-    if (isOpen(pending)) return { result: Promise.resolve({ outcome: { kind: 'connect-failure' }, refused: breakerOpen(pending.open) }), cancel: () => {} }
-    const upstream = this.pools.for(endpoint, this.context, destination.snapshot, destination.idleTimeoutMs)
-    onPath(upstream.path)
-    const request = http.request({
-      agent: upstream.agent, host: endpoint.ip, port: endpoint.port,
-      method: this.request.method, path: target, headers: headers as http.OutgoingHttpHeaders, setHost: false,
-      [BREAKER_OPTION]: destination.breaker,
-    } as http.RequestOptions)
-    request.once('socket', (socket: Socket) => { if (socket.connecting) socket.once('connect', pending); else pending() })
-    request.once('close', pending)
-    const result = new Promise<Attempt>((resolve) => {
-      let settled = false
-      const settle = (attempt: Attempt): void => {
-        if (settled) { attempt.response?.discard(); return }
-        settled = true
-        resolve(attempt)
-      }
-      request.once('response', (message) => settle({ outcome: { kind: 'response', status: message.statusCode ?? 502 }, response: http1Response(message) }))
-      request.once('upgrade', (message: IncomingMessage, socket: Duplex, head: Buffer) => {
-        settle({ outcome: { kind: 'response', status: message.statusCode ?? 101 }, response: { ...http1Response(message), upgraded: { socket, head } } as Http1Response })
-      })
-      request.on('error', (err: NodeJS.ErrnoException) => {
-        if (err instanceof BreakerRefusal) { settle({ outcome: { kind: 'connect-failure' }, refused: breakerOpen(err.open) }); return }
-        // A kept-alive connection the server had just closed: the request never reached it.
-        // A kept-alive connection reset as the request went out is usually the endpoint closing
-        // it idle (the request never arrived), but may be one that died processing it: only an
-        // idempotent request is counted as never sent, so a POST is not sent twice.
-        const neverArrived = err instanceof ConnectFailure || CONNECT_ERRORS.has(err.code ?? '') ||
-          (request.reusedSocket && err.code === 'ECONNRESET' && IDEMPOTENT.has(this.request.method))
-        settle({ outcome: { kind: neverArrived ? 'connect-failure' : 'reset' } })
-      })
-      request.once('close', () => settle({ outcome: { kind: 'reset' } }))
-    })
-    if (body === undefined) request.end()
-    else if (Buffer.isBuffer(body)) request.end(body)
-    else {
-      // pipe, not pipeline: a failed try must not destroy the client's connection, which still
-      // gets weft's answer.
-      body.pipe(request)
-    }
-    return { result, cancel: () => request.destroy() }
+    return sendHttp1(this.pools, this.context, endpoint, destination, { method: this.request.method, target, headers, body }, onPath)
   }
 
   relay(response: UpstreamResponse, done: () => void, modifiers: readonly HeaderModifier[]): void {
@@ -311,54 +260,6 @@ class Http1Exchange implements Exchange {
     })
     client.resume()
   }
-}
-
-function breakerOpen(open: BreakerOpen['open']): NonNullable<Attempt['refused']> {
-  return { kind: 'breaker-open', destination: open.destination, limit: open.limit, max: open.max }
-}
-
-function http1Response(message: IncomingMessage): Http1Response {
-  const grpc = message.headers['grpc-status']
-  return {
-    status: message.statusCode ?? 502,
-    grpcStatus: typeof grpc === 'string' ? Number(grpc) : undefined,
-    body: message,
-    message,
-    // A try still sending its body cannot hand its connection back: end it.
-    discard: () => { message.resume(); finishUpstream(message) },
-  }
-}
-
-/**
- * The response is over (or thrown away) while the request to it may still be sending its body
- * (the endpoint answered early): that connection is mid-request and cannot be reused, so it goes.
- */
-export function finishUpstream(message: IncomingMessage): void {
-  const request = (message as IncomingMessage & { req?: http.ClientRequest }).req
-  if (request && !request.writableFinished) request.destroy()
-}
-
-/** Methods whose repetition has the effect of one request (RFC 9110 9.2.2). */
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
-
-/** Error codes that mean no connection was made: the request never left. */
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'CONNECT_TIMEOUT', 'EADDRNOTAVAIL'])
-
-function connectionNamed(connection: string | string[] | undefined): Set<string> {
-  if (connection === undefined) return new Set()
-  const text = Array.isArray(connection) ? connection.join(',') : connection
-  return new Set(text.split(',').map((name) => name.trim().toLowerCase()).filter((name) => name !== ''))
-}
-
-/** A response's headers minus hop-by-hop ones (an upgrade's `upgrade` header stays: the client needs it). */
-export function responseHeaders(incoming: IncomingHttpHeaders, upgrade: boolean): OutgoingHeaders {
-  const headers: OutgoingHeaders = {}
-  const named = connectionNamed(incoming.connection)
-  for (const [name, value] of Object.entries(incoming)) {
-    if (upgrade && name === 'upgrade') { headers[name] = value; continue }
-    if (!HOP_BY_HOP.has(name) && !named.has(name)) headers[name] = value
-  }
-  return headers
 }
 
 /**

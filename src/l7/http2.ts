@@ -3,7 +3,11 @@
 // service VIP whose port declares h2c/grpc, or whose first bytes were the HTTP/2 preface; an
 // `http2.Server` that never listens runs the session (`emit('connection')`), and each stream
 // becomes an `Exchange` for the pipeline (pipeline.ts). Tries go upstream as streams on pooled
-// HTTP/2 sessions (upstream-h2.ts), direct or through the tunnel.
+// HTTP/2 sessions (upstream-h2.ts), direct or through the tunnel — or, when the destination port
+// declares appProtocol http (a client that spoke h2c to an `http` port, as Envoy's automatic codec
+// accepts), as HTTP/1.1 requests (client-h1.ts): the upstream protocol follows the declaration.
+// Their responses are relayed as HTTP/2: hop-by-hop headers dropped, chunked trailers sent as
+// HTTP/2 trailers.
 //
 // Responses stream both ways with their trailers (gRPC's grpc-status lives there). A response
 // that ends with its headers (gRPC's trailers-only errors) is relayed the same way. weft's own
@@ -22,7 +26,8 @@ import type { Destination } from './destinations.ts'
 import { grpcMeshError, GRPC_STATUS, httpMeshError, WEFT_ERROR_HEADER, type MeshErrorCause } from './errors.ts'
 import { asksForTrailers, type Attempt, type DownstreamContext, type Exchange, type ExchangeStats, type L7Protocol, type OutgoingHeaders, type Pipeline, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
 import { applyHeaderModifier, type HeaderModifier } from './router.ts'
-import { ConnectFailure, type UpstreamOptions, type UpstreamPath } from './upstream.ts'
+import { finishUpstream, isHttp1Response, responseHeaders as http1ResponseHeaders, sendHttp1, type Http1Response } from './client-h1.ts'
+import { ConnectFailure, UpstreamPools, type UpstreamOptions, type UpstreamPath } from './upstream.ts'
 import { H2UpstreamPools } from './upstream-h2.ts'
 
 const { HTTP2_HEADER_STATUS, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = http2.constants
@@ -32,6 +37,8 @@ export interface Http2ProxyOptions extends UpstreamOptions {
   readonly log: Logger
   /** A client session with no stream open for this long is closed (streams in progress are never cut). Default 60 s. */
   readonly sessionIdleTimeoutMs?: number | undefined
+  /** The HTTP/1.1 pools for tries to `http` ports, shared with the HTTP/1.1 frontend; made here when absent. */
+  readonly http1Pools?: UpstreamPools | undefined
 }
 
 /** Connection-specific headers HTTP/2 forbids (RFC 9113 8.2.2), never forwarded; `te` is handled apart. */
@@ -47,6 +54,7 @@ export class Http2Proxy {
   private readonly options: Http2ProxyOptions
   private readonly server: http2.Http2Server
   private readonly pools: H2UpstreamPools
+  private readonly http1Pools: UpstreamPools
   private readonly contexts = new WeakMap<ServerHttp2Session, DownstreamContext>()
   /** The context of the connection being handed over: 'session' fires synchronously inside emit('connection'). */
   private handingOver: DownstreamContext | undefined
@@ -55,7 +63,8 @@ export class Http2Proxy {
     this.options = options
     this.pipeline = options.pipeline
     this.pools = new H2UpstreamPools(options)
-    this.pipeline.onSnapshot((snapshot) => this.pools.prune(snapshot))
+    this.http1Pools = options.http1Pools ?? new UpstreamPools(options)
+    this.pipeline.onSnapshot((snapshot) => { this.pools.prune(snapshot); this.http1Pools.prune(snapshot) })
     this.server = http2.createServer({ settings: { enablePush: false, initialWindowSize: STREAM_WINDOW, maxConcurrentStreams: MAX_CONCURRENT_STREAMS } })
     const idleMs = options.sessionIdleTimeoutMs ?? 60_000
     this.server.on('session', (session) => {
@@ -79,7 +88,7 @@ export class Http2Proxy {
       const context = this.contexts.get(stream.session as ServerHttp2Session)
       if (!context) { stream.close(NGHTTP2_INTERNAL_ERROR); return }
       stream.on('error', () => {}) // a reset by the client; the exchange sees 'close'
-      void this.pipeline.handle(new Http2Exchange(stream, headers, (flags & NGHTTP2_FLAG_END_STREAM) !== 0, context, this.pools, options.log))
+      void this.pipeline.handle(new Http2Exchange(stream, headers, (flags & NGHTTP2_FLAG_END_STREAM) !== 0, context, this.pools, this.http1Pools, options.log))
     })
   }
 
@@ -96,6 +105,7 @@ export class Http2Proxy {
 
   close(): void {
     this.pools.close()
+    this.http1Pools.close()
   }
 }
 
@@ -118,14 +128,16 @@ class Http2Exchange implements Exchange {
   readonly stats: ExchangeStats = { status: 0, grpcStatus: undefined, requestBytes: 0, responseBytes: 0, weftError: undefined }
   private readonly stream: ServerHttp2Stream
   private readonly pools: H2UpstreamPools
+  private readonly http1Pools: UpstreamPools
   private readonly log: Logger
   private readonly closeListeners: (() => void)[] = []
   private ended = false
 
-  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean, context: DownstreamContext, pools: H2UpstreamPools, log: Logger) {
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean, context: DownstreamContext, pools: H2UpstreamPools, http1Pools: UpstreamPools, log: Logger) {
     this.stream = stream
     this.context = context
     this.pools = pools
+    this.http1Pools = http1Pools
     this.log = log
     const contentType = headers['content-type']
     const protocol: L7Protocol = typeof contentType === 'string' && contentType.startsWith('application/grpc') ? 'grpc' : 'http2'
@@ -158,6 +170,9 @@ class Http2Exchange implements Exchange {
   }
 
   send(endpoint: Endpoint, destination: Destination, headers: OutgoingHeaders, target: string, body: Buffer | Readable | undefined, onPath: (path: UpstreamPath) => void): Try {
+    if (destination.upstreamProtocol === 'http1') {
+      return sendHttp1(this.http1Pools, this.context, endpoint, destination, { method: this.request.method, target, headers: http1RequestHeaders(headers), body }, onPath)
+    }
     headers[':path'] = target
     let upstream: ClientHttp2Stream | undefined
     let cancelled = false
@@ -169,7 +184,7 @@ class Http2Exchange implements Exchange {
         if (cancelled) { upstream.close(NGHTTP2_CANCEL); return { outcome: { kind: 'reset' } } as Attempt }
         return this.exchangeOn(opened.stream, body, endStream)
       },
-      (err: unknown) => ({ outcome: { kind: err instanceof ConnectFailure ? 'connect-failure' : 'reset' } }) as Attempt,
+      (err: unknown): Attempt => err instanceof ConnectFailure ? { outcome: { kind: 'connect-failure' }, notHttp2: err.notHttp2 } : { outcome: { kind: 'reset' } },
     )
     return { result, cancel: () => { cancelled = true; upstream?.close(NGHTTP2_CANCEL) } }
   }
@@ -205,6 +220,7 @@ class Http2Exchange implements Exchange {
   }
 
   relay(response: UpstreamResponse, done: () => void, modifiers: readonly HeaderModifier[]): void {
+    if (isHttp1Response(response)) { this.relayHttp1(response, done, modifiers); return }
     const relayed = response as Http2Response
     const { stream: upstream, headers: upstreamHeaders, endedWithHeaders } = relayed
     const downstream = this.stream
@@ -243,6 +259,45 @@ class Http2Exchange implements Exchange {
       done()
     })
     downstream.once('close', () => { if (!upstream.destroyed) upstream.close(NGHTTP2_CANCEL) })
+  }
+
+  /** An HTTP/1.1 endpoint's response, relayed as HTTP/2 (its chunked trailers as HTTP/2 trailers). */
+  private relayHttp1(response: Http1Response, done: () => void, modifiers: readonly HeaderModifier[]): void {
+    const { message } = response
+    const downstream = this.stream
+    let over = false
+    const finish = (): void => { if (!over) { over = true; done() } }
+    if (downstream.destroyed) { response.discard(); finish(); return }
+    // Cut between its head and now: nothing more will come (its 'close' has been and gone).
+    if (message.destroyed && !message.complete) { this.reset(); finish(); return }
+    this.stats.status = response.status
+    this.stats.grpcStatus = response.grpcStatus
+    const headers = responseHeaders(http1ResponseHeaders(message.headers, false) as IncomingHttpHeaders)
+    for (const modifier of modifiers) applyHeaderModifier(modifier, headers as Record<string, string | string[] | undefined>)
+    if (modifiers.length > 0) for (const name of CONNECTION_SPECIFIC) delete headers[name]
+    headers[HTTP2_HEADER_STATUS] = response.status
+    if (this.request.method === 'HEAD' || response.status === 204 || response.status === 304) {
+      downstream.respond(headers, { endStream: true })
+      response.discard()
+      finish()
+      return
+    }
+    downstream.once('wantTrailers', () => {
+      const out: http2.OutgoingHttpHeaders = {}
+      for (const [name, value] of Object.entries(message.trailers)) if (!CONNECTION_SPECIFIC.has(name)) out[name] = value
+      const grpc = message.trailers['grpc-status']
+      if (grpc !== undefined) this.stats.grpcStatus = Number(grpc)
+      downstream.sendTrailers(out)
+    })
+    downstream.respond(headers, { waitForTrailers: true })
+    message.on('data', (chunk: Buffer) => { this.stats.responseBytes += chunk.length })
+    message.pipe(downstream)
+    message.once('end', () => { finishUpstream(message); finish() })
+    message.once('close', () => {
+      // Cut before its end: reset the client's stream too (its response is incomplete).
+      if (!message.complete) { this.reset(); finish() }
+    })
+    downstream.once('close', () => { if (!message.complete) message.destroy() })
   }
 
   fail(cause: MeshErrorCause): void {
@@ -296,6 +351,18 @@ function responseHeaders(incoming: IncomingHttpHeaders): http2.OutgoingHttpHeade
     if (CONNECTION_SPECIFIC.has(name)) continue
     headers[name] = value
   }
+  return headers
+}
+
+/**
+ * An HTTP/2 request's forwarded headers for an HTTP/1.1 try: pseudo-headers dropped (the method
+ * and target travel apart), `:authority` as `host`.
+ */
+function http1RequestHeaders(forward: OutgoingHeaders): OutgoingHeaders {
+  const headers: OutgoingHeaders = {}
+  for (const [name, value] of Object.entries(forward)) if (!name.startsWith(':')) headers[name] = value
+  const authority = forward[':authority']
+  if (authority !== undefined) headers.host = authority
   return headers
 }
 

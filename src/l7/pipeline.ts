@@ -23,7 +23,7 @@ import { authorize } from '../policy/authorization.ts'
 import { hashKeyOf, type EndpointState } from './balancers.ts'
 import { isOpen, type Release } from './breaker.ts'
 import { type Destination, type DestinationView, L7Configs } from './destinations.ts'
-import type { MeshErrorCause } from './errors.ts'
+import type { MeshErrorCause, NotHttp2Answer } from './errors.ts'
 import type { Clock, Random } from './random.ts'
 import type { AttemptOutcome, RetryPolicy } from './retry.ts'
 import { applyHeaderModifier, redirectLocation, rewritePath, type HeaderModifier } from './router.ts'
@@ -77,6 +77,8 @@ export interface Attempt {
   readonly response?: UpstreamResponse | undefined
   /** The try was refused before anything was sent (a breaker limit on connections or pending requests): answer with this, do not retry. */
   readonly refused?: Extract<MeshErrorCause, { kind: 'breaker-open' }> | undefined
+  /** A connect failure because the endpoint does not speak HTTP/2 (how it showed it), for the error the client gets. */
+  readonly notHttp2?: NotHttp2Answer | undefined
 }
 
 /** One try in flight. */
@@ -336,7 +338,11 @@ export class Pipeline {
       concluded()
       switch (outcome.kind) {
         case 'timeout': exchange.fail({ kind: 'timeout', destination: target.name, timeout: 'backendRequest', ms: retry.perTryTimeoutMs ?? 0 }); return
-        case 'connect-failure': exchange.fail({ kind: 'upstream-connect-failure', destination: target.name, endpoint: picked.id }); return
+        case 'connect-failure':
+          exchange.fail(attempt.notHttp2 === undefined
+            ? { kind: 'upstream-connect-failure', destination: target.name, endpoint: picked.id }
+            : { kind: 'upstream-not-http2', destination: target.name, endpoint: picked.id, answer: attempt.notHttp2 })
+          return
         default: exchange.fail({ kind: 'upstream-reset', destination: target.name, endpoint: picked.id }); return
       }
     }

@@ -14,7 +14,11 @@
 //
 // A session counts as made only once the peer's first SETTINGS frame arrived (within
 // connectTimeoutMs): until then nothing of the request has been sent, so a failure is a
-// `ConnectFailure` — safe to retry elsewhere — and the concurrency limit is known.
+// `ConnectFailure` — safe to retry elsewhere — and the concurrency limit is known. When the
+// connection was made but the peer answered the preface with something else than HTTP/2 frames
+// (nghttp2's protocol error: an HTTP/1.1 server's 400), or closed or reset it, the failure says
+// the endpoint does not speak HTTP/2 (`notHttp2`), so the client is told that rather than
+// "cannot connect".
 //
 // Over a tunnel stream, the session's socket is the CONNECT stream wrapped by Node in a
 // JSStreamSocket, which writes Buffers only: the string-chunk garbling of Http2Stream's batched
@@ -23,7 +27,14 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
 import net from 'node:net'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
+import type { NotHttp2Answer } from './errors.ts'
 import { ConnectFailure, tunnelTarget, upstreamRoute, type UpstreamOptions, type UpstreamPath, type UpstreamRoute as Route, type UpstreamSource } from './upstream.ts'
+
+/**
+ * Session errors before the peer's first SETTINGS, on a made connection, that say it does not
+ * speak HTTP/2: nghttp2's protocol error (its first bytes were not a SETTINGS frame), a reset.
+ */
+const NOT_HTTP2_ERRORS: Readonly<Record<string, NotHttp2Answer>> = { ERR_HTTP2_ERROR: 'answered', ECONNRESET: 'reset' }
 
 /** Sessions per key before new streams queue on the least busy one instead. */
 export const MAX_SESSIONS_PER_KEY = 16
@@ -63,7 +74,7 @@ interface PooledSession {
   readonly ready: Promise<void>
   isReady: boolean
   /** Rejects `ready` with a ConnectFailure if it has not settled; no-op once ready. */
-  abandon: (message: string) => void
+  abandon: (message: string, notHttp2?: NotHttp2Answer) => void
   /** GOAWAY, error or close: takes no new streams. */
   gone: boolean
   activeStreams: number
@@ -182,13 +193,13 @@ export class H2UpstreamPools {
     const pooled: PooledSession = {
       key: route.key, path: route.path, session: undefined, ready, isReady: false, gone: false, activeStreams: 0, idleTimer: undefined,
       idleTimeoutMs: idleTimeoutMs ?? this.options.idleTimeoutMs ?? 30_000,
-      abandon: (message) => {
+      abandon: (message, notHttp2) => {
         if (settled) return
         settled = true
         clearTimeout(deadline)
         this.forget(pooled)
         pooled.session?.destroy()
-        settle.reject(new ConnectFailure(message))
+        settle.reject(new ConnectFailure(message, notHttp2))
       },
     }
     const list = this.pools.get(route.key)
@@ -198,6 +209,8 @@ export class H2UpstreamPools {
     // One deadline for the whole making: TCP connect (or tunnel stream) and the peer's SETTINGS.
     const deadline = setTimeout(() => fail(`HTTP/2 to ${authority}${route.path === 'tunnel' ? ` through ${route.remoteAddress}` : ''}: no session within ${connectTimeoutMs} ms`), connectTimeoutMs)
 
+    // Whether the connection to the endpoint is made (the tunnel stream: once open, the endpoint's node has connected to it).
+    let connected = route.path === 'tunnel'
     const attach = (session: ClientHttp2Session): void => {
       pooled.session = session
       if (pooled.gone) { session.destroy(); return } // closed or pruned while the tunnel stream opened
@@ -209,15 +222,15 @@ export class H2UpstreamPools {
         pooled.isReady = true
         settle.resolve()
       })
-      session.on('error', (err: Error) => { fail(`HTTP/2 to ${authority}: ${err.message}`); this.forget(pooled) })
+      session.on('error', (err: NodeJS.ErrnoException) => { fail(`HTTP/2 to ${authority}: ${err.message}`, connected ? NOT_HTTP2_ERRORS[err.code ?? ''] : undefined); this.forget(pooled) })
       session.on('goaway', () => { fail(`HTTP/2 to ${authority}: GOAWAY before the session was ready`); this.forget(pooled) })
-      session.on('close', () => { fail(`HTTP/2 to ${authority}: the session closed before it was ready`); this.forget(pooled) })
+      session.on('close', () => { fail(`HTTP/2 to ${authority}: the session closed before it was ready`, connected ? 'closed' : undefined); this.forget(pooled) })
     }
 
     if (route.path === 'direct') {
       attach(http2.connect(`http://${authority}`, {
         settings: sessionSettings,
-        createConnection: () => net.connect({ host: endpoint.ip, port: endpoint.port, noDelay: true }),
+        createConnection: () => net.connect({ host: endpoint.ip, port: endpoint.port, noDelay: true }).once('connect', () => { connected = true }),
       }))
     } else {
       const target = tunnelTarget(endpoint, source, route.remoteAddress!, this.options.inboundPort)

@@ -18,6 +18,7 @@ import type { Duplex } from 'node:stream'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
 import type { TunnelPool, TunnelTarget } from '../datapath/tunnel.ts'
 import { isOpen, type BreakerOpen, type CircuitBreaker, type Release } from './breaker.ts'
+import type { NotHttp2Answer } from './errors.ts'
 
 export interface UpstreamOptions {
   /** This node's name: endpoints elsewhere are reached through the tunnel. */
@@ -36,9 +37,19 @@ export interface Upstream {
   readonly path: UpstreamPath
 }
 
-/** An error raised before the request left: the connection (or tunnel stream) could not be made. */
+/**
+ * An error raised before the request left: the connection (or tunnel stream, or HTTP/2 session)
+ * could not be made. `notHttp2`: the connection was made, but the endpoint showed it does not
+ * speak HTTP/2 (upstream-h2.ts).
+ */
 export class ConnectFailure extends Error {
   readonly code = 'WEFT_CONNECT_FAILURE'
+  readonly notHttp2: NotHttp2Answer | undefined
+
+  constructor(message: string, notHttp2?: NotHttp2Answer) {
+    super(message)
+    this.notHttp2 = notHttp2
+  }
 }
 
 /** A new connection refused because the destination's breaker is at `maxConnections`: nothing was sent. */
