@@ -23,6 +23,7 @@
 #define WEFT_MAX_PORTS      1024
 #define WEFT_MAX_INFLIGHT   262144
 #define WEFT_MAX_SOURCES    1024
+#define WEFT_MAX_SPLICED    65536
 
 /* How many cgroup ancestry levels connect4/6 and strict ingress check (level 0 is the cgroup v2 root). */
 #ifndef WEFT_MAX_CGROUP_LEVELS
@@ -190,6 +191,48 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+/*
+ * splice_peers: socket cookie (host-order __u64) of a proxy-side socket -> the socket its
+ * received bytes are sent out of (the other proxy-side socket of the same connection).
+ * A SOCKHASH: the daemon writes the peer's fd, the kernel keeps the socket (a lookup from user
+ * space gives its cookie). No program is attached to this map; a socket leaves it when it closes.
+ * Written by the daemon (NodeInterception.joinSockets, the L4 fast path). Read by the stream
+ * verdict (bpf_sk_redirect_hash).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, WEFT_MAX_SPLICED);
+	__type(key, __u64);
+	__type(value, __u64);
+} splice_peers SEC(".maps");
+
+/*
+ * splice_socks: socket cookie (host-order __u64) -> the socket itself. The stream verdict
+ * (sk_skb/stream_verdict) is attached to this map: it runs for every skb a socket in it receives.
+ * A separate map from splice_peers so that a socket's verdict only starts once its peer can be
+ * found (a socket here always has its peer in splice_peers already).
+ * Written by the daemon (joinSockets, after splice_peers). Read by the kernel (the attachment).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, WEFT_MAX_SPLICED);
+	__type(key, __u64);
+	__type(value, __u64);
+} splice_socks SEC(".maps");
+
+/*
+ * splice_bytes: socket cookie (host-order __u64) -> payload bytes the stream verdict sent on
+ * to the peer (__u64). Created at 0 by the daemon before the socket joins splice_socks; added to
+ * by the stream verdict; read (and deleted) by the daemon when the connection ends, so the proxy
+ * counts the bytes it never saw. LRU: entries of a daemon that died go by themselves.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, WEFT_MAX_SPLICED);
+	__type(key, __u64);
+	__type(value, __u64);
+} splice_bytes SEC(".maps");
 
 static __always_inline void weft_count(enum weft_counter which)
 {

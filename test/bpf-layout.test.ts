@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import t from 'tap'
 
 import { defaultObjectPath, findCgroup2Mount, isOnBpfFs, parseIpv4Cidr } from '../src/bpf/index.ts'
-import { counterIndex, maps, programs, structs, type FieldType, type MapLayout } from '../src/bpf/layout.ts'
+import { counterIndex, mapPrograms, maps, programs, structs, type FieldType, type MapLayout } from '../src/bpf/layout.ts'
 import { native } from '../src/bpf/native.ts'
 import { requirePrivileged } from './helpers/privileged.ts'
 
@@ -97,9 +97,9 @@ t.test('every program in layout.ts is in the object, and nothing else; counters 
   t.teardown(() => {
     for (const fd of [...Object.values(object.programs), ...Object.values(object.maps)]) native.close(fd)
   })
-  t.same(Object.keys(object.programs).sort(), Object.values(programs).map((program) => program.cName).sort())
-  const expectedTypes: Record<string, string> = { connect4: 'cgroup_sock_addr', connect6: 'cgroup_sock_addr', getpeername4: 'cgroup_sock_addr', getpeername6: 'cgroup_sock_addr', sockops: 'sock_ops', ingress: 'cgroup_skb' }
-  for (const [point, program] of Object.entries(programs)) {
+  t.same(Object.keys(object.programs).sort(), [...Object.values(programs), ...Object.values(mapPrograms)].map((program) => program.cName).sort())
+  const expectedTypes: Record<string, string> = { connect4: 'cgroup_sock_addr', connect6: 'cgroup_sock_addr', getpeername4: 'cgroup_sock_addr', getpeername6: 'cgroup_sock_addr', sockops: 'sock_ops', ingress: 'cgroup_skb', stream_verdict: 'sk_skb' }
+  for (const [point, program] of [...Object.entries(programs), ...Object.entries(mapPrograms)]) {
     const fd = object.programs[program.cName]
     if (fd === undefined) continue
     t.equal(native.progInfo(fd).type, expectedTypes[point], `${program.cName} is a ${expectedTypes[point]} program`)

@@ -1,6 +1,7 @@
 // NodeInterception against the real kernel: load, pin, attach, adopt, enrollment, the
 // redirect itself (connect4/connect6 + sockops + getpeername4/getpeername6), native IPv6
-// refused, what is left alone, the strict-mode maps, counters, and uninstall. Each test makes its own cgroups and pins and removes them on teardown.
+// refused, what is left alone, the strict-mode maps, counters, and uninstall (the stream verdict of
+// the L4 fast path is pinned and adopted with the rest). Each test makes its own cgroups and pins and removes them on teardown.
 import { existsSync, readdirSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
@@ -80,7 +81,9 @@ async function connectFrom(t: Test, cgroupDir: string, host: string, port: numbe
 }
 
 const allLinks = ['connect4', 'connect6', 'getpeername4', 'getpeername6', 'ingress', 'sockops']
-const allMaps = ['counters', 'dst_by_cookie', 'dst_by_tuple', 'enrolled_cgrps', 'excluded_ports', 'intercept_rules', 'mesh_sources', 'proxy_config', 'strict_cgrps']
+const allMaps = ['counters', 'dst_by_cookie', 'dst_by_tuple', 'enrolled_cgrps', 'excluded_ports', 'intercept_rules', 'mesh_sources', 'proxy_config', 'splice_bytes', 'splice_peers', 'splice_socks', 'strict_cgrps']
+/** Pinned under progs/: the cgroup programs, and the stream verdict (attached to splice_socks, not a cgroup). */
+const allPrograms = [...allLinks, 'stream_verdict'].sort()
 
 /** bpftool's attach type names for each attach point, with the program id. */
 function expectedAttachments(ids: Record<string, number>): [string, number | undefined][] {
@@ -101,7 +104,7 @@ t.test('loads, pins and attaches the six programs at the cgroup root', (t) => {
   t.equal(interception.adopted, false, 'a fresh install is not adopted')
   for (const sub of ['maps', 'progs', 'links']) t.ok(existsSync(join(fixture.pinDir, sub)), `pinned ${sub}/`)
   t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), allLinks)
-  t.same(readdirSync(join(fixture.pinDir, 'progs')).sort(), allLinks)
+  t.same(readdirSync(join(fixture.pinDir, 'progs')).sort(), allPrograms)
   t.same(readdirSync(join(fixture.pinDir, 'maps')).sort(), allMaps)
   const ids = interception.programIds()
   const attached = attachedPrograms(fixture.node)
@@ -171,7 +174,9 @@ t.test('adopting with a changed object swaps the changed program in place and ke
     'unchanged programs stay',
   )
   t.same(upgraded.linkIds(), links, 'the same links')
-  t.same(attachedPrograms(fixture.node).map((program) => program.id).sort(), Object.values(after).sort(), 'attached: exactly the current programs')
+  const { stream_verdict: streamVerdict, ...cgroupPrograms } = after
+  t.equal(streamVerdict, before.stream_verdict, 'the stream verdict did not change, so it stays')
+  t.same(attachedPrograms(fixture.node).map((program) => program.id).sort(), Object.values(cgroupPrograms).sort(), 'attached: exactly the current programs')
   t.same(upgraded.enrolledCgroups(), [cgroupIdOf(pod)], 'maps kept')
   t.equal((await connectFrom(t, pod, '198.18.7.7', 80)).remoteAddress, '198.18.7.7', 'the new connect4 redirects through the pinned maps')
   t.end()
@@ -206,7 +211,7 @@ t.test('a partial install (a link pin missing, maps and programs still pinned) i
   unlinkSync(join(fixture.pinDir, 'links', 'sockops'))
   t.same(readdirSync(join(fixture.pinDir, 'links')).sort(), allLinks.filter((point) => point !== 'sockops'), 'setup: one link pin gone')
   t.equal(readdirSync(join(fixture.pinDir, 'maps')).length, allMaps.length, 'setup: maps still pinned')
-  t.same(readdirSync(join(fixture.pinDir, 'progs')).sort(), allLinks, 'setup: programs still pinned')
+  t.same(readdirSync(join(fixture.pinDir, 'progs')).sort(), allPrograms, 'setup: programs still pinned')
   t.ok(
     await eventually(() => !attachedPrograms(fixture.node).some((program) => program.attach_type === 'cgroup_sock_ops') && attachedPrograms(fixture.node).length === allLinks.length - 1),
     'setup: the unpinned link was released, the others are still attached',

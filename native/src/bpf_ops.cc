@@ -166,6 +166,20 @@ Napi::Value LinkCreateCgroup(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+// progAttach(progFd, mapFd, 'stream_verdict'): a sockmap program, attached to the map itself
+// (BPF_PROG_ATTACH; it lives as long as the map). Attaching again replaces the program for
+// sockets added from then on.
+Napi::Value ProgAttachMap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int progFd = FdArg(info, 0, "progAttachMap");
+  int mapFd = FdArg(info, 1, "progAttachMap");
+  std::string typeName = StringArg(info, 2, "progAttachMap");
+  if (typeName != "stream_verdict") ThrowType(env, "progAttachMap: unknown attach type '" + typeName + "' (known: stream_verdict)");
+  if (bpf_prog_attach(progFd, mapFd, BPF_SK_SKB_STREAM_VERDICT, 0) != 0)
+    ThrowErrno(env, errno, "progAttachMap " + typeName + " (prog fd " + std::to_string(progFd) + ", map fd " + std::to_string(mapFd) + ")");
+  return env.Undefined();
+}
+
 Napi::Value LinkUpdate(const Napi::CallbackInfo& info) {
   int linkFd = FdArg(info, 0, "linkUpdate");
   int progFd = FdArg(info, 1, "linkUpdate");
@@ -369,6 +383,7 @@ void InitBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("objGet", Napi::Function::New(env, ObjGet));
   exports.Set("close", Napi::Function::New(env, Close));
   exports.Set("linkCreateCgroup", Napi::Function::New(env, LinkCreateCgroup));
+  exports.Set("progAttachMap", Napi::Function::New(env, ProgAttachMap));
   exports.Set("linkUpdate", Napi::Function::New(env, LinkUpdate));
   exports.Set("linkDetach", Napi::Function::New(env, LinkDetach));
   exports.Set("progInfo", Napi::Function::New(env, ProgInfo));

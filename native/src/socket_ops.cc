@@ -1,12 +1,18 @@
 // Socket options on a socket's fd (from net.Socket's handle): cookie, mark, transparent,
-// reuseport, and the netfilter original destination.
+// reuseport, the netfilter original destination, and what the L4 fast path needs (a
+// non-blocking drain of the receive queue, TCP byte counters, SO_RCVLOWAT).
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/netfilter_ipv4.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "args.h"
@@ -65,6 +71,60 @@ Napi::Value GetOriginalDst(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// recvAvailable(fd, max): what the socket's receive queue holds now, read without blocking
+// (MSG_DONTWAIT) until it is empty or max bytes were read: { data, eof, error? }. Reading until
+// EAGAIN leaves no skb half-read, which matters before a socket joins a sockmap: its stream
+// verdict (tcp_read_skb) takes whole skbs.
+Napi::Value RecvAvailable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "recvAvailable");
+  uint32_t max = U32Arg(info, 1, "recvAvailable", 0, false);
+  std::string data;
+  bool eof = false;
+  int error = 0;
+  char chunk[65536];
+  while (data.size() < max) {
+    ssize_t n = recv(fd, chunk, std::min<size_t>(sizeof(chunk), max - data.size()), MSG_DONTWAIT);
+    if (n > 0) { data.append(chunk, static_cast<size_t>(n)); continue; }
+    if (n == 0) { eof = true; break; }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) error = errno;
+    break;
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("data", Napi::Buffer<char>::Copy(env, data.data(), data.size()));
+  result.Set("eof", Napi::Boolean::New(env, eof));
+  if (error != 0) result.Set("error", Napi::String::New(env, strerror(error)));
+  return result;
+}
+
+// tcpCounters(fd): { bytesReceived, bytesAcked, unacked }: TCP_INFO's tcpi_bytes_received and
+// tcpi_bytes_acked, and SIOCOUTQ (bytes in the send queue not yet acknowledged).
+Napi::Value TcpCounters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "tcpCounters");
+  struct tcp_info tcp {};
+  socklen_t len = sizeof(tcp);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &tcp, &len) != 0)
+    ThrowErrno(env, errno, "tcpCounters: getsockopt TCP_INFO on fd " + std::to_string(fd));
+  int unacked = 0;
+  if (ioctl(fd, SIOCOUTQ, &unacked) != 0) ThrowErrno(env, errno, "tcpCounters: ioctl SIOCOUTQ on fd " + std::to_string(fd));
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("bytesReceived", Napi::Number::New(env, static_cast<double>(tcp.tcpi_bytes_received)));
+  result.Set("bytesAcked", Napi::Number::New(env, static_cast<double>(tcp.tcpi_bytes_acked)));
+  result.Set("unacked", Napi::Number::New(env, unacked));
+  return result;
+}
+
+// setRcvLowat(fd, bytes): SO_RCVLOWAT. On TCP setting it also runs the socket's data-ready
+// callback when data is waiting (tcp_set_rcvlowat), which is how queued data that arrived
+// before a socket joined a sockmap reaches its stream verdict.
+Napi::Value SetRcvLowat(const Napi::CallbackInfo& info) {
+  uint32_t bytes = U32Arg(info, 1, "setRcvLowat", 0, false);
+  SetIntOption(info, SOL_SOCKET, SO_RCVLOWAT, static_cast<int>(bytes), "setRcvLowat", "SO_RCVLOWAT");
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitSocket(Napi::Env env, Napi::Object exports) {
@@ -73,6 +133,9 @@ void InitSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("setIpTransparent", Napi::Function::New(env, SetIpTransparent));
   exports.Set("setReusePort", Napi::Function::New(env, SetReusePort));
   exports.Set("getOriginalDst", Napi::Function::New(env, GetOriginalDst));
+  exports.Set("recvAvailable", Napi::Function::New(env, RecvAvailable));
+  exports.Set("tcpCounters", Napi::Function::New(env, TcpCounters));
+  exports.Set("setRcvLowat", Napi::Function::New(env, SetRcvLowat));
 }
 
 }  // namespace weft

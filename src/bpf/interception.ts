@@ -4,7 +4,8 @@
 // Pin layout under pinDir (on bpffs):
 //   maps/<map name>          every map (adopting reopens these)
 //   progs/<attach point>     connect4, connect6, sockops, getpeername4, getpeername6, ingress
-//                            (for bpftool and debugging)
+//                            (for bpftool and debugging), and stream_verdict (the L4 fast path's
+//                            program, attached to the splice_socks map: no link, the map holds it)
 //   links/<attach point>     the cgroup bpf_links; their presence means "installed"
 import { closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, rmSync, unlinkSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -12,12 +13,14 @@ import { fileURLToPath } from 'node:url'
 
 import {
   counterIndex,
+  mapPrograms,
   maps,
   parseIpv4Cidr,
   programs,
   ruleAction,
   type AttachPoint,
   type CounterName,
+  type MapAttachPoint,
   type MapKey,
   type MapLayout,
   type OriginalDestination,
@@ -51,6 +54,7 @@ export type InterceptionCounters = Record<CounterName, bigint>
 export const defaultObjectPath = fileURLToPath(new URL('../../build/bpf/weft.bpf.o', import.meta.url))
 
 const attachPoints = Object.keys(programs) as AttachPoint[]
+const mapAttachPoints = Object.keys(mapPrograms) as MapAttachPoint[]
 let lookupAndDeleteWorks = true
 const mapKeys = Object.keys(maps) as MapKey[]
 
@@ -95,23 +99,23 @@ export class NodeInterception {
   /** True when open() found a complete install in pinDir and took it over (never detached). */
   readonly adopted: boolean
   /** When adopted: the programs whose code differed from the object and were swapped in place. */
-  readonly updatedPrograms: AttachPoint[]
+  readonly updatedPrograms: Array<AttachPoint | MapAttachPoint>
   readonly pinDir: string
   readonly cgroupRoot: string
   private readonly mapFds: Record<MapKey, number>
   private readonly linkFds: Record<AttachPoint, number>
-  private readonly progIds: Record<AttachPoint, number>
+  private readonly progIds: Record<AttachPoint | MapAttachPoint, number>
   private readonly cpus: number
   private closed = false
 
   private constructor(init: {
     adopted: boolean
-    updatedPrograms: AttachPoint[]
+    updatedPrograms: Array<AttachPoint | MapAttachPoint>
     pinDir: string
     cgroupRoot: string
     mapFds: Record<MapKey, number>
     linkFds: Record<AttachPoint, number>
-    progIds: Record<AttachPoint, number>
+    progIds: Record<AttachPoint | MapAttachPoint, number>
   }) {
     this.adopted = init.adopted
     this.updatedPrograms = init.updatedPrograms
@@ -146,8 +150,9 @@ export class NodeInterception {
     const paths = pinPaths(pinDir)
     const linksPinned = attachPoints.map((point) => existsSync(join(paths.links, point)))
     const mapsPinned = mapKeys.map((key) => existsSync(join(paths.maps, maps[key].name)))
+    const mapProgramsPinned = mapAttachPoints.map((point) => existsSync(join(paths.progs, point)))
     let interception: NodeInterception
-    if (linksPinned.every(Boolean) && mapsPinned.every(Boolean)) {
+    if (linksPinned.every(Boolean) && mapsPinned.every(Boolean) && mapProgramsPinned.every(Boolean)) {
       interception = NodeInterception.adopt(pinDir, cgroupRoot, cgroupId, options.objectPath ?? defaultObjectPath)
     } else {
       if (existsSync(pinDir)) NodeInterception.uninstall(pinDir) // partial: start clean
@@ -176,7 +181,15 @@ export class NodeInterception {
         checkMapLayout(fd, maps[key], `pinned map ${join(paths.maps, maps[key].name)}`)
       }
       const linkFds = {} as Record<AttachPoint, number>
-      const progIds = {} as Record<AttachPoint, number>
+      const progIds = {} as Record<AttachPoint | MapAttachPoint, number>
+      for (const point of mapAttachPoints) {
+        const fd = native.objGet(join(paths.progs, point))
+        try {
+          progIds[point] = native.progInfo(fd).id
+        } finally {
+          closeQuietly(fd)
+        }
+      }
       for (const point of attachPoints) {
         const path = join(paths.links, point)
         const fd = native.objGet(path)
@@ -201,7 +214,9 @@ export class NodeInterception {
   /**
    * An adopted install keeps its maps and links; if the object on disk has different code
    * for a program (a new weft version), the new program is loaded against the pinned maps
-   * and swapped in under the existing link (bpf_link_update): interception never lapses.
+   * and swapped in under the existing link (bpf_link_update): interception never lapses. A map
+   * program (the stream verdict) is attached to its pinned map again, which replaces it for the
+   * sockets joined from then on.
    * Fills progIds with the programs now attached; returns the attach points it updated.
    */
   private static updatePrograms(
@@ -209,8 +224,8 @@ export class NodeInterception {
     objectPath: string,
     mapFds: Record<MapKey, number>,
     linkFds: Record<AttachPoint, number>,
-    progIds: Record<AttachPoint, number>,
-  ): AttachPoint[] {
+    progIds: Record<AttachPoint | MapAttachPoint, number>,
+  ): Array<AttachPoint | MapAttachPoint> {
     const paths = pinPaths(pinDir)
     const reuse: Record<string, number> = {}
     for (const key of mapKeys) reuse[maps[key].name] = mapFds[key]
@@ -222,11 +237,12 @@ export class NodeInterception {
       bpfError.message = `interception: loading ${objectPath} against the pinned maps in ${pinDir} failed (the pinned programs stay attached): ${bpfError.message}`
       throw bpfError
     }
-    const updated: AttachPoint[] = []
+    const updated: Array<AttachPoint | MapAttachPoint> = []
     try {
-      for (const point of attachPoints) {
-        const newFd = object.programs[programs[point].cName]
-        if (newFd === undefined) throw new BpfError(`interception: ${objectPath} has no program "${programs[point].cName}"; rebuild it`)
+      for (const point of [...attachPoints, ...mapAttachPoints]) {
+        const cName = point in programs ? programs[point as AttachPoint].cName : mapPrograms[point as MapAttachPoint].cName
+        const newFd = object.programs[cName]
+        if (newFd === undefined) throw new BpfError(`interception: ${objectPath} has no program "${cName}"; rebuild it`)
         const fresh = native.progInfo(newFd)
         const pinPath = join(paths.progs, point)
         let current: { id: number; tag: string } | undefined
@@ -239,7 +255,12 @@ export class NodeInterception {
           }
         }
         if (current && current.id === progIds[point] && current.tag === fresh.tag) continue
-        native.linkUpdate(linkFds[point], newFd)
+        if (point in mapPrograms) {
+          const spec = mapPrograms[point as MapAttachPoint]
+          native.progAttachMap(newFd, mapFds[spec.map], spec.attachType)
+        } else {
+          native.linkUpdate(linkFds[point as AttachPoint], newFd)
+        }
         if (existsSync(pinPath)) unlinkSync(pinPath)
         native.objPin(newFd, pinPath)
         progIds[point] = fresh.id
@@ -273,11 +294,12 @@ export class NodeInterception {
         checkMapLayout(fd, maps[key], `map ${maps[key].name} in ${objectPath}`)
         mapFds[key] = fd
       }
-      const progFds = {} as Record<AttachPoint, number>
-      const progIds = {} as Record<AttachPoint, number>
-      for (const point of attachPoints) {
-        const fd = object.programs[programs[point].cName]
-        if (fd === undefined) throw new BpfError(`interception: ${objectPath} has no program "${programs[point].cName}" (has: ${Object.keys(object.programs).join(', ')}); rebuild it`)
+      const progFds = {} as Record<AttachPoint | MapAttachPoint, number>
+      const progIds = {} as Record<AttachPoint | MapAttachPoint, number>
+      for (const point of [...attachPoints, ...mapAttachPoints]) {
+        const cName = point in programs ? programs[point as AttachPoint].cName : mapPrograms[point as MapAttachPoint].cName
+        const fd = object.programs[cName]
+        if (fd === undefined) throw new BpfError(`interception: ${objectPath} has no program "${cName}" (has: ${Object.keys(object.programs).join(', ')}); rebuild it`)
         progFds[point] = fd
         progIds[point] = native.progInfo(fd).id
       }
@@ -289,7 +311,9 @@ export class NodeInterception {
       pinned = true
       for (const dir of [paths.maps, paths.progs, paths.links]) mkdirSync(dir, { recursive: true })
       for (const key of mapKeys) native.objPin(mapFds[key], join(paths.maps, maps[key].name))
-      for (const point of attachPoints) native.objPin(progFds[point], join(paths.progs, point))
+      for (const point of [...attachPoints, ...mapAttachPoints]) native.objPin(progFds[point], join(paths.progs, point))
+      // The stream verdict goes with its map (no socket is in it yet), before anything is attached.
+      for (const point of mapAttachPoints) native.progAttachMap(progFds[point], mapFds[mapPrograms[point].map], mapPrograms[point].attachType)
 
       cgroupFd = openSync(cgroupRoot, constants.O_RDONLY | constants.O_DIRECTORY)
       for (const point of attachPoints) {
@@ -297,7 +321,7 @@ export class NodeInterception {
         native.objPin(linkFds[point], join(paths.links, point))
       }
       closeSync(cgroupFd)
-      for (const point of attachPoints) closeQuietly(progFds[point]) // the links hold the programs
+      for (const point of [...attachPoints, ...mapAttachPoints]) closeQuietly(progFds[point]) // the links and maps hold the programs
       return interception
     } catch (error) {
       if (cgroupFd !== undefined) closeSync(cgroupFd)
@@ -405,6 +429,55 @@ export class NodeInterception {
     return layout.decodeValue(value)
   }
 
+  /**
+   * The L4 fast path: joins two connected TCP sockets (by fd) in the kernel, so what each
+   * receives is sent out of the other by the stream verdict, never reaching user space. The
+   * caller must first have taken everything their receive queues held (drainReceiveQueue) and
+   * written it on; afterwards kickReceiveQueue() sends on what arrived in between. Returns both
+   * sockets' cookies, for splicedBytes() and releaseSockets(). Either both are joined or neither.
+   */
+  joinSockets(fdA: number, fdB: number): [bigint, bigint] {
+    this.assertOpen()
+    const cookieA = native.getSocketCookie(fdA)
+    const cookieB = native.getSocketCookie(fdB)
+    const { splicePeers, spliceSockets, spliceBytes } = maps
+    const zero = spliceBytes.encodeValue(0n)
+    try {
+      native.mapUpdate(this.mapFds.spliceBytes, spliceBytes.encodeKey(cookieA), zero)
+      native.mapUpdate(this.mapFds.spliceBytes, spliceBytes.encodeKey(cookieB), zero)
+      // Each socket's peer first: a socket in splice_socks runs the verdict, which must find it.
+      native.mapUpdate(this.mapFds.splicePeers, splicePeers.encodeKey(cookieA), splicePeers.encodeValue(fdB))
+      native.mapUpdate(this.mapFds.splicePeers, splicePeers.encodeKey(cookieB), splicePeers.encodeValue(fdA))
+      native.mapUpdate(this.mapFds.spliceSockets, spliceSockets.encodeKey(cookieA), spliceSockets.encodeValue(fdA))
+      native.mapUpdate(this.mapFds.spliceSockets, spliceSockets.encodeKey(cookieB), spliceSockets.encodeValue(fdB))
+    } catch (error) {
+      this.releaseSockets([cookieA, cookieB])
+      throw error
+    }
+    return [cookieA, cookieB]
+  }
+
+  /** Payload bytes the stream verdict sent on from the socket with this cookie (0n when unknown). */
+  splicedBytes(cookie: bigint): bigint {
+    this.assertOpen()
+    const value = native.mapLookup(this.mapFds.spliceBytes, maps.spliceBytes.encodeKey(cookie), maps.spliceBytes.valueSize)
+    return value ? maps.spliceBytes.decodeValue(value) : 0n
+  }
+
+  /** Removes joined sockets' entries (a closed socket has left the sockhashes already). */
+  releaseSockets(cookies: bigint[]): void {
+    if (this.closed) return
+    for (const cookie of cookies) {
+      for (const key of ['spliceSockets', 'splicePeers', 'spliceBytes'] as const) {
+        try {
+          native.mapDelete(this.mapFds[key], maps[key].encodeKey(cookie))
+        } catch {
+          // gone already
+        }
+      }
+    }
+  }
+
   /** The programs' counters, summed over CPUs. */
   counters(): InterceptionCounters {
     this.assertOpen()
@@ -417,7 +490,7 @@ export class NodeInterception {
   }
 
   /** Kernel program ids of the attached programs (stable across adoption). */
-  programIds(): Record<AttachPoint, number> {
+  programIds(): Record<AttachPoint | MapAttachPoint, number> {
     return { ...this.progIds }
   }
 

@@ -225,6 +225,39 @@ export const maps = {
     encodeValue: encodeU32,
     decodeValue: (buffer) => buffer.readUInt32LE(0),
   }),
+  /** cookie of a proxy-side socket -> the socket its bytes go out of (an fd when written). Daemon writes; the stream verdict reads. */
+  splicePeers: mapLayout<bigint, number>({
+    name: 'splice_peers',
+    type: 'sockhash',
+    key: { int: 8 },
+    value: { int: 8 },
+    encodeKey: encodeU64,
+    decodeKey: (buffer) => buffer.readBigUInt64LE(0),
+    encodeValue: (fd) => encodeU64(BigInt(fd)),
+    decodeValue: (buffer) => Number(buffer.readBigUInt64LE(0)), // a lookup gives the socket's cookie
+  }),
+  /** cookie -> the socket itself; the stream verdict is attached here. Daemon writes. */
+  spliceSockets: mapLayout<bigint, number>({
+    name: 'splice_socks',
+    type: 'sockhash',
+    key: { int: 8 },
+    value: { int: 8 },
+    encodeKey: encodeU64,
+    decodeKey: (buffer) => buffer.readBigUInt64LE(0),
+    encodeValue: (fd) => encodeU64(BigInt(fd)),
+    decodeValue: (buffer) => Number(buffer.readBigUInt64LE(0)),
+  }),
+  /** cookie -> payload bytes the stream verdict sent on. Daemon creates and deletes; the stream verdict adds. */
+  spliceBytes: mapLayout<bigint, bigint>({
+    name: 'splice_bytes',
+    type: 'lru_hash',
+    key: { int: 8 },
+    value: { int: 8 },
+    encodeKey: encodeU64,
+    decodeKey: (buffer) => buffer.readBigUInt64LE(0),
+    encodeValue: encodeU64,
+    decodeValue: (buffer) => buffer.readBigUInt64LE(0),
+  }),
   /** counter index -> u64 per CPU. Programs write; the daemon reads. */
   counters: mapLayout<number, bigint>({
     name: 'counters',
@@ -249,6 +282,16 @@ export const programs = {
   ingress: { cName: 'weft_strict_in', attachType: 'ingress' },
 } as const satisfies Record<string, { cName: string; attachType: CgroupAttachType }>
 export type AttachPoint = keyof typeof programs
+
+/**
+ * Programs attached to a map rather than a cgroup: attach point -> C function name, the map (a
+ * key of `maps`) and the attach type. Pinned under progs/<attach point>; no link (they live as
+ * long as the map).
+ */
+export const mapPrograms = {
+  stream_verdict: { cName: 'weft_sk_verdict', map: 'spliceSockets', attachType: 'stream_verdict' },
+} as const satisfies Record<string, { cName: string; map: string; attachType: 'stream_verdict' }>
+export type MapAttachPoint = keyof typeof mapPrograms
 
 /**
  * Parses '10.0.0.0/8' (or a bare address, meaning /32) into a prefix with its host bits cleared,

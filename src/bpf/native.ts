@@ -53,6 +53,8 @@ export interface NativeAddon {
   objGet(path: string): number
   close(fd: number): void
   linkCreateCgroup(progFd: number, cgroupFd: number, attachType: CgroupAttachType): number
+  /** Attaches a sockmap program to a sockmap/sockhash (BPF_PROG_ATTACH); again: replaces it for sockets added later. */
+  progAttachMap(progFd: number, mapFd: number, attachType: 'stream_verdict'): void
   /** Atomically replaces the program of an attached link. */
   linkUpdate(linkFd: number, progFd: number): void
   linkDetach(linkFd: number): void
@@ -73,6 +75,12 @@ export interface NativeAddon {
   setIpTransparent(fd: number, on: boolean): void
   setReusePort(fd: number, on: boolean): void
   getOriginalDst(fd: number): { ip: string; port: number }
+  /** Reads what the receive queue holds (MSG_DONTWAIT) until it is empty or max bytes were read. */
+  recvAvailable(fd: number, max: number): { data: Buffer; eof: boolean; error?: string }
+  /** TCP_INFO's tcpi_bytes_received and tcpi_bytes_acked, and SIOCOUTQ (unacknowledged bytes queued). */
+  tcpCounters(fd: number): { bytesReceived: number; bytesAcked: number; unacked: number }
+  /** SO_RCVLOWAT; on TCP this also runs the data-ready callback when data waits. */
+  setRcvLowat(fd: number, bytes: number): void
 }
 
 /** Where scripts/setup.sh --only native puts the addon. */
