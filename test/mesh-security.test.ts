@@ -5,7 +5,7 @@
 // and path), and PeerAuthentication STRICT makes the kernel drop connections that did not come
 // through the mesh. Real parts only: the kernel, nats-server, weft control's CA, curl, openssl,
 // tcpdump.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -15,6 +15,7 @@ import type { Bus } from '../src/bus/index.ts'
 import type { Lab, TopologyInput } from '../src/lab/index.ts'
 import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
 import { requireLab, startIn, startLab, tcpClientScript, tcpServerScript } from './helpers/lab.ts'
+import { sniFor } from '../src/datapath/tunnel.ts'
 import { testCredentials } from './helpers/svid.ts'
 
 const node = process.execPath
@@ -31,6 +32,53 @@ const topology: TopologyInput = {
     { name: 'api', node: 'node2', namespace: 'secure', serviceAccount: 'api', labels: { app: 'api' } },
     { name: 'open', node: 'node2', labels: { app: 'open' } },
   ],
+}
+
+const CERT_LIFETIME = '30s'
+
+/** An echo server on :9090. */
+const echoServerScript = `
+require('node:net').createServer((socket) => socket.pipe(socket)).listen(9090, () => console.log('listening'))
+`
+
+/**
+ * One long-lived connection to argv[1]:9090: a line every 100 ms, each echoed back in order. When
+ * its stdin ends it prints \`sent echoed\` and exits 0; a connection error or close prints \`error ...\`.
+ */
+const pingClientScript = `
+const socket = require('node:net').connect(9090, process.argv[1])
+let sent = 0, echoed = 0, buffer = ''
+socket.setEncoding('utf8')
+socket.on('data', (chunk) => {
+  buffer += chunk
+  let i
+  while ((i = buffer.indexOf('\\n')) >= 0) { if (buffer.slice(0, i) !== 'ping ' + echoed) { console.log('error out of order: ' + buffer.slice(0, i)); process.exit(1) } echoed++; buffer = buffer.slice(i + 1) }
+})
+socket.on('connect', () => { console.log('connected'); setInterval(() => socket.write('ping ' + sent++ + '\\n'), 100) })
+socket.on('error', (err) => { console.log('error ' + err.code); process.exit(1) })
+socket.on('close', () => { console.log('error closed'); process.exit(1) })
+process.stdin.resume()
+process.stdin.on('end', () => setTimeout(() => { console.log(sent + ' ' + echoed); process.exit(0) }, 500))
+`
+
+interface CertsReport {
+  identities: Array<{ identity: string; serial: string | null; root: string | null }>
+  trustBundle: { signing: string; roots: Array<{ fingerprint: string }> } | null
+}
+
+async function certs(lab: Lab, nodeName: string): Promise<CertsReport> {
+  const res = await fetch(`http://${lab.node(nodeName).address}:15020/debug/certs`)
+  return await res.json() as CertsReport
+}
+
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 250))
+  }
 }
 
 /** An HTTP server on :8081 answering `<method> <path> from <x-forwarded-for>`. */
@@ -75,6 +123,8 @@ async function sClient(lab: Lab, from: string, address: string, args: string[]):
 
 t.test('zero trust in a two-node lab', async (t) => {
   if (!requireLab(t)) return
+  // Short-lived certificates: every test below runs while they renew (about every 15 s).
+  process.env.WEFT_LAB_CERT_LIFETIME = CERT_LIFETIME
   const lab = await startLab(t, topology, { startDaemons: true })
   const bus = await lab.connect('operator')
   t.teardown(() => bus.close())
@@ -127,8 +177,20 @@ t.test('zero trust in a two-node lab', async (t) => {
     writeFileSync(join(dir, 'foreign.pem'), svid.cert)
     const other = await sClient(lab, 'node1', node2, ['-cert', join(dir, 'foreign.pem'), '-key', join(dir, 'foreign.key')])
     t.match(other.output, /alert|error|errno|unknown/i, 'a certificate from another trust domain is refused')
+    // A valid certificate of the mesh's own CA, for an identity node1 runs no pod of (api is on
+    // node2 only): what a compromised node could present if it held such a certificate.
+    const ca = testCredentials({ certPem: readFileSync(join(lab.stateDir, 'ca', 'root-cert.pem'), 'utf8'), keyPem: readFileSync(join(lab.stateDir, 'ca', 'root-key.pem'), 'utf8') })
+    const api = 'spiffe://cluster.local/ns/secure/sa/api'
+    const borrowed = ca.svid(api)
+    writeFileSync(join(dir, 'api.key'), borrowed.key)
+    writeFileSync(join(dir, 'api.pem'), borrowed.cert)
+    const before = sumSamples(await metrics(lab, 'node2'), 'weft_tunnel_refused_total', { reason: 'identity_not_on_node' })
+    const stolen = await lab.run('node1', ['openssl', 's_client', '-connect', `${node2}:15008`, '-alpn', 'h2', '-tls1_3', '-servername', sniFor('spiffe://cluster.local/ns/default/sa/web'), '-cert', join(dir, 'api.pem'), '-key', join(dir, 'api.key')], { input: 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', timeoutMs: 15_000 })
+    t.notMatch(stolen.stdout, /HTTP\/1\.1 200/, 'no tunnel')
+    const after = sumSamples(await metrics(lab, 'node2'), 'weft_tunnel_refused_total', { reason: 'identity_not_on_node' })
+    t.equal(after - before, 1, 'a valid certificate for an identity the connecting node does not host is refused')
     const refused = sumSamples(await metrics(lab, 'node2'), 'weft_tunnel_refused_total', {})
-    t.ok(refused >= 2, `node2 counted the refused handshakes (${refused})`)
+    t.ok(refused >= 3, `node2 counted the refused handshakes (${refused})`)
   })
 
   t.test('AuthorizationPolicy ALLOW by principal: client in, intruder out, same node and cross node', async (t) => {
@@ -180,6 +242,8 @@ t.test('zero trust in a two-node lab', async (t) => {
     t.ok(requestDenials >= 2, 'node2 counted request denials')
     const destinationRequests = sumSamples(await metrics(lab, 'node2'), 'weft_requests_total', { reporter: 'destination', response_code: '403' })
     t.ok(destinationRequests >= 2, 'and reported them as reporter="destination" requests')
+    // The rule covers every port of the web pods: the tests below speak plain TCP to them.
+    await settle(bus, await bus.deleteResource('authorizationpolicy.default.web-allow-client'))
   })
 
   t.test('an invalid policy is rejected alone, with the field named', async (t) => {
@@ -213,5 +277,54 @@ t.test('zero trust in a two-node lab', async (t) => {
     })
     await settle(bus, back)
     t.equal(await tcp(lab, 'outsider', ip('api'), 8080), lab.pod('outsider').ip, 'PERMISSIVE again: the unenrolled pod gets in')
+  })
+
+  t.test('certificates renew under a live connection; weft control stopped stops nothing; a root rotation drops nothing', async (t) => {
+    await startIn(t, lab, 'web-2', [node, '-e', echoServerScript], /listening/)
+    const client = 'spiffe://cluster.local/ns/default/sa/client'
+    const web = 'spiffe://cluster.local/ns/default/sa/web'
+    const serial = async (nodeName: string, identity: string): Promise<string | undefined> => (await certs(lab, nodeName)).identities.find((i) => i.identity === identity)?.serial ?? undefined
+    const long = lab.exec('client', [node, '-e', pingClientScript, ip('web-2')], { stdio: ['pipe', 'pipe', 'pipe'] })
+    const exited = once(long, 'exit') as Promise<[number | null]>
+    let output = ''
+    long.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString() })
+    t.teardown(() => { if (long.exitCode === null) long.kill('SIGKILL') })
+    await until('the long-lived connection', 10_000, async () => (/connected|error/.test(output) ? true : undefined))
+    t.match(output, /connected/, 'a long-lived cross-node connection is open')
+
+    const first = { client: await serial('node1', client), web: await serial('node2', web) }
+    t.ok(first.client && first.web, 'both ends hold certificates')
+    await until('both certificates to renew', 40_000, async () => ((await serial('node1', client)) !== first.client && (await serial('node2', web)) !== first.web ? true : undefined))
+    t.pass(`renewed on both nodes (lifetime ${CERT_LIFETIME})`)
+    t.equal(await tcp(lab, 'client', ip('web-2'), 8080), lab.node('node2').proxyIp, 'a new connection after the renewal')
+
+    await lab.stopControl()
+    t.equal(await tcp(lab, 'client', ip('web-2'), 8080), lab.node('node2').proxyIp, 'weft control stopped: traffic still flows on the current certificates')
+    lab.startControl()
+
+    const oldRoot = (await certs(lab, 'node2')).trustBundle?.signing
+    const rotate = await until('weft control to answer rotate-ca', 20_000, async () => {
+      const r = spawnSync(node, [join(import.meta.dirname, '..', 'bin', 'weft.js'), 'control', 'rotate-ca', '--creds', lab.credsFile('operator')], { encoding: 'utf8' })
+      return r.status === 0 ? r : undefined
+    })
+    t.match(rotate.stdout, /.+/, `rotate-ca: ${rotate.stdout.trim().split('\n')[0]}`)
+    const bundle = await until('node2 to trust the new root next to the old', 20_000, async () => {
+      const b = (await certs(lab, 'node2')).trustBundle
+      return b && b.signing !== oldRoot && b.roots.some((r) => r.fingerprint === oldRoot) ? b : undefined
+    })
+    t.equal(bundle.roots.length, 2, 'the bundle holds old and new roots during the overlap')
+    t.equal(await tcp(lab, 'client', ip('web-2'), 8080), lab.node('node2').proxyIp, 'a new connection right after the rotation')
+    await until('both nodes to hold certificates of the new root', 40_000, async () => {
+      const [n1, n2] = [await certs(lab, 'node1'), await certs(lab, 'node2')]
+      const of = (r: CertsReport, id: string): string | null | undefined => r.identities.find((i) => i.identity === id)?.root
+      return of(n1, client) === bundle.signing && of(n2, web) === bundle.signing ? true : undefined
+    })
+    t.equal(await tcp(lab, 'client', ip('web-2'), 8080), lab.node('node2').proxyIp, 'a new connection with certificates of the new root')
+
+    long.stdin!.end()
+    const [code] = await exited
+    const [sent, echoed] = output.trim().split('\n').pop()!.split(' ').map(Number)
+    t.equal(code, 0, `the long-lived connection lived through it all (${output.trim().split('\n').pop()})`)
+    t.ok(sent! > 100 && sent === echoed, 'every line was echoed, in order')
   })
 })

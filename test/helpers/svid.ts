@@ -20,17 +20,22 @@ function openssl(dir: string, args: string[]): void {
   execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] })
 }
 
-/** A test CA; `secureContext(identity)` issues that identity's SVID on first use. */
-export function testCredentials(): TestCredentials {
+/**
+ * A test CA (or, given `ca`, an existing one: a lab's root, to mint what a rogue holder of its key
+ * could); `secureContext(identity)` issues that identity's SVID on first use.
+ */
+export function testCredentials(ca?: { readonly certPem: string; readonly keyPem: string }): TestCredentials {
   const dir = mkdtempSync(join(tmpdir(), 'weft-svid-'))
   try {
-    openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key'])
-    openssl(dir, ['req', '-x509', '-new', '-key', 'ca.key', '-subj', '/O=weft test CA', '-days', '2', '-out', 'ca.pem'])
-    const caPem = readFileSync(join(dir, 'ca.pem'), 'utf8')
-    const caKey = readFileSync(join(dir, 'ca.key'), 'utf8')
+    if (!ca) {
+      openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key'])
+      openssl(dir, ['req', '-x509', '-new', '-key', 'ca.key', '-subj', '/O=weft test CA', '-days', '2', '-out', 'ca.pem'])
+    }
+    const caPem = ca?.certPem ?? readFileSync(join(dir, 'ca.pem'), 'utf8')
+    const caKey = ca?.keyPem ?? readFileSync(join(dir, 'ca.key'), 'utf8')
     const svids = new Map<string, TestSvid>()
     const contexts = new Map<string, SecureContext>()
-    let serial = 0
+    let serial = Math.floor(Math.random() * 1e9)
     const svid = (identity: string): TestSvid => {
       const existing = svids.get(identity)
       if (existing) return existing
