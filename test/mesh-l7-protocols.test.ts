@@ -1,5 +1,6 @@
 // The L7 protocols end to end in a two-node lab, with real clients in pods: curl over HTTP/1.1
-// and HTTP/2 with prior knowledge, Node's http client with keep-alive, gRPC (@grpc/grpc-js:
+// and HTTP/2 with prior knowledge (also to an `http` port whose server speaks HTTP/1.1 only, and
+// to a misdeclared h2c port), Node's http client with keep-alive, gRPC (@grpc/grpc-js:
 // unary, server-returned statuses, bidirectional streaming, GRPCRoute), WebSocket through an
 // HTTP/1.1 Upgrade, 100 MB each way with the proxies' memory sampled, malformed input that must
 // cost only its own connection, and the per-protocol request counts on /metrics. The client is
@@ -187,6 +188,8 @@ const VIP = {
   h1: '198.19.1.12',
   h2Remote: '198.19.1.13',
   malformed: '198.19.1.14',
+  h1Remote: '198.19.1.15',
+  h2cOnHttp1: '198.19.1.16',
   grpcA: '198.19.1.20',
   grpcB: '198.19.1.21',
   grpcRouted: '198.19.1.22',
@@ -204,6 +207,9 @@ const resources: Array<[string, Record<string, unknown>]> = [
   service('h1', VIP.h1, { app: 'h2' }, [http1()]),
   service('h2-remote', VIP.h2Remote, { app: 'h2-remote' }, [h2c()]),
   service('malformed', VIP.malformed, { app: 'h2' }, [http1()]),
+  service('h1-remote', VIP.h1Remote, { app: 'h2-remote' }, [http1()]),
+  // Declared h2c, but the port behind it is the HTTP/1.1-only server: a misdeclared service.
+  service('h2c-on-http1', VIP.h2cOnHttp1, { app: 'h2' }, [h2c(8081)]),
   service('grpc-a', VIP.grpcA, { app: 'grpc-a' }, [grpcPort]),
   service('grpc-b', VIP.grpcB, { app: 'grpc-b' }, [grpcPort]),
   // The GRPCRoute's parent and its two backends (their own services, so their counts are their own).
@@ -305,6 +311,24 @@ t.test('HTTP/1.1, HTTP/2, gRPC and WebSocket through the node proxy in a two-nod
     t.equal(sniffed.status, 200)
     t.match(JSON.parse(sniffed.body), { server: 'h2-a', httpVersion: '2.0', path: '/sniffed', requestId: /^[0-9a-f-]{36}$/ },
       'a service without appProtocol: the HTTP/2 preface is sniffed and the request goes through L7 (x-request-id added)')
+  })
+
+  t.test('curl --http2-prior-knowledge to an `http` port: served HTTP/2, the HTTP/1.1-only server spoken to in HTTP/1.1; a misdeclared h2c port says its endpoint does not speak HTTP/2', async (t) => {
+    const local = await curl(lab, `http://${VIP.h1}/h2c-to-http`, '--http2-prior-knowledge', '--data-binary', 'y'.repeat(3000))
+    t.equal(local.status, 200, `status (body ${local.body})`)
+    t.equal(local.headers['x-served-by'], 'h2-a')
+    t.match(JSON.parse(local.body), { server: 'h2-a', httpVersion: '1.1', method: 'POST', path: '/h2c-to-http', bytes: 3000, forwardedFor: clientIp, requestId: /^[0-9a-f-]{36}$/ },
+      'the HTTP/1.1 server on this node got the request in HTTP/1.1, body whole')
+    const remote = await curl(lab, `http://${VIP.h1Remote}/h2c-far`, '--http2-prior-knowledge')
+    t.equal(remote.status, 200, `status (body ${remote.body})`)
+    t.match(JSON.parse(remote.body), { server: 'h2-b', httpVersion: '1.1', path: '/h2c-far', forwardedFor: clientIp },
+      'and the one on the other node, through the tunnel')
+    const plain = await curl(lab, `http://${VIP.h1}/still-http1`)
+    t.match(JSON.parse(plain.body), { server: 'h2-a', httpVersion: '1.1', path: '/still-http1' }, 'an HTTP/1.1 client on the same port is served as before')
+
+    const wrong = await curl(lab, `http://${VIP.h2cOnHttp1}/wrong`, '--http2-prior-knowledge')
+    t.equal(wrong.status, 502)
+    t.match(wrong.headers['weft-error'], /^endpoint 198\.18\.\d+\.\d+:8081 of default\/h2c-on-http1 does not speak HTTP\/2: it answered the HTTP\/2 connection preface with bytes that are not HTTP\/2/)
   })
 
   t.test("Node's http client: several requests on one kept-alive connection", async (t) => {
