@@ -78,6 +78,8 @@ export async function runNode(config: NodeConfig): Promise<void> {
   interception.setMeshSources([config.proxyIp, config.nodeIp])
 
   const metrics = new NodeMetrics(config.name, () => interception)
+  // Event-loop delay and GC pauses (weft_event_loop_delay_seconds, weft_gc_duration_seconds).
+  const stopRuntimeSampling = metrics.sampleRuntime()
   // The certificates of this node's workloads: keys made here, never leaving this process; signed
   // by weft control's CA over NATS; renewed at half-life.
   const identities = new NodeIdentities({ node: config.name, bus, trustDomain: config.trustDomain, log })
@@ -140,6 +142,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   await identities.stop()
   await accessLog.close()
   admin.close()
+  stopRuntimeSampling()
   await agent.stop()
   interception.close() // pins stay: interception (failing closed) outlives the process
 }

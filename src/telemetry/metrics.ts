@@ -1,5 +1,7 @@
 // Every metric the node daemon exports, declared once: name, help and labels live here only.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { constants as perfConstants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { EventLoopDelayHistogram } from './event-loop-delay.ts'
 import { RequestSeries } from './request-series.ts'
 
 /** outbound: a redirected pod connection leaving through this node; inbound: a tunnel stream arriving. */
@@ -61,6 +63,25 @@ export type RetryReason = 'connect-failure' | 'reset' | 'per-try-timeout' | 'ret
 export type EjectionReason = 'consecutive5xx' | 'consecutiveGatewayErrors'
 /** The DestinationPolicy `circuitBreaker` field whose limit was hit. */
 export type BreakerLimitName = 'maxConnections' | 'maxPendingRequests' | 'maxRequests' | 'maxRetries'
+/** Event-loop delay and GC pauses, in seconds: 1 ms to 2.5 s. A request in flight waits as long as the loop is held. */
+const runtimeBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+/** How often the event-loop sampler's timer is due (Node's monitorEventLoopDelay default). */
+export const EVENT_LOOP_SAMPLE_MS = 10
+/**
+ * prom-client's default metrics weft drops: its event-loop gauges (nodejs_eventloop_lag_*) report
+ * the 10 ms sampling interval as delay (an idle loop reads p50 10 ms) and, as gauges reset at each
+ * scrape, cannot be aggregated over time; its GC histogram observes only the first entry of each
+ * PerformanceObserver batch (14 of 19 collections counted in one measurement). weft's own
+ * weft_event_loop_delay_seconds and weft_gc_duration_seconds replace them. (prom-client still runs
+ * its sampler and observer: its sampler is slowed to one tick a second, PROM_CLIENT_LAG_PRECISION_MS.)
+ */
+const DROPPED_DEFAULT_METRICS = ['lag_seconds', 'lag_min_seconds', 'lag_max_seconds', 'lag_mean_seconds', 'lag_stddev_seconds', 'lag_p50_seconds', 'lag_p90_seconds', 'lag_p99_seconds']
+  .map((suffix) => `weft_process_nodejs_eventloop_${suffix}`).concat('weft_process_nodejs_gc_duration_seconds')
+/** The resolution of prom-client's own event-loop sampler, whose series are dropped: one wakeup a second instead of a hundred. */
+const PROM_CLIENT_LAG_PRECISION_MS = 1000
+/** The `kind` label of a GC, from its PerformanceEntry (perf_hooks.constants.NODE_PERFORMANCE_GC_*). */
+export type GcKind = 'minor' | 'major' | 'incremental' | 'weakcb' | 'other'
+
 /** The protocol of a downstream connection the L7 proxy serves (gRPC rides on http2 connections). */
 export type L7ConnectionProtocol = 'http' | 'http2'
 
@@ -142,6 +163,36 @@ export class NodeMetrics {
     labelNames: ['protocol'], registers: [this.registry],
   })
 
+  // The process's own stalls (issue 10's tail latency): sampled once sampleRuntime() is called.
+  /**
+   * How late the native sampler's timer (due every EVENT_LOOP_SAMPLE_MS) ran, one sample per
+   * tick: synchronous work, GC pauses and blocking calls all show here; a stall of S seconds is one
+   * sample of about S. Read out at scrape time (event-loop-delay.ts).
+   */
+  readonly eventLoopDelay = new EventLoopDelayHistogram(this.registry, {
+    name: 'weft_event_loop_delay_seconds', help: `How late the node daemon's event loop ran a timer due every ${EVENT_LOOP_SAMPLE_MS} ms (perf_hooks.monitorEventLoopDelay), one sample per tick; requests in flight wait as long.`,
+    buckets: runtimeBuckets, resolutionMs: EVENT_LOOP_SAMPLE_MS,
+  })
+  /** One per collection V8 reports (every PerformanceObserver 'gc' entry): its time on the main thread. */
+  readonly gcDuration = new Histogram({
+    name: 'weft_gc_duration_seconds', help: 'Garbage collections of the node daemon and the time each held the main thread, by kind (minor: scavenge; major: mark-compact; incremental: a marking step; weakcb: weak callbacks).',
+    labelNames: ['kind'], buckets: runtimeBuckets, registers: [this.registry],
+  })
+
+  /**
+   * Starts sampling the event-loop delay and GC pauses into the two histograms above (a native
+   * timer and a PerformanceObserver, neither keeping the process alive). The daemon calls it
+   * once; returns the stop.
+   */
+  sampleRuntime(): () => void {
+    const stopDelay = this.eventLoopDelay.start()
+    const observer = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) this.gcDuration.observe({ kind: gcKind(entry) }, entry.duration / 1000)
+    })
+    observer.observe({ entryTypes: ['gc'] })
+    return () => { stopDelay(); observer.disconnect() }
+  }
+
   /** Counts one finished request in the four per-request metrics (one label object for all). */
   recordRequest(labels: RequestLabels, sample: RequestSample): void {
     this.requestSeries.record(labels, sample.durationS, sample.requestBytes, sample.responseBytes)
@@ -170,7 +221,8 @@ export class NodeMetrics {
     requests.histogram(this.registry, { name: 'weft_request_duration_seconds', help: 'Time from a request arriving to its response being sent in full.' })
     requests.counter(this.registry, { name: 'weft_request_bytes_total', help: 'Request body bytes received from clients by the L7 proxy (headers and framing not counted).' }, 'requestBytes')
     requests.counter(this.registry, { name: 'weft_response_bytes_total', help: 'Response body bytes sent to clients by the L7 proxy (headers and framing not counted).' }, 'responseBytes')
-    collectDefaultMetrics({ register: this.registry, prefix: 'weft_process_' })
+    collectDefaultMetrics({ register: this.registry, prefix: 'weft_process_', eventLoopMonitoringPrecision: PROM_CLIENT_LAG_PRECISION_MS })
+    for (const name of DROPPED_DEFAULT_METRICS) this.registry.removeSingleMetric(name)
     // The kernel-side counters are read from the BPF per-CPU array at scrape time.
     const last = new Map<string, bigint>()
     const redirects = new Counter({
@@ -187,5 +239,15 @@ export class NodeMetrics {
         }
       },
     })
+  }
+}
+
+function gcKind(entry: PerformanceEntry): GcKind {
+  switch ((entry as PerformanceEntry & { readonly detail?: { readonly kind?: number } | null }).detail?.kind) {
+    case perfConstants.NODE_PERFORMANCE_GC_MINOR: return 'minor'
+    case perfConstants.NODE_PERFORMANCE_GC_MAJOR: return 'major'
+    case perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL: return 'incremental'
+    case perfConstants.NODE_PERFORMANCE_GC_WEAKCB: return 'weakcb'
+    default: return 'other'
   }
 }
