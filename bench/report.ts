@@ -113,6 +113,28 @@ const us = (v: number): string => (v >= 10_000 ? `${(v / 1000).toFixed(1)} ms` :
 const signedUs = (v: number): string => (v < 0 ? `−${us(-v)}` : `+${us(v)}`)
 const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 
+/**
+ * Each measured configuration next to haproxy on the same path and workload, as ratios (the way
+ * weft's cost goals are stated): closed-loop throughput, proxy CPU per 1,000 requests, open-loop
+ * p50 and p99, and the added p50 and p99 where haproxy's own is above zero (a ratio to a negative
+ * or zero figure means nothing). Empty when haproxy was not measured for this workload.
+ */
+function ratiosToHaproxy(report: BenchReport, workload: string, titles: Map<ConfigurationId, string>): string[] {
+  const rows = report.results.filter((x) => x.workload === workload && x.status === 'measured' && x.openLoop)
+  const base = new Map(rows.filter((x) => x.configuration === 'haproxy').map((x) => [x.path, x]))
+  if (base.size === 0) return []
+  const ratio = (value: number | undefined, of: number | undefined): string => (value === undefined || of === undefined || !(of > 0) || value < 0 ? '—' : `${(value / of).toFixed(2)}×`)
+  const lines = ['Ratios to haproxy on the same path (throughput: higher is better; the rest: lower is better):', '',
+    '| configuration | path | max req/s | CPU s / 1k req | p50 | p99 | added p50 | added p99 |', '| --- | --- | --: | --: | --: | --: | --: | --: |']
+  for (const r of rows) {
+    const h = base.get(r.path)
+    if (!h || r.configuration === 'haproxy' || r.configuration === 'direct') continue
+    lines.push(`| ${titles.get(r.configuration) ?? r.configuration} | ${r.path} | ${ratio(r.closedLoop?.requestsPerSecond, h.closedLoop?.requestsPerSecond)} | ${ratio(r.proxy?.cpuSecondsPer1000Requests, h.proxy?.cpuSecondsPer1000Requests)} | ${ratio(r.openLoop!.latencyUs.p50, h.openLoop!.latencyUs.p50)} | ${ratio(r.openLoop!.latencyUs.p99, h.openLoop!.latencyUs.p99)} | ${ratio(r.openLoop!.addedOverDirectUs?.p50, h.openLoop!.addedOverDirectUs?.p50)} | ${ratio(r.openLoop!.addedOverDirectUs?.p99, h.openLoop!.addedOverDirectUs?.p99)} |`)
+  }
+  lines.push('')
+  return lines
+}
+
 export function renderMarkdown(report: BenchReport): string {
   const titles = new Map(report.configurations.map((c) => [c.id, c.title]))
   const o = report.options
@@ -146,6 +168,7 @@ export function renderMarkdown(report: BenchReport): string {
       ].join(' | ').trim())
     }
     lines.push('')
+    lines.push(...ratiosToHaproxy(report, workload, titles))
     const checked = report.results.filter((x) => x.workload === workload && x.l7)
     if (checked.length > 0) {
       const n = (v: number): string => v.toLocaleString('en-US')

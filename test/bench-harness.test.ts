@@ -105,6 +105,8 @@ t.test('a tiny run: structure and counts', async (t) => {
   const markdown = readFileSync(files.markdown, 'utf8')
   t.match(markdown, /\| weft L4 \| same-node \|/)
   t.match(markdown, /\| weft L7 \(HTTP, metrics on\) \| cross-node \| \d/)
+  t.match(markdown, /Ratios to haproxy on the same path[^\n]*\n\n\| configuration \| path \| max req\/s \| CPU s \/ 1k req \| p50 \| p99 \| added p50 \| added p99 \|\n[^\n]*\n(\|[^\n]*\n)*\| weft L7 \(HTTP, metrics on\) \| same-node \| (\d+\.\d\d×|—) \| (\d+\.\d\d×|—) \| \d+\.\d\d× \|/, 'the HTTP table has its ratios to haproxy')
+  t.notMatch(markdown, /\| (direct \(no mesh\)|haproxy \(node L7 hop\)) \| [a-z-]+ \| (\d+\.\d\d×|—) \|/, 'no ratio rows for direct or haproxy itself')
   t.match(markdown, /L7 path check \(weft L7 \(HTTP, metrics on\)\): same-node: [\d,]+ requests sent, [\d,]+ counted/)
   const svg = readFileSync(files.svg, 'utf8')
   t.match(svg, /^<svg /)
