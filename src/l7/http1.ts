@@ -1,5 +1,6 @@
 // The HTTP/1.1 frontend: the outbound listener hands it a pod's connection to a service VIP (the
-// port declares appProtocol http, or the first bytes were an HTTP/1.x request line); it reads
+// port declares appProtocol http and the client did not open with the HTTP/2 preface, or the
+// first bytes were an HTTP/1.x request line); it reads
 // each request on it into an `Exchange` for the pipeline (pipeline.ts), which routes, balances
 // and retries it, and carries out the pipeline's tries (client-h1.ts) over keep-alive pools
 // (upstream.ts).
