@@ -1,16 +1,14 @@
 // `weft identity [NODE] [-o json]`: each node's workload certificates and trust bundle, read from
 // the node daemon's admin endpoint (GET http://<node address>:15020/debug/certs) — what
 // `istioctl ztunnel-config certificates` shows. Node addresses come from the Node resources on
-// NATS (`node._.<name>`, spec.address), or --address names one admin endpoint directly.
-import { request } from 'node:http'
-
-import { BusError, connectBus, resolveBusOptions, type BusFlags } from '../bus/index.ts'
+// NATS (`node._.<name>`, spec.address), or --address names one admin endpoint directly
+// (node-admin.ts).
+import { BusError } from '../bus/index.ts'
 import { ConfigError } from '../config/node-config.ts'
 import type { NodeIdentitiesReport } from '../identity/index.ts'
+import { AdminHttpError, NODE_ADMIN_OPTIONS, fetchAdminJson, nodeTargets, type NodeTarget } from './node-admin.ts'
 import { CONNECTION_OPTIONS, HELP_OPTION, commandHelp, outputFormat, parseCommandArgs, type CommandSpec } from './options.ts'
 import { renderTable } from './table.ts'
-
-const ADMIN_PORT = 15020
 
 export const IDENTITY_COMMAND: CommandSpec = {
   name: 'identity',
@@ -23,81 +21,22 @@ export const IDENTITY_COMMAND: CommandSpec = {
   options: {
     ...CONNECTION_OPTIONS,
     output: { type: 'string', short: 'o', arg: 'json', help: 'print the nodes\' reports as JSON' },
-    'admin-port': { type: 'string', arg: 'PORT', help: `the daemons' admin port (default ${ADMIN_PORT})` },
-    address: { type: 'string', arg: 'HOST[:PORT]', help: 'ask this admin endpoint only (no NATS needed)' },
+    ...NODE_ADMIN_OPTIONS,
     ...HELP_OPTION,
   },
   examples: ['weft identity', 'weft identity node1 -o json', 'weft identity --address 198.18.0.2'],
 }
 
-type NodeTarget = { node: string; host: string; port: number }
 type NodeResult = { node: string; address: string; certs: NodeIdentitiesReport | null; error?: string }
 
-/** GET http://host:port/debug/certs as JSON, or an error naming the URL. */
-function fetchCerts(host: string, port: number): Promise<NodeIdentitiesReport> {
-  const url = `http://${host}:${port}/debug/certs`
-  return new Promise((resolve, reject) => {
-    const req = request({ host, port, path: '/debug/certs', method: 'GET', timeout: 3000 }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => (body += chunk))
-      res.on('end', () => {
-        if (res.statusCode === 404) return reject(new Error(`${url}: 404 (this daemon serves no certificates: its identities are not wired)`))
-        if (res.statusCode !== 200) return reject(new Error(`${url}: HTTP ${res.statusCode}`))
-        try {
-          resolve(JSON.parse(body) as NodeIdentitiesReport)
-        } catch (error) {
-          reject(new Error(`${url}: not JSON (${(error as Error).message})`))
-        }
-      })
-    })
-    req.on('timeout', () => req.destroy(new Error(`${url}: no answer within 3 s`)))
-    req.on('error', (error: NodeJS.ErrnoException) => reject(error.message.startsWith(url) ? error : new Error(`${url}: ${error.code ?? error.message}`)))
-    req.end()
-  })
-}
-
-function port(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined
-  const parsed = Number(value)
-  if (!Number.isInteger(parsed) || parsed < 1 || parsed > 65535) throw new ConfigError(`identity: ${flag} ${value}: expected a port number (1-65535)`)
-  return parsed
-}
-
-async function targets(values: Record<string, string | boolean | string[] | undefined>, only: string | undefined): Promise<NodeTarget[]> {
-  const adminPort = port(typeof values['admin-port'] === 'string' ? values['admin-port'] : undefined, '--admin-port') ?? ADMIN_PORT
-  if (typeof values.address === 'string') {
-    const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(values.address)
-    if (!match) throw new ConfigError(`identity: --address ${values.address}: expected HOST or HOST:PORT`)
-    return [{ node: only ?? match[1]!, host: match[1]!.replace(/^\[|\]$/g, ''), port: port(match[2], '--address') ?? adminPort }]
-  }
-  const flags: BusFlags = {}
-  if (typeof values.nats === 'string') flags.nats = values.nats
-  if (typeof values.creds === 'string') flags.creds = values.creds
-  if (typeof values.context === 'string') flags.context = values.context
-  const bus = await connectBus({ ...resolveBusOptions(flags, process.env), name: 'weft identity' })
-  let nodes: NodeTarget[]
+/** /debug/certs of one daemon; a 404 means its identities are not wired. */
+async function fetchCerts(target: NodeTarget): Promise<NodeIdentitiesReport> {
   try {
-    nodes = (await bus.listResources('node')).flatMap(({ value }) => {
-      try {
-        const resource = JSON.parse(value) as { metadata?: { name?: unknown }; spec?: { address?: unknown } }
-        const name = resource.metadata?.name
-        const address = resource.spec?.address
-        return typeof name === 'string' && typeof address === 'string' ? [{ node: name, host: address, port: adminPort }] : []
-      } catch {
-        return []
-      }
-    })
-  } finally {
-    await bus.close()
+    return await fetchAdminJson<NodeIdentitiesReport>(target, '/debug/certs')
+  } catch (error) {
+    if (error instanceof AdminHttpError && error.status === 404) throw new Error(`http://${target.host}:${target.port}/debug/certs: 404 (this daemon serves no certificates: its identities are not wired)`)
+    throw error
   }
-  if (only === undefined) {
-    if (nodes.length === 0) throw new ConfigError('identity: no Node resources on NATS (node._.<name> with spec.address); pass --address HOST to ask one daemon')
-    return nodes
-  }
-  const found = nodes.filter((node) => node.node === only)
-  if (found.length === 0) throw new ConfigError(`identity: no node ${only} (known: ${nodes.map((node) => node.node).join(', ') || 'none'})`)
-  return found
 }
 
 /** `in 11h 58m`, `3m ago`: a time relative to now, coarse. */
@@ -153,11 +92,11 @@ export async function runIdentityCommand(args: string[]): Promise<number> {
       return 0
     }
     const output = outputFormat('identity', parsed.values.output, ['json'] as const)
-    const nodes = await targets(parsed.values, parsed.positionals[0])
+    const nodes = await nodeTargets('identity', parsed.values, parsed.positionals[0])
     const results = await Promise.all(nodes.map(async (target): Promise<NodeResult> => {
       const address = `${target.host}:${target.port}`
       try {
-        return { node: target.node, address, certs: await fetchCerts(target.host, target.port) }
+        return { node: target.node, address, certs: await fetchCerts(target) }
       } catch (error) {
         return { node: target.node, address, certs: null, error: (error as Error).message }
       }
