@@ -6,16 +6,17 @@ import { PreflightError } from '../daemon/preflight.ts'
 const usage = `usage: weft <command> [options]
 
 commands:
-  node      run the node daemon (eBPF interception + node proxy)   weft node --help
-  lab       simulated nodes and pods on this machine               weft lab --help
-  control   the control plane (workload registry, CA) over NATS    weft control --help
-  demo      a 2-node lab with HTTP servers and live traffic stats  weft demo --help
-  apply     validate and publish resources to NATS                 weft apply --help
-  get       show resources stored on NATS                          weft get --help
-  delete    delete resources from NATS                             weft delete --help
-  status    what every node applied: revision, lag, rejections     weft status --help
-  identity  each node's workload certificates and trust bundle     weft identity --help
-  help      show this help
+  node          run the node daemon (eBPF interception + node proxy)           weft node --help
+  lab           simulated nodes and pods on this machine                       weft lab --help
+  control       the control plane (workload registry, CA) over NATS            weft control --help
+  demo          a 2-node lab with HTTP servers and live traffic stats          weft demo --help
+  apply         validate and publish resources to NATS                         weft apply --help
+  get           show resources stored on NATS                                  weft get --help
+  delete        delete resources from NATS                                     weft delete --help
+  status        what every node applied: revision, lag, rejections             weft status --help
+  identity      each node's workload certificates and trust bundle             weft identity --help
+  proxy-config  what one node applied: services, endpoints, routes, policies   weft proxy-config --help
+  help          show this help
 
 Run as root: the daemon and the lab load BPF programs and create namespaces and cgroups.`
 
@@ -66,6 +67,10 @@ async function main(argv: string[]): Promise<number> {
       const { runIdentityCommand } = await import('./identity-command.ts')
       return runIdentityCommand(rest)
     }
+    case 'proxy-config': {
+      const { runProxyConfigCommand } = await import('./proxy-config-command.ts')
+      return runProxyConfigCommand(rest)
+    }
     case undefined:
     case 'help':
     case '--help':
@@ -73,7 +78,7 @@ async function main(argv: string[]): Promise<number> {
       console.log(usage)
       return command === undefined ? 2 : 0
     default:
-      console.error(`weft: unknown command "${command}" (commands: node, control, lab, demo, apply, get, delete, status, identity; see weft --help)`)
+      console.error(`weft: unknown command "${command}" (commands: node, control, lab, demo, apply, get, delete, status, identity, proxy-config; see weft --help)`)
       return 2
   }
 }

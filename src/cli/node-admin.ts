@@ -1,4 +1,5 @@
-// Reaching node daemons' admin endpoints (:15020) from the CLI (`weft identity`): node addresses come from the Node resources on NATS
+// Reaching node daemons' admin endpoints (:15020) from the CLI, shared by `weft identity` and
+// `weft proxy-config`: node addresses come from the Node resources on NATS
 // (`node._.<name>`, spec.address), or --address names one admin endpoint directly.
 import { request } from 'node:http'
 
@@ -8,7 +9,7 @@ import type { OptionTable, ParsedOptions } from './options.ts'
 
 export const ADMIN_PORT = 15020
 
-/** --admin-port and --address, for every command that asks the daemons. */
+/** --admin-port and --address, the same on every command that asks the daemons. */
 export const NODE_ADMIN_OPTIONS: OptionTable = {
   'admin-port': { type: 'string', arg: 'PORT', help: `the daemons' admin port (default ${ADMIN_PORT})` },
   address: { type: 'string', arg: 'HOST[:PORT]', help: 'ask this admin endpoint only (no NATS needed)' },

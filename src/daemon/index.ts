@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { resolveBusOptions } from '../bus/index.ts'
 import { NodeInterception, cgroupIdOf } from '../bpf/index.ts'
 import { ConfigAgent } from '../config/agent.ts'
+import { UnknownServiceError, describeAppliedConfig } from '../config/applied-config.ts'
 import { ConfigError, type NodeConfig } from '../config/node-config.ts'
 import { DEFAULT_VALIDATION_CONTEXT, type MeshSnapshot } from '../config/resources/index.ts'
 import { InboundListener } from '../datapath/inbound.ts'
@@ -14,7 +15,8 @@ import { OutboundListener } from '../datapath/outbound.ts'
 import { TunnelPool } from '../datapath/tunnel.ts'
 import { NodeIdentities } from '../identity/node-identities.ts'
 import { AccessLogError, openAccessLog, type AccessLogWriter } from '../telemetry/access-log.ts'
-import { AdminServer, type Readiness } from '../telemetry/admin.ts'
+import type { DestinationView } from '../l7/destinations.ts'
+import { AdminServer, type AdminAnswer, type Readiness } from '../telemetry/admin.ts'
 import { createLogger, type Logger } from '../telemetry/log.ts'
 import { NodeMetrics } from '../telemetry/metrics.ts'
 import { checkBpfFs, checkBpfObject, checkCgroup, checkKernel, checkRoot } from './preflight.ts'
@@ -114,6 +116,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     listenIp: '0.0.0.0', port: config.adminPort, registry: metrics.registry,
     destinations: () => (snapshot ? outbound.pipeline.describe() : []),
     certs: () => identities.describe(),
+    config: (query) => appliedConfigAnswer(snapshot, config.name, () => outbound.pipeline.describe(), query.get('service') ?? undefined),
     readiness: () => {
       if (readiness.reason === 'draining') return readiness
       if (!serving) return { ready: false, reason: agent.waitingReason() }
@@ -145,6 +148,18 @@ export async function runNode(config: NodeConfig): Promise<void> {
   stopRuntimeSampling()
   await agent.stop()
   interception.close() // pins stay: interception (failing closed) outlives the process
+}
+
+/** GET /debug/config[?service=ns/name]: 503 before the first snapshot, 400/404 for a bad filter. */
+function appliedConfigAnswer(snapshot: MeshSnapshot | undefined, node: string, destinations: () => DestinationView[], service: string | undefined): AdminAnswer {
+  if (!snapshot) return { status: 503, body: { error: 'no configuration applied yet (see /readyz)' } }
+  if (service !== undefined && !/^[^/]+\/[^/]+$/.test(service)) return { status: 400, body: { error: `service ${JSON.stringify(service)}: expected namespace/name` } }
+  try {
+    return { status: 200, body: describeAppliedConfig(snapshot, node, destinations(), service) }
+  } catch (err) {
+    if (err instanceof UnknownServiceError) return { status: 404, body: { error: err.message } }
+    throw err
+  }
 }
 
 /** `--access-log` and `--access-log-sample`; a file that cannot be opened stops the start. */
