@@ -16,6 +16,7 @@ commands:
   status        what every node applied: revision, lag, rejections             weft status --help
   identity      each node's workload certificates and trust bundle             weft identity --help
   proxy-config  what one node applied: services, endpoints, routes, policies   weft proxy-config --help
+  top           requests/s, success rate, p50/p99 per service and workload     weft top --help
   help          show this help
 
 Run as root: the daemon and the lab load BPF programs and create namespaces and cgroups.`
@@ -71,6 +72,10 @@ async function main(argv: string[]): Promise<number> {
       const { runProxyConfigCommand } = await import('./proxy-config-command.ts')
       return runProxyConfigCommand(rest)
     }
+    case 'top': {
+      const { runTopCommand } = await import('./top-command.ts')
+      return runTopCommand(rest)
+    }
     case undefined:
     case 'help':
     case '--help':
@@ -78,7 +83,7 @@ async function main(argv: string[]): Promise<number> {
       console.log(usage)
       return command === undefined ? 2 : 0
     default:
-      console.error(`weft: unknown command "${command}" (commands: node, control, lab, demo, apply, get, delete, status, identity, proxy-config; see weft --help)`)
+      console.error(`weft: unknown command "${command}" (commands: node, control, lab, demo, apply, get, delete, status, identity, proxy-config, top; see weft --help)`)
       return 2
   }
 }

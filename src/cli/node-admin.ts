@@ -1,5 +1,5 @@
-// Reaching node daemons' admin endpoints (:15020) from the CLI, shared by `weft identity` and
-// `weft proxy-config`: node addresses come from the Node resources on NATS
+// Reaching node daemons' admin endpoints (:15020) from the CLI, shared by `weft identity`,
+// `weft proxy-config` and `weft top`: node addresses come from the Node resources on NATS
 // (`node._.<name>`, spec.address), or --address names one admin endpoint directly.
 import { request } from 'node:http'
 
