@@ -1,8 +1,12 @@
 // HTTP/1.1 through the node proxy, end to end in a two-node lab: real curl and Node http clients
 // in a pod, HTTP servers in pods, Services and HTTPRoutes applied over NATS. A connection to a
 // VIP whose port declares appProtocol http (or whose first bytes are an HTTP/1.x request line) is
-// handled per request: routed, split, balanced, retried, timed out, and counted.
+// handled per request: routed, split, balanced, retried, timed out, and counted; `weft top` and
+// `weft proxy-config` show that traffic and what the node applied.
 import t from 'tap'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import type { AppliedConfigView } from '../src/config/applied-config.ts'
 import type { Lab, TopologyInput } from '../src/lab/index.ts'
 import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
 import { curl, requireLab, startIn, startLab, waitForNodes } from './helpers/lab.ts'
@@ -25,13 +29,15 @@ const topology: TopologyInput = {
     { name: 'gate', node: 'node2', labels: { app: 'gate' } },
     { name: 'faulty', node: 'node1', labels: { app: 'faulty' } },
     { name: 'failing', node: 'node2', labels: { app: 'failing' } },
+    { name: 'quarter', node: 'node1', labels: { app: 'quarter' } },
   ],
 }
 
 /**
  * An HTTP server on :8080 that answers with who it is and what it was sent. Modes: `ok`;
- * `flaky` answers 503 to every other request (the first included); `slow MS` waits before
- * answering; `fail` answers 503 (or the status given as third argument) to every request.
+ * `flaky` answers 503 to every other request (the first included); `quarter` answers 503 to every
+ * fourth; `slow MS` waits before answering; `fail` answers 503 (or the status given as third
+ * argument) to every request.
  */
 const serverScript = `
 const http = require('node:http')
@@ -42,6 +48,7 @@ http.createServer((req, res) => {
   req.resume()
   req.on('end', () => {
     if (mode === 'flaky' && seq % 2 === 1) { res.writeHead(503); res.end('flaky\\n'); return }
+    if (mode === 'quarter' && seq % 4 === 0) { res.writeHead(503); res.end('quarter\\n'); return }
     if (mode === 'fail') { res.writeHead(Number(delay ?? 503)); res.end('failing\\n'); return }
     const reply = () => {
       res.writeHead(200, { 'content-type': 'application/json' })
@@ -114,6 +121,11 @@ const resources: Array<[string, Record<string, unknown>]> = [
   ['service.default.faulty', service('faulty', '198.19.0.31', { app: 'faulty' }, 'http')],
   ['service.default.failing', service('failing', '198.19.0.32', { app: 'failing' }, 'http')],
   ['service.default.slow-total', service('slow-total', '198.19.0.33', { app: 'slow' }, 'http')],
+  ['service.default.quarter', service('quarter', '198.19.0.34', { app: 'quarter' }, 'http')],
+  ['authorizationpolicy.default.quarter-allow', {
+    apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'quarter-allow', namespace: 'default' },
+    spec: { selector: { matchLabels: { app: 'quarter' } }, action: 'ALLOW', rules: [{ from: [{ source: { namespaces: ['default'] } }] }] },
+  }],
   ['destinationpolicy.default.eject', policy('eject', { loadBalancer: { type: 'RoundRobin' }, outlierDetection: { consecutive5xx: 3, baseEjectionTime: '2s', maxEjectionPercent: 50 } })],
   ['destinationpolicy.default.gate', policy('gate', { circuitBreaker: { maxRequests: 2 } })],
   ['destinationpolicy.default.faulty', policy('faulty', { faults: { delay: { fixedDelay: '400ms', percent: 50 }, abort: { httpStatus: 418, percent: 30 } } })],
@@ -126,6 +138,32 @@ const resources: Array<[string, Record<string, unknown>]> = [
   ['httproute.default.flaky', route('flaky', 'flaky', [{ backendRefs: [{ name: 'flaky', port: 80 }], retry: { attempts: 2, backoff: '10ms' } }])],
   ['httproute.default.slow', route('slow', 'slow', [{ backendRefs: [{ name: 'slow', port: 80 }], timeouts: { backendRequest: '300ms' } }])],
 ]
+
+/** Requests to argv[1] one after another until killed; prints `started` after the first. */
+const loopClientScript = `
+const http = require('node:http')
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+let first = true
+const one = () => http.get(process.argv[1], { agent }, (res) => {
+  res.resume()
+  res.on('end', () => { if (first) console.log('started'); first = false; one() })
+}).on('error', () => setTimeout(one, 10))
+one()
+`
+
+const weft = fileURLToPath(new URL('../bin/weft.js', import.meta.url))
+
+/** `weft ARGS` in a child process, as a user runs it (the lab's context is current). */
+function weftCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(node, [weft, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+    child.on('close', (code) => resolve({ code: code ?? 128, stdout, stderr }))
+  })
+}
 
 /** The Node client script in the client pod: `count` requests, `parallel` at a time; the counts it prints. */
 async function load(lab: Lab, url: string, count: number, parallel: number, slowerMs = 0): Promise<Record<string, number>> {
@@ -147,6 +185,7 @@ t.test('HTTP/1.1 through the node proxy in a two-node lab', async (t) => {
   await startIn(t, lab, 'gate', [node, '-e', serverScript, 'gate', 'slow', '1500'], /listening/)
   await startIn(t, lab, 'bad', [node, '-e', serverScript, 'bad', 'fail', '500'], /listening/)
   await startIn(t, lab, 'failing', [node, '-e', serverScript, 'failing', 'fail', '503'], /listening/)
+  await startIn(t, lab, 'quarter', [node, '-e', serverScript, 'quarter', 'quarter'], /listening/)
   let revision = 0
   for (const [key, value] of resources) revision = await operator.putResource(key, value)
   await waitForNodes(operator, revision)
@@ -284,5 +323,48 @@ t.test('HTTP/1.1 through the node proxy in a two-node lab', async (t) => {
     t.equal(sumSamples(samples, 'weft_outlier_ejections_total', { destination_service: 'default/eject', reason: 'consecutive5xx' }), 1, 'one ejection')
     t.equal(sumSamples(samples, 'weft_circuit_breaker_trips_total', { destination_service: 'default/gate', limit: 'maxRequests' }), 4, 'four breaker trips')
     t.ok(sumSamples(samples, 'weft_response_bytes_total', { ...base, destination_service: 'default/web-v1' }) > 0, 'response bytes are counted')
+  })
+
+  t.test('weft top -o json shows the requests to a VIP and its backend failing one in four', async (t) => {
+    const traffic = await startIn(t, lab, 'client', [node, '-e', loopClientScript, 'http://198.19.0.34/'], /started/)
+    const top = await weftCli(['top', '-o', 'json', '--interval', '2'])
+    traffic.kill('SIGKILL')
+    t.equal(top.code, 0, `weft top exits 0 (stderr: ${top.stderr})`)
+    type Row = { name: string; requests: number; requestsPerSecond: number; successRate: number; p50: number; p99: number }
+    const report = JSON.parse(top.stdout) as { nodes: string[]; intervalSeconds: number; services: Row[]; workloads: Row[] }
+    t.same(report.nodes.sort(), ['node1', 'node2'], 'both nodes answered')
+    for (const [rows, name] of [[report.services, 'default/quarter'], [report.workloads, 'default/quarter']] as const) {
+      const row = rows.find((r) => r.name === name)
+      if (!t.ok(row, `a row for ${name}`)) continue
+      t.ok(row!.requests >= 8, `requests were counted (${row!.requests})`)
+      t.equal(row!.requestsPerSecond, row!.requests / report.intervalSeconds)
+      // One in four fails: k consecutive requests hold floor(k/4) or ceil(k/4) failures.
+      t.ok(Math.abs(row!.successRate - 0.75) <= 1 / row!.requests, `success rate ${row!.successRate} is 75% within one request`)
+      t.ok(row!.p50 > 0 && row!.p99 >= row!.p50, `p50 ${row!.p50} s, p99 ${row!.p99} s`)
+    }
+  })
+
+  t.test('weft proxy-config shows what node1 applied for a service: endpoints and the policy in force', async (t) => {
+    const quarterIp = lab.pods.find((p) => p.name === 'quarter')!.ip
+    const json = await weftCli(['proxy-config', 'node1', 'default/quarter', '-o', 'json'])
+    t.equal(json.code, 0, `exit 0 (stderr: ${json.stderr})`)
+    const view = JSON.parse(json.stdout) as AppliedConfigView
+    t.match(view, {
+      node: 'node1', service: 'default/quarter',
+      services: [{ service: 'default/quarter', vip: '198.19.0.34', ports: [{ port: 80, targetPort: 8080, appProtocol: 'http', address: '198.19.0.34:80', endpoints: [{ endpoint: `${quarterIp}:8080`, node: 'node1', workload: 'default/quarter', health: 'ready', inFlight: Number, latencyMs: Number }] }] }],
+      workloads: [{ workload: 'default/quarter', ip: quarterIp, mtls: { mode: 'PERMISSIVE', policy: null }, authorization: { allow: ['default/quarter-allow'], deny: [] } }],
+    })
+    t.ok(view.revision >= revision, `the revision node1 applied (${view.revision})`)
+    t.equal(view.services.length, 1, 'only the service asked for')
+    t.equal(view.workloads.length, 1, 'only the node\'s pods behind it')
+
+    const table = await weftCli(['proxy-config', 'node1', 'default/quarter'])
+    t.equal(table.code, 0)
+    t.match(table.stdout, new RegExp(`\\ndefault/quarter +198\\.19\\.0\\.34:80 +${quarterIp.replaceAll('.', '\\.')}:8080 +node1 +default/quarter +ready `), 'the endpoint row')
+    t.match(table.stdout, /\ndefault\/quarter +198\.18\.1\.\d+ +yes +PERMISSIVE +default\/quarter-allow +-\n/, 'the pod row with its policy')
+
+    const unknown = await weftCli(['proxy-config', 'node1', 'default/nope'])
+    t.equal(unknown.code, 1)
+    t.match(unknown.stderr, /^weft: proxy-config: node node1: http:\/\/198\.18\.0\.2:15020\/debug\/config\?service=default%2Fnope: HTTP 404: no service default\/nope in revision \d+ \(known: default\/eject, /)
   })
 })
