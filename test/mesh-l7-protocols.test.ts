@@ -508,5 +508,8 @@ t.test('HTTP/1.1, HTTP/2, gRPC and WebSocket through the node proxy in a two-nod
     t.equal(count({ protocol: 'grpc', destination_service: 'default/grpc-rest', destination_workload: 'default/grpc-c', grpc_status: '0' }), sent.grpcRest, 'the GRPCRoute\'s Chat call, by its catch-all backend')
     t.equal(count({ protocol: 'grpc', destination_service: 'default/grpc-routed' }), 0, 'none counted under the route\'s parent')
     t.equal(count({ protocol: 'http2', destination_service: 'default/grpc-a' }), 0, 'gRPC is not counted as plain HTTP/2')
+    // The daemon samples its own stalls (weft node calls sampleRuntime at start).
+    t.ok(sumSamples(samples, 'weft_event_loop_delay_seconds_count', {}) > 0, 'the node reports its event-loop delay')
+    t.ok(samples.some((sample) => sample.name === 'weft_gc_duration_seconds_count'), 'and its garbage collections')
   })
 })
