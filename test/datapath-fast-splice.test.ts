@@ -180,6 +180,27 @@ t.test('fast splice', async (t) => {
     t.match(await done, { outcome: 'reset', joined: true })
   })
 
+  t.test('idle timeout: bytes moving in the kernel keep a connection open; once quiet it is closed', async (t) => {
+    const interception = install(t)
+    const upstreamPort = await server(t, (s) => { s.on('data', () => {}) })
+    const { port, done } = await proxy(t, interception, upstreamPort, 400)
+    const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
+    client.on('error', () => {})
+    await once(client, 'connect')
+    let writing = true
+    let closedWhileWriting = false
+    void done.then(() => { closedWhileWriting = writing })
+    // 30 writes 50 ms apart (1.5 s, well past the 400 ms idle timeout), then silence.
+    for (let i = 0; i < 30; i++) {
+      client.write('tick')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    writing = false
+    t.equal(closedWhileWriting, false, 'the proxy kept it open while bytes moved in the kernel')
+    const result = await done
+    t.match(result, { outcome: 'idle_timeout', joined: true, bytesSent: 120 }, 'closed once quiet, every byte counted')
+  })
+
   t.test('abort (a drain deadline) resets both sides of a joined connection', async (t) => {
     const interception = install(t)
     let upstreamClosed: Promise<unknown> | undefined

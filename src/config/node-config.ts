@@ -42,6 +42,11 @@ export interface NodeConfig {
   configOnly: boolean
   /** Close a forwarded connection after this long with no bytes either way. Default 3600000 (1 h). */
   idleTimeoutMs: number
+  /**
+   * The L4 fast path: same-node opaque TCP, once accepted and authorized, is joined in the kernel
+   * (sockhash + sk_skb stream verdict) so its bytes no longer cross the proxy. Default off.
+   */
+  l4FastPath: boolean
   /** On SIGTERM, how long to let open connections finish before closing them. Default 10000. */
   drainTimeoutMs: number
   /** Connecting to a destination (or opening a tunnel stream) fails after this long. Default 5000. */
@@ -88,6 +93,7 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
   'trust-domain': { type: 'string', arg: 'DOMAIN', help: `SPIFFE trust domain of workload identities; must match weft control's (default ${DEFAULTS.trustDomain})` },
   'status-interval': { type: 'string', arg: 'MS', help: `republish status at least this often (default ${DEFAULTS.statusIntervalMs})` },
   'config-only': { type: 'boolean', help: 'follow configuration and report status only: no BPF, no listeners' },
+  'l4-fast-path': { type: 'boolean', help: 'join same-node opaque TCP connections in the kernel once accepted and authorized (sockmap), so their bytes skip the proxy (default off)' },
   'idle-timeout': { type: 'string', arg: 'MS', help: `close connections idle this long (default ${DEFAULTS.idleTimeoutMs})` },
   'drain-timeout': { type: 'string', arg: 'MS', help: `on SIGTERM, let connections finish this long (default ${DEFAULTS.drainTimeoutMs})` },
   'connect-timeout': { type: 'string', arg: 'MS', help: `upstream connect / tunnel stream timeout (default ${DEFAULTS.connectTimeoutMs})` },
@@ -199,6 +205,7 @@ export function parseNodeArgs(argv: string[]): ParsedNodeArgs {
       statusIntervalMs: millis(str('status-interval'), 'status-interval', DEFAULTS.statusIntervalMs),
       configOnly,
       idleTimeoutMs: millis(str('idle-timeout'), 'idle-timeout', DEFAULTS.idleTimeoutMs),
+      l4FastPath: values['l4-fast-path'] === true,
       drainTimeoutMs: millis(str('drain-timeout'), 'drain-timeout', DEFAULTS.drainTimeoutMs),
       connectTimeoutMs: millis(str('connect-timeout'), 'connect-timeout', DEFAULTS.connectTimeoutMs),
       uninstall,

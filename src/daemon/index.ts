@@ -89,7 +89,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   let snapshot: MeshSnapshot | undefined
   const current = (): MeshSnapshot => snapshot!
   const common = { node: config.name, idleTimeoutMs: config.idleTimeoutMs, connectTimeoutMs: config.connectTimeoutMs, snapshot: current, metrics, log }
-  const outbound = new OutboundListener({ ...common, listenIp: config.proxyIp, port: config.outboundPort, inboundPort: config.inboundPort, originalDestinations: interception, tunnels, accessLog })
+  const outbound = new OutboundListener({ ...common, listenIp: config.proxyIp, port: config.outboundPort, inboundPort: config.inboundPort, originalDestinations: interception, tunnels, accessLog, fastPath: config.l4FastPath ? interception : undefined })
   const inbound = new InboundListener({ ...common, listenIp: config.nodeIp, port: config.inboundPort, credentials: identities, trustDomain: config.trustDomain })
   let readiness: Readiness = { ready: false, reason: 'starting' }
   let serving = false

@@ -1,7 +1,8 @@
 // The L4 fast path: joins a pod's TCP connection and the proxy's TCP connection to the destination
 // pod in the kernel (a sockhash and an sk_skb stream verdict, bpf/splice.h), so payload bytes no
-// longer cross user space. Meant for same-node opaque TCP once the connection is accepted and
-// authorized. What the proxy still does itself, as splice.ts does:
+// longer cross user space. Used by outbound.ts for same-node opaque TCP once the connection is
+// accepted and authorized, behind `weft node --l4-fast-path` (off by default). What the proxy
+// still does itself, as splice.ts does:
 //  - sees the end of each direction: it keeps reading both sockets, and reads only EOF (FIN) or
 //    an error (RST) there, since the verdict takes every payload skb;
 //  - half-close: on EOF from one side it ends the other side's sending half — but only once every
@@ -19,12 +20,13 @@
 // other socket before anything the kernel forwards, and the verdict takes whole skbs (tcp_read_skb),
 // so an skb half-read by user space would be sent again in full. So, with both sockets' reading
 // stopped: take Node's buffered bytes and drain each receive queue until it is empty
-// (MSG_DONTWAIT), write them to the other socket, and join only once those writes are in the
-// kernel. Skbs that arrive between the drain and the join wait in the receive queue until a new
-// one arrives — possibly never (a client waiting for a reply) — so after joining, SO_RCVLOWAT is
-// set, which runs the data-ready callback and hands them to the verdict. When the bytes keep
-// coming faster than this settles, or a side already ended, the connection stays on the
-// user-space splice (outcome reported as `userSpace`).
+// (MSG_DONTWAIT), write them to the other socket, wait until those writes are in the kernel, and
+// join. Nothing is read in between, so the queues then hold only whole skbs that arrived after
+// the drain; they would wait for the next skb to reach the verdict — possibly never (a client
+// waiting for a reply) — so after joining, SO_RCVLOWAT is set, which runs the data-ready callback
+// and hands them over. When a side already ended, the bytes keep coming faster than the drain
+// empties the queues (JOIN_ATTEMPTS rounds of DRAIN_LIMIT), or the written bytes do not reach the
+// kernel within WRITE_WAIT_MS, the connection stays on the user-space splice (`joined: false`).
 import type { Socket } from 'node:net'
 import { abort, splice, type SpliceHandle, type SpliceOptions, type SpliceOutcome } from './splice.ts'
 import { drainReceiveQueue, kickReceiveQueue, socketFd, tcpCounters } from '../bpf/index.ts'
@@ -53,9 +55,15 @@ export interface FastSpliceOptions extends Omit<SpliceOptions, 'onDone' | 'onByt
   onDone: (result: FastSpliceResult) => void
 }
 
-/** How many bytes one drain may take before the connection is considered too busy to join. */
-const DRAIN_LIMIT = 4 * 1024 * 1024
-/** How many drain-and-write rounds to try before staying in user space. */
+/** How many bytes one drain takes at most before the written bytes must reach the kernel. */
+const DRAIN_LIMIT = 1024 * 1024
+/**
+ * How long to wait for written bytes to reach the kernel while neither socket is read. Bounded:
+ * a peer that only reads once its own writes get through (an echo) would otherwise wait for us
+ * while we wait for it; past this the connection stays on the user-space splice, which reads.
+ */
+const WRITE_WAIT_MS = 200
+/** How many drain-and-write rounds to try before staying in user space (a peer sending faster than that). */
 const JOIN_ATTEMPTS = 8
 /** Longest pause between two checks of a send queue before a FIN is forwarded. */
 const FIN_POLL_MAX_MS = 50
@@ -120,10 +128,13 @@ export function fastSplice(downstream: Socket, upstream: Socket, options: FastSp
   stopReading(upstream)
 
   /**
-   * One round: moves what Node buffered and the receive queues hold to the other side. 'settled':
-   * all of it is in the kernel; 'moved': Node still holds some; 'ended': stay in user space.
+   * One round: moves what Node buffered and the receive queues hold to the other side. 'drained':
+   * both receive queues were read until empty, so what they hold now are whole skbs nobody read;
+   * 'partial': a queue gave DRAIN_LIMIT bytes and may hold more (perhaps a half-read skb);
+   * 'ended': a side ended or failed, stay in user space.
    */
-  const moveWaiting = (): 'settled' | 'moved' | 'ended' => {
+  const moveWaiting = (): 'drained' | 'partial' | 'ended' => {
+    let result: 'drained' | 'partial' = 'drained'
     for (const [from, to, fd] of [[downstream, upstream, fdDown], [upstream, downstream, fdUp]] as const) {
       const chunks: Buffer[] = []
       for (let chunk: Buffer | null; (chunk = from.read() as Buffer | null) !== null;) chunks.push(chunk)
@@ -135,9 +146,23 @@ export function fastSplice(downstream: Socket, upstream: Socket, options: FastSp
         for (const chunk of chunks) to.write(chunk)
         if (from === downstream) userSent += bytes; else userReceived += bytes
       }
-      if (queued.eof || queued.error !== undefined || from.readableEnded || queued.data.length >= DRAIN_LIMIT) return 'ended'
+      if (queued.eof || queued.error !== undefined || from.readableEnded) return 'ended'
+      if (queued.data.length >= DRAIN_LIMIT) result = 'partial'
     }
-    return downstream.writableLength > 0 || upstream.writableLength > 0 ? 'moved' : 'settled'
+    return result
+  }
+
+  /** true once Node has handed every byte written so far to the kernel; false after WRITE_WAIT_MS. */
+  const writesInKernel = async (): Promise<boolean> => {
+    let timer: NodeJS.Timeout | undefined
+    const waited = await Promise.race([
+      Promise.all([downstream, upstream].map((s) => s.writableLength > 0 && !s.destroyed
+        ? new Promise<void>((resolve) => { s.once('drain', resolve); s.once('close', resolve) })
+        : undefined)).then(() => true),
+      new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), WRITE_WAIT_MS) }),
+    ])
+    clearTimeout(timer)
+    return waited && downstream.writableLength === 0 && upstream.writableLength === 0
   }
 
   const join = async (): Promise<void> => {
@@ -145,21 +170,19 @@ export function fastSplice(downstream: Socket, upstream: Socket, options: FastSp
       if (abortedWhileJoining || downstream.destroyed || upstream.destroyed) break
       const step = moveWaiting()
       if (step === 'ended') break
-      if (step === 'settled') {
-        // Everything user space took is in the kernel: from here the verdict forwards, in order.
-        let cookies: [bigint, bigint]
-        try {
-          cookies = options.kernel.joinSockets(fdDown, fdUp)
-        } catch {
-          break
-        }
-        runJoined(cookies)
-        return
+      // Nothing is read from here on (both handles stopped): the queues only gain whole skbs.
+      if ((downstream.writableLength > 0 || upstream.writableLength > 0) && !(await writesInKernel())) break
+      if (step === 'partial') continue
+      if (abortedWhileJoining || downstream.destroyed || upstream.destroyed) break
+      // Everything user space took is in the kernel: from here the verdict forwards, in order.
+      let cookies: [bigint, bigint]
+      try {
+        cookies = options.kernel.joinSockets(fdDown, fdUp)
+      } catch {
+        break
       }
-      // Node still holds some of what was written: let it reach the kernel, then look again.
-      await Promise.all([downstream, upstream].map((s) => s.writableLength > 0 && !s.destroyed
-        ? new Promise<void>((resolve) => { s.once('drain', resolve); s.once('close', resolve) })
-        : Promise.resolve()))
+      runJoined(cookies)
+      return
     }
     stayInUserSpace()
   }
@@ -231,7 +254,8 @@ export function fastSplice(downstream: Socket, upstream: Socket, options: FastSp
       let lastSeen = -1
       const onTimeout = (): void => {
         const seen = kernelBytes(downstream) + kernelBytes(upstream) + userSent + userReceived
-        if (seen !== lastSeen) { lastSeen = seen; downstream.setTimeout(options.idleTimeoutMs); return }
+        // Bytes moved in the kernel meanwhile: not idle. (Node's timeout callback is a once listener.)
+        if (seen !== lastSeen) { lastSeen = seen; downstream.setTimeout(options.idleTimeoutMs, onTimeout); return }
         failBoth('idle_timeout')
       }
       lastSeen = kernelBytes(downstream) + kernelBytes(upstream) + userSent + userReceived

@@ -7,7 +7,8 @@
 //
 // A destination pod on this node is authorized here, exactly as a tunnel stream from another node
 // is at that node's inbound listener (admission.ts): refused, spliced, or — when a rule needs HTTP
-// attributes — served request by request.
+// attributes — served request by request. With the L4 fast path on (`--l4-fast-path`), a spliced
+// connection to a pod of this node is joined in the kernel instead (fast-splice.ts).
 //
 // Connections to a service VIP that speak HTTP are handed to the L7 proxy instead, which routes,
 // balances and retries each request (src/l7/pipeline.ts): HTTP/1.x to src/l7/http1.ts, HTTP/2
@@ -25,7 +26,8 @@ import type { Logger } from '../telemetry/log.ts'
 import type { L7ConnectionProtocol, NodeMetrics, Path } from '../telemetry/metrics.ts'
 import type { AccessLog } from '../telemetry/access-log.ts'
 import { ConnectionTracker } from './connections.ts'
-import { abort, splice } from './splice.ts'
+import { abort, splice, type SpliceHandle, type SpliceOutcome } from './splice.ts'
+import { fastSplice, type KernelSplicer } from './fast-splice.ts'
 import { TunnelError, type TunnelPool } from './tunnel.ts'
 import { admitConnection, type RequestAuthorizer } from './admission.ts'
 import { serveInboundHttp } from '../l7/inbound-http.ts'
@@ -55,6 +57,8 @@ export interface OutboundOptions {
   sniffTimeoutMs?: number
   /** Where the L7 proxy writes access log lines (default: nowhere). */
   accessLog?: AccessLog
+  /** The L4 fast path (`--l4-fast-path`): same-node opaque TCP is joined in the kernel. Default: off. */
+  fastPath?: KernelSplicer
 }
 
 export class OutboundListener {
@@ -223,23 +227,43 @@ export class OutboundListener {
     }
     const sent = metrics.bytes.labels({ direction: 'outbound', ...labels, flow: 'sent' })
     const received = metrics.bytes.labels({ direction: 'outbound', ...labels, flow: 'received' })
+    const closed = (handle: SpliceHandle, result: { outcome: SpliceOutcome; bytesSent: number; bytesReceived: number }): void => {
+      this.connections.remove(handle)
+      metrics.connectionsActive.dec({ direction: 'outbound' })
+      metrics.connectionsClosed.inc({ ...connLabels, outcome: result.outcome })
+      log.debug('outbound: connection closed', { ...labels, destination, path, ...result })
+      if (logged) {
+        accessLog?.write({
+          start: new Date(startedAt).toISOString(), durationMs: Date.now() - startedAt,
+          protocol: protocol === 'tls' ? 'tls' : 'tcp', sni, sourceIp: peerIp, sourceWorkload: labels.source_workload,
+          destination, destinationService: labels.destination_service, destinationWorkload: labels.destination_workload,
+          upstreamPath: path, bytesSent: result.bytesSent, bytesReceived: result.bytesReceived, outcome: result.outcome,
+        })
+      }
+    }
+    const fastPath = this.options.fastPath
+    if (fastPath && target?.node === this.options.node && upstream instanceof net.Socket) {
+      // A pod of this node, accepted and authorized: the kernel moves the bytes (fast-splice.ts);
+      // they are counted when the connection ends.
+      const handle = fastSplice(socket, upstream, {
+        idleTimeoutMs: this.options.idleTimeoutMs,
+        kernel: fastPath,
+        onDone: (result) => {
+          sent.inc(result.bytesSent)
+          received.inc(result.bytesReceived)
+          metrics.fastPathConnections.inc({ result: result.joined ? 'kernel' : 'user_space' })
+          metrics.fastPathBytes.inc({ flow: 'sent' }, result.kernelBytesSent)
+          metrics.fastPathBytes.inc({ flow: 'received' }, result.kernelBytesReceived)
+          closed(handle, result)
+        },
+      })
+      this.connections.add(handle)
+      return
+    }
     const handle = splice(socket, upstream, {
       idleTimeoutMs: this.options.idleTimeoutMs,
       onBytes: (flow, n) => (flow === 'sent' ? sent : received).inc(n),
-      onDone: (result) => {
-        this.connections.remove(handle)
-        metrics.connectionsActive.dec({ direction: 'outbound' })
-        metrics.connectionsClosed.inc({ ...connLabels, outcome: result.outcome })
-        log.debug('outbound: connection closed', { ...labels, destination, path, ...result })
-        if (logged) {
-          accessLog?.write({
-            start: new Date(startedAt).toISOString(), durationMs: Date.now() - startedAt,
-            protocol: protocol === 'tls' ? 'tls' : 'tcp', sni, sourceIp: peerIp, sourceWorkload: labels.source_workload,
-            destination, destinationService: labels.destination_service, destinationWorkload: labels.destination_workload,
-            upstreamPath: path, bytesSent: result.bytesSent, bytesReceived: result.bytesReceived, outcome: result.outcome,
-          })
-        }
-      },
+      onDone: (result) => closed(handle, result),
     })
     this.connections.add(handle)
     socket.resume()

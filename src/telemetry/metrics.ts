@@ -104,6 +104,20 @@ export class NodeMetrics {
     name: 'weft_bytes_total', help: 'Bytes forwarded, per direction of flow.',
     labelNames: byteLabels, registers: [this.registry],
   })
+  /**
+   * Same-node opaque connections on the L4 fast path (`--l4-fast-path`), by where their bytes
+   * went: `kernel` (the sockets were joined) or `user_space` (a side ended, or bytes kept coming
+   * faster than the join could settle).
+   */
+  readonly fastPathConnections = new Counter({
+    name: 'weft_l4_fast_path_connections_total', help: 'Same-node opaque connections offered to the L4 fast path, by whether the kernel joined them (kernel) or they stayed in the proxy (user_space).',
+    labelNames: ['result'], registers: [this.registry],
+  })
+  /** flow as in weft_bytes_total; these bytes are in weft_bytes_total too. */
+  readonly fastPathBytes = new Counter({
+    name: 'weft_l4_fast_path_bytes_total', help: 'Bytes of L4 fast-path connections the kernel forwarded without the proxy copying them (also counted in weft_bytes_total).',
+    labelNames: ['flow'], registers: [this.registry],
+  })
   readonly connectionErrors = new Counter({
     name: 'weft_connection_errors_total', help: 'Connections the proxy could not forward, by reason.',
     labelNames: ['direction', 'reason'], registers: [this.registry],
