@@ -103,6 +103,21 @@ export function fastSplice(downstream: Socket, upstream: Socket, options: FastSp
 
   const stayInUserSpace = (): void => {
     if (delegate) return
+    if (downstream.closed || upstream.closed) {
+      // Torn down while joining (a reset, or abort during the wait): splice.ts would wait for a
+      // 'close' that already happened, so finish here once the other side has closed too.
+      delegate = { abort: () => {} }
+      abort(downstream)
+      abort(upstream)
+      const report = (): void => options.onDone({
+        outcome: abortedWhileJoining ? 'aborted' : 'reset', bytesSent: userSent, bytesReceived: userReceived,
+        kernelBytesSent: 0, kernelBytesReceived: 0, joined: false,
+      })
+      const open = [downstream, upstream].find((s) => !s.closed)
+      if (open) open.once('close', report)
+      else report()
+      return
+    }
     startReading(downstream)
     startReading(upstream)
     let sentAfter = 0
