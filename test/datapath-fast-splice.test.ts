@@ -5,6 +5,7 @@
 import t, { type Test } from 'tap'
 import net, { type Socket } from 'node:net'
 import { once } from 'node:events'
+import { tcpServer } from './helpers/net.ts'
 import { createHash } from 'node:crypto'
 
 import { NodeInterception } from '../src/bpf/index.ts'
@@ -22,19 +23,6 @@ function install(t: Test): NodeInterception {
   return interception
 }
 
-async function server(t: Test, onConnection: (s: Socket) => void): Promise<number> {
-  const sockets = new Set<Socket>()
-  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-    s.on('error', () => {})
-    onConnection(s)
-  })
-  srv.listen(0, '127.0.0.1')
-  await once(srv, 'listening')
-  t.teardown(() => { srv.close(); for (const s of sockets) s.destroy() })
-  return (srv.address() as net.AddressInfo).port
-}
 
 /** A proxy like outbound.ts's same-node path: accept (paused), connect upstream, fastSplice. */
 async function proxy(t: Test, interception: NodeInterception, upstreamPort: number, idleTimeoutMs = 0): Promise<{ port: number; done: Promise<FastSpliceResult>; abort: () => void }> {
@@ -83,7 +71,7 @@ t.test('fast splice', async (t) => {
     const request = pattern(size, 7)
     const reply = pattern(size, 11)
     // The upstream answers after the client's FIN, so both directions carry 50 MB in turn.
-    const upstreamPort = await server(t, (s) => {
+    const upstreamPort = await tcpServer(t, (s) => {
       const hash = createHash('sha256')
       let got = 0
       s.on('data', (d: Buffer) => { got += d.length; hash.update(d) })
@@ -111,7 +99,7 @@ t.test('fast splice', async (t) => {
 
   t.test('bytes the client sent before the join go first, and a reply waiting for them comes back', async (t) => {
     const interception = install(t)
-    const upstreamPort = await server(t, (s) => {
+    const upstreamPort = await tcpServer(t, (s) => {
       let got = ''
       s.on('data', (d: Buffer) => { got += d.toString(); if (got.endsWith('\n')) s.write(`echo ${got}`) })
       s.on('end', () => s.end())
@@ -132,7 +120,7 @@ t.test('fast splice', async (t) => {
 
   t.test('half-close: the client ends its half, the reply still comes back', async (t) => {
     const interception = install(t)
-    const upstreamPort = await server(t, (s) => {
+    const upstreamPort = await tcpServer(t, (s) => {
       let got = ''
       s.on('data', (d: Buffer) => { got += d.toString(); s.write('ack ') })
       s.on('end', () => { s.write('got '); setTimeout(() => s.end(got), 50) }) // replies after the client's FIN
@@ -150,7 +138,7 @@ t.test('fast splice', async (t) => {
 
   t.test('a reset by the upstream resets the client', async (t) => {
     const interception = install(t)
-    const upstreamPort = await server(t, (s) => { s.once('data', () => s.resetAndDestroy()) })
+    const upstreamPort = await tcpServer(t, (s) => { s.once('data', () => s.resetAndDestroy()) })
     const { port, done } = await proxy(t, interception, upstreamPort)
     const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
     await once(client, 'connect')
@@ -165,7 +153,7 @@ t.test('fast splice', async (t) => {
     const interception = install(t)
     let upstreamError: Promise<unknown[]> | undefined
     const upstreamSeen = new Promise<void>((resolve) => {
-      void server(t, (s) => { upstreamError = once(s, 'error'); s.once('data', () => resolve()) }).then((p) => upstreamPortReady(p))
+      void tcpServer(t, (s) => { upstreamError = once(s, 'error'); s.once('data', () => resolve()) }).then((p) => upstreamPortReady(p))
     })
     let upstreamPortReady: (p: number) => void = () => {}
     const upstreamPort = await new Promise<number>((r) => { upstreamPortReady = r })
@@ -182,7 +170,7 @@ t.test('fast splice', async (t) => {
 
   t.test('idle timeout: bytes moving in the kernel keep a connection open; once quiet it is closed', async (t) => {
     const interception = install(t)
-    const upstreamPort = await server(t, (s) => { s.on('data', () => {}) })
+    const upstreamPort = await tcpServer(t, (s) => { s.on('data', () => {}) })
     const { port, done } = await proxy(t, interception, upstreamPort, 400)
     const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
     client.on('error', () => {})
@@ -204,7 +192,7 @@ t.test('fast splice', async (t) => {
   t.test('abort (a drain deadline) resets both sides of a joined connection', async (t) => {
     const interception = install(t)
     let upstreamClosed: Promise<unknown> | undefined
-    const upstreamPort = await server(t, (s) => { upstreamClosed = new Promise((resolve) => s.on('close', resolve)); s.on('data', () => s.write('pong')) })
+    const upstreamPort = await tcpServer(t, (s) => { upstreamClosed = new Promise((resolve) => s.on('close', resolve)); s.on('data', () => s.write('pong')) })
     const { port, done, abort } = await proxy(t, interception, upstreamPort)
     const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
     await once(client, 'connect')

@@ -3,6 +3,7 @@
 import t, { type Test } from 'tap'
 import net, { type Socket } from 'node:net'
 import { once } from 'node:events'
+import { tcpServer } from './helpers/net.ts'
 import { splice, type SpliceResult } from '../src/datapath/splice.ts'
 import { connectDirect } from '../src/datapath/outbound.ts'
 import { InboundListener } from '../src/datapath/inbound.ts'
@@ -14,27 +15,13 @@ import { createLogger } from '../src/telemetry/log.ts'
 
 const log = createLogger({ test: 'datapath' }, 'error')
 
-/** A TCP server on 127.0.0.1 with a per-connection handler; closed in teardown. */
-async function server(t: Test, onConnection: (s: Socket) => void): Promise<number> {
-  const sockets = new Set<Socket>()
-  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-    s.on('error', () => {})
-    onConnection(s)
-  })
-  srv.listen(0, '127.0.0.1')
-  await once(srv, 'listening')
-  t.teardown(() => { srv.close(); for (const s of sockets) s.destroy() })
-  return (srv.address() as net.AddressInfo).port
-}
 
 /** A minimal proxy: accepts, connects to `upstreamPort`, splices; reports each splice result. */
 async function proxy(t: Test, upstreamPort: number, idleTimeoutMs = 0): Promise<{ port: number; results: SpliceResult[]; done: Promise<SpliceResult> }> {
   const results: SpliceResult[] = []
   let resolveDone: (r: SpliceResult) => void = () => {}
   const done = new Promise<SpliceResult>((r) => { resolveDone = r })
-  const port = await server(t, (client) => {
+  const port = await tcpServer(t, (client) => {
     client.pause()
     void connectDirect('127.0.0.1', upstreamPort, 2000).then((upstream) => {
       splice(client, upstream, { idleTimeoutMs, onDone: (r) => { results.push(r); resolveDone(r) } })
@@ -54,7 +41,7 @@ function collect(socket: Socket): Promise<string> {
 
 t.test('splice', async (t) => {
   t.test('half-close: the client ends its half, the reply still comes back', async (t) => {
-    const upstream = await server(t, (s) => {
+    const upstream = await tcpServer(t, (s) => {
       let got = ''
       s.on('data', (d: Buffer) => { got += d.toString() })
       s.on('end', () => s.end(`got ${got}`)) // answers only after the client's FIN arrived
@@ -69,7 +56,7 @@ t.test('splice', async (t) => {
   })
 
   t.test('a reset from the upstream reaches the client as a reset', async (t) => {
-    const upstream = await server(t, (s) => { s.once('data', () => s.resetAndDestroy()) })
+    const upstream = await tcpServer(t, (s) => { s.once('data', () => s.resetAndDestroy()) })
     const p = await proxy(t, upstream)
     const client = net.connect({ port: p.port, host: '127.0.0.1' })
     client.write('x')
@@ -80,7 +67,7 @@ t.test('splice', async (t) => {
 
   t.test('a reset from the client reaches the upstream as a reset', async (t) => {
     let upstreamError: Promise<NodeJS.ErrnoException> | undefined
-    const upstream = await server(t, (s) => { upstreamError = once(s, 'error').then(([e]) => e as NodeJS.ErrnoException) ; s.write('ready') })
+    const upstream = await tcpServer(t, (s) => { upstreamError = once(s, 'error').then(([e]) => e as NodeJS.ErrnoException) ; s.write('ready') })
     const p = await proxy(t, upstream)
     const client = net.connect({ port: p.port, host: '127.0.0.1' })
     await once(client, 'data')
@@ -90,7 +77,7 @@ t.test('splice', async (t) => {
   })
 
   t.test('an idle connection is closed after the idle timeout', async (t) => {
-    const upstream = await server(t, () => {})
+    const upstream = await tcpServer(t, () => {})
     const p = await proxy(t, upstream, 150)
     const client = net.connect({ port: p.port, host: '127.0.0.1' })
     client.on('error', () => {})
@@ -99,7 +86,7 @@ t.test('splice', async (t) => {
 
   t.test('backpressure: a slow reader holds the sender, nothing is lost', async (t) => {
     const total = 64 * 1024 * 1024
-    const upstream = await server(t, (s) => {
+    const upstream = await tcpServer(t, (s) => {
       let n = 0
       s.pause() // reads nothing for a while: the proxy must stop reading from the client
       setTimeout(() => { s.resume() }, 300)
@@ -136,7 +123,7 @@ t.test('tunnel: HTTP/2 CONNECT over mutual TLS between two nodes\' listeners', a
   const inboundPort = inbound.address().port
   const pool = new TunnelPool(log, 2000, credentials)
   t.teardown(async () => { pool.close(); await inbound.stop() })
-  const echoPort = await server(t, (s) => {
+  const echoPort = await tcpServer(t, (s) => {
     let got = ''
     s.on('data', (d: Buffer) => { got += d.toString() })
     s.on('end', () => s.end(`echo ${got}`))
@@ -187,7 +174,7 @@ t.test('tunnel: HTTP/2 CONNECT over mutual TLS between two nodes\' listeners', a
   })
 
   t.test('a reset by the destination resets the stream', async (t) => {
-    const resetting = await server(t, (s) => { s.once('data', () => s.resetAndDestroy()) })
+    const resetting = await tcpServer(t, (s) => { s.once('data', () => s.resetAndDestroy()) })
     const stream = await pool.open(target(`127.0.0.1:${resetting}`))
     stream.write('x')
     const [err] = await once(stream, 'error') as [Error & { code?: string }]
