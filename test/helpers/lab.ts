@@ -2,7 +2,7 @@
 // down in teardown (also when the test fails), and small tools to run things in pods and nodes.
 import { spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -10,6 +10,7 @@ import type { Test } from 'tap'
 
 import { skipOrFail } from './privileged.ts'
 import type { Bus } from '../../src/bus/index.ts'
+import { STATE_ROOT } from '../../src/lab/plan.ts'
 import { LabBusyError, labDown, labUp, type Lab, type LabUpOptions, type TopologyInput } from '../../src/lab/index.ts'
 
 export const labCli = fileURLToPath(new URL('../../src/lab/cli.ts', import.meta.url))
@@ -65,10 +66,39 @@ export async function labUpWhenFree(t: Test, topology: TopologyInput, options: L
       return await labUp(topology, options)
     } catch (error) {
       if (!(error instanceof LabBusyError) || Date.now() > deadline) throw error
+      // A lab whose test process is gone (killed on its timeout, so its teardown never ran)
+      // would hold the address plan for good: remove it.
+      const owner = ownerPid(error.otherRunId)
+      if (owner !== undefined && !alive(owner)) {
+        t.comment(`lab ${error.otherRunId} was left by test process ${owner}, which is gone: removing it`)
+        labDown(error.otherRunId)
+        continue
+      }
       if (!announced) t.comment(`waiting up to ${WAIT_FOR_OTHER_LAB_MS / 1000} s for lab ${error.otherRunId} to go down`)
       announced = true
       await new Promise((resolve) => setTimeout(resolve, 500))
     }
+  }
+}
+
+/** Where a test records which process owns its lab (labs made by hand have no such file). */
+const ownerFile = (runId: string): string => join(STATE_ROOT, runId, 'test-owner.pid')
+
+function ownerPid(runId: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(ownerFile(runId), 'utf8').trim())
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
 
@@ -77,7 +107,9 @@ export async function startLab(t: Test, topology: TopologyInput, options: LabUpO
   const runId = options.runId ?? testRunId()
   // Registered first: if up fails half-way (or the test is interrupted) the run is still removed.
   t.teardown(() => labDown(runId))
-  return await labUpWhenFree(t, topology, { startDaemons: false, ...options, runId })
+  const lab = await labUpWhenFree(t, topology, { startDaemons: false, ...options, runId })
+  writeFileSync(ownerFile(runId), `${process.pid}\n`)
+  return lab
 }
 
 /**
