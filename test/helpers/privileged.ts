@@ -5,7 +5,7 @@
 // it all in t.teardown, also when the test fails.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
@@ -74,11 +74,54 @@ export interface CgroupFixture {
   pinDir: string
 }
 
+/** Fixture names carry the test process's pid: `weft-test-p<pid>-<run>`. */
+const FIXTURE_NAME = /^weft-test-p(\d+)-[0-9a-f]+$/
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * Removes the fixtures of test processes that are gone: a test killed on its timeout never runs
+ * its teardown, and its cgroups, attached programs and pins would stay on the machine.
+ */
+function sweepOrphanedFixtures(cgroup2: string): void {
+  const orphaned = (root: string): string[] => {
+    try {
+      return readdirSync(root).filter((name) => { const m = FIXTURE_NAME.exec(name); return m !== null && !processAlive(Number(m[1])) })
+    } catch {
+      return []
+    }
+  }
+  for (const name of orphaned(bpffsRoot)) {
+    NodeInterception.uninstall(join(bpffsRoot, name, 'node'))
+    NodeInterception.uninstall(join(bpffsRoot, name))
+  }
+  for (const name of orphaned(cgroup2)) {
+    const top = join(cgroup2, name)
+    const below = (dir: string): string[] => readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).flatMap((e) => [...below(join(dir, e.name)), join(dir, e.name)])
+    // Its processes are gone with it: the cgroups are empty (one that is not stays, for the next sweep).
+    for (const dir of [...below(top), top]) {
+      try {
+        rmdirSync(dir)
+      } catch {
+        break
+      }
+    }
+  }
+}
+
 /** Creates the cgroups and pin dir for one test, and removes them (and the install) in teardown. */
 export function cgroupFixture(t: Test): CgroupFixture {
   const cgroup2 = findCgroup2Mount()
   if (!cgroup2) throw new Error('cgroupFixture: no cgroup v2 mount')
-  const run = runId()
+  sweepOrphanedFixtures(cgroup2)
+  const run = `p${process.pid}-${runId()}`
   const top = join(cgroup2, `weft-test-${run}`)
   const node = join(top, 'node')
   const pinTop = join(bpffsRoot, `weft-test-${run}`)
