@@ -17,6 +17,7 @@
 import http2, { type Http2SecureServer, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import type { TLSSocket } from 'node:tls'
 import type { MeshSnapshot, Workload } from '../config/resources/index.ts'
+import { peerIdentity } from '../identity/spiffe.ts'
 import { serveInboundHttp } from '../l7/inbound-http.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { NodeMetrics } from '../telemetry/metrics.ts'
@@ -24,7 +25,7 @@ import { admitConnection } from './admission.ts'
 import { ConnectionTracker } from './connections.ts'
 import { connectDirect } from './outbound.ts'
 import { splice } from './splice.ts'
-import { ERROR_HEADER, SOURCE_ADDRESS_HEADER, TUNNEL_ALPN, TUNNEL_SESSION_WINDOW, secureContextWithin, sniFor, spiffeIdOfCertificate, tunnelSettings, type TunnelCredentials } from './tunnel.ts'
+import { ERROR_HEADER, SOURCE_ADDRESS_HEADER, TUNNEL_ALPN, TUNNEL_SESSION_WINDOW, secureContextWithin, sniFor, tunnelSettings, type TunnelCredentials } from './tunnel.ts'
 
 export interface InboundOptions {
   node: string
@@ -145,7 +146,7 @@ export class InboundListener {
   private authenticate(session: ServerHttp2Session): PeerSession | undefined {
     const socket = session.socket as TLSSocket
     const remote = socket.remoteAddress ?? ''
-    const identity = spiffeIdOfCertificate(socket.getPeerCertificate())
+    const identity = peerIdentity(socket.getPeerCertificate())
     const served = this.localIdentityBySni(socket.servername || '')
     if (identity === undefined || served === undefined) {
       this.refuseTls('no_identity', `the client at ${remote} presented no certificate with exactly one SPIFFE ID`)

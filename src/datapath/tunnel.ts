@@ -11,7 +11,8 @@
 // pod has the certificate's identity and lives on the connecting node.
 import { createHash } from 'node:crypto'
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
-import tls, { type PeerCertificate, type SecureContext } from 'node:tls'
+import tls, { type SecureContext } from 'node:tls'
+import { checkSpiffeServer } from '../identity/spiffe.ts'
 import type { Logger } from '../telemetry/log.ts'
 
 export const SOURCE_ADDRESS_HEADER = 'weft-source-address'
@@ -53,14 +54,6 @@ export async function secureContextWithin(credentials: TunnelCredentials, identi
  */
 export function sniFor(identity: string): string {
   return `${createHash('sha256').update(identity).digest('hex').slice(0, 40)}.svid.weft`
-}
-
-/** The SPIFFE ID of a certificate: its one `spiffe://` URI SAN, or undefined (none, or several). */
-export function spiffeIdOfCertificate(cert: PeerCertificate | undefined): string | undefined {
-  const san = cert?.subjectaltname
-  if (!san) return undefined
-  const uris = san.split(', ').filter((entry) => entry.startsWith('URI:')).map((entry) => entry.slice(4))
-  return uris.length === 1 && uris[0]!.startsWith('spiffe://') ? uris[0] : undefined
 }
 
 export class TunnelError extends Error {
@@ -118,10 +111,7 @@ export class TunnelPool {
         host: target.peerAddress, port: target.peerPort, servername: sniFor(expected),
         secureContext, ALPNProtocols: [TUNNEL_ALPN], minVersion: 'TLSv1.3',
         // The chain is checked against the trust bundle first; then the server must be the destination workload.
-        checkServerIdentity: (_host, cert) => {
-          const presented = spiffeIdOfCertificate(cert)
-          return presented === expected ? undefined : new Error(`the peer ${peer} presented ${presented ?? 'no SPIFFE ID'}, not ${expected}`)
-        },
+        checkServerIdentity: checkSpiffeServer(expected),
       }),
     })
     session.on('connect', () => {
