@@ -27,6 +27,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import { abort, splice } from '../datapath/splice.ts'
+import type { AuthorizationDecision, HttpAttributes } from '../policy/authorization.ts'
 import type { Logger } from '../telemetry/log.ts'
 import { NO_GRPC_STATUS, type NodeMetrics, type RequestLabels } from '../telemetry/metrics.ts'
 import { httpMeshError, WEFT_ERROR_HEADER } from './errors.ts'
@@ -35,10 +36,7 @@ import { finishUpstream, responseHeaders } from './client-h1.ts'
 import type { OutgoingHeaders } from './pipeline.ts'
 import { asSocketLike } from './upstream.ts'
 
-/** What a request is authorized on (the shape of src/policy/authorization.ts's HttpAttributes). */
-export interface HttpAttributes { method: string; path: string; host: string }
-/** The shape of src/policy/authorization.ts's AuthorizationDecision. */
-export interface AuthorizationDecision { allowed: boolean; policy: string | undefined; action: 'ALLOW' | 'DENY' | 'NONE'; reason: string }
+export type { AuthorizationDecision, HttpAttributes }
 
 export interface InboundHttpOptions {
   /** Decides one request (a closure over authorize() with the source peer and destination fixed). */
