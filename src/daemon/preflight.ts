@@ -1,6 +1,6 @@
 // Checks the machine before the daemon touches anything, so a missing prerequisite is one
 // clear line that says what to do, not a stack trace from deep inside libbpf.
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, statfsSync } from 'node:fs'
 import { release } from 'node:os'
 import { resolve } from 'node:path'
 import { findCgroup2Mount, isOnBpfFs } from '../bpf/index.ts'
@@ -32,17 +32,22 @@ export function checkBpfFs(pinDir: string): void {
   }
 }
 
+/** statfs(2) f_type of a cgroup v2 filesystem (CGROUP2_SUPER_MAGIC). */
+const CGROUP2_SUPER_MAGIC = 0x63677270
+
 export function checkCgroup(cgroupRoot: string): void {
   const mount = findCgroup2Mount()
   if (!mount) {
     throw new PreflightError('no cgroup v2 hierarchy is mounted (see /proc/self/mountinfo); mount one with: mount -t cgroup2 none /sys/fs/cgroup')
   }
   const path = resolve(cgroupRoot)
-  if (path !== mount && !path.startsWith(mount + '/')) {
-    throw new PreflightError(`--cgroup-root ${cgroupRoot} is not in the cgroup v2 hierarchy mounted at ${mount}`)
-  }
   if (!existsSync(path)) {
     throw new PreflightError(`--cgroup-root ${cgroupRoot} does not exist; create the node's workload cgroup first`)
+  }
+  // Any cgroup v2 mount will do, not only the first: in a container the runtime's own (namespaced)
+  // /sys/fs/cgroup comes first, and the host's tree is mounted beside it (daemonset/weft-node.yaml).
+  if (statfsSync(path).type !== CGROUP2_SUPER_MAGIC) {
+    throw new PreflightError(`--cgroup-root ${cgroupRoot} is not in a cgroup v2 hierarchy (the first one mounted is ${mount})`)
   }
 }
 
