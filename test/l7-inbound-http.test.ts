@@ -17,7 +17,7 @@ import { WebSocket } from 'ws'
 
 import { splice } from '../src/datapath/splice.ts'
 import { requestTarget, serveInboundHttp, type AuthorizationDecision, type HttpAttributes, type InboundHttpOptions } from '../src/l7/inbound-http.ts'
-import { asSocketLike } from '../src/l7/upstream.ts'
+import { asSocketLike } from '../src/l7/inbound-http.ts'
 import { createLogger } from '../src/telemetry/log.ts'
 import { NodeMetrics } from '../src/telemetry/metrics.ts'
 import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'

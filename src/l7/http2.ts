@@ -26,7 +26,7 @@ import type { Destination } from './destinations.ts'
 import { grpcMeshError, GRPC_STATUS, httpMeshError, WEFT_ERROR_HEADER, type MeshErrorCause } from './errors.ts'
 import { asksForTrailers, type Attempt, type DownstreamContext, type Exchange, type ExchangeStats, type L7Protocol, type OutgoingHeaders, type Pipeline, type ProxyRequest, type Try, type UpstreamResponse } from './pipeline.ts'
 import { applyHeaderModifier, type HeaderModifier } from './router.ts'
-import { finishUpstream, isHttp1Response, responseHeaders as http1ResponseHeaders, sendHttp1, type Http1Response } from './client-h1.ts'
+import { isHttp1Response, responseHeaders as http1ResponseHeaders, sendHttp1, type Http1Response } from './client-h1.ts'
 import { ConnectFailure, UpstreamPools, type UpstreamOptions, type UpstreamPath } from './upstream.ts'
 import { H2UpstreamPools } from './upstream-h2.ts'
 
@@ -263,16 +263,13 @@ class Http2Exchange implements Exchange {
 
   /** An HTTP/1.1 endpoint's response, relayed as HTTP/2 (its chunked trailers as HTTP/2 trailers). */
   private relayHttp1(response: Http1Response, done: () => void, modifiers: readonly HeaderModifier[]): void {
-    const { message } = response
     const downstream = this.stream
     let over = false
     const finish = (): void => { if (!over) { over = true; done() } }
     if (downstream.destroyed) { response.discard(); finish(); return }
-    // Cut between its head and now: nothing more will come (its 'close' has been and gone).
-    if (message.destroyed && !message.complete) { this.reset(); finish(); return }
     this.stats.status = response.status
     this.stats.grpcStatus = response.grpcStatus
-    const headers = responseHeaders(http1ResponseHeaders(message.headers, false) as IncomingHttpHeaders)
+    const headers = responseHeaders(http1ResponseHeaders(response.headers, false) as IncomingHttpHeaders)
     for (const modifier of modifiers) applyHeaderModifier(modifier, headers as Record<string, string | string[] | undefined>)
     if (modifiers.length > 0) for (const name of CONNECTION_SPECIFIC) delete headers[name]
     headers[HTTP2_HEADER_STATUS] = response.status
@@ -282,23 +279,33 @@ class Http2Exchange implements Exchange {
       finish()
       return
     }
+    let trailers: readonly string[] = []
     downstream.once('wantTrailers', () => {
       const out: http2.OutgoingHttpHeaders = {}
-      for (const [name, value] of Object.entries(message.trailers)) if (!CONNECTION_SPECIFIC.has(name)) out[name] = value
-      const grpc = message.trailers['grpc-status']
-      if (grpc !== undefined) this.stats.grpcStatus = Number(grpc)
+      for (let i = 0; i < trailers.length; i += 2) {
+        const name = trailers[i]!.toLowerCase()
+        if (CONNECTION_SPECIFIC.has(name)) continue
+        out[name] = trailers[i + 1]!
+        if (name === 'grpc-status') this.stats.grpcStatus = Number(trailers[i + 1])
+      }
       downstream.sendTrailers(out)
     })
     downstream.respond(headers, { waitForTrailers: true })
-    message.on('data', (chunk: Buffer) => { this.stats.responseBytes += chunk.length })
-    message.pipe(downstream)
-    message.once('end', () => { finishUpstream(message); finish() })
-    message.once('close', () => {
+    let complete = false
+    response.pipeTo({
+      data: (chunk) => {
+        this.stats.responseBytes += chunk.length
+        const ok = downstream.write(chunk)
+        if (!ok) downstream.once('drain', () => response.resume())
+        return ok
+      },
+      end: (received) => { complete = true; trailers = received; downstream.end(); finish() },
       // Cut before its end: reset the client's stream too (its response is incomplete).
-      if (!message.complete) { this.reset(); finish() }
+      abort: () => { this.reset(); finish() },
     })
-    downstream.once('close', () => { if (!message.complete) message.destroy() })
+    downstream.once('close', () => { if (!complete) response.discard() })
   }
+
 
   fail(cause: MeshErrorCause): void {
     if (this.request.protocol === 'grpc') {

@@ -31,10 +31,9 @@ import type { AuthorizationDecision, HttpAttributes } from '../policy/authorizat
 import type { Logger } from '../telemetry/log.ts'
 import { NO_GRPC_STATUS, type NodeMetrics, type RequestLabels } from '../telemetry/metrics.ts'
 import { httpMeshError, WEFT_ERROR_HEADER } from './errors.ts'
-import { answerClientError, forwardedHeaders } from './http1.ts'
-import { finishUpstream, responseHeaders } from './client-h1.ts'
+import { forwardedHeaders } from './http1.ts'
+import { responseHeaders } from './client-h1.ts'
 import type { OutgoingHeaders } from './pipeline.ts'
-import { asSocketLike } from './upstream.ts'
 
 export type { AuthorizationDecision, HttpAttributes }
 
@@ -414,4 +413,42 @@ function headLines(headers: OutgoingHeaders): string {
     for (const item of Array.isArray(value) ? value : [value]) if (item !== undefined) lines += `${name}: ${item}\r\n`
   }
   return lines
+}
+
+/**
+ * The shared server's 'clientError' handler: a malformed request gets a 400 (431 for oversized
+ * headers) on its own connection; the daemon and the others carry on.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  // A response already under way on this connection cannot be followed by a 400: close it.
+  const responding = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage?.headersSent === true
+  if (err.code === 'ECONNRESET' || !socket.writable || responding) { socket.destroy(); return }
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request'
+  socket.end(`HTTP/1.1 ${status}\r\n${WEFT_ERROR_HEADER}: malformed request (${err.code ?? 'parse error'})\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+}
+
+/**
+ * The response is over (or thrown away) while the request to it may still be sending its body
+ * (the endpoint answered early): that connection is mid-request and cannot be reused, so it goes.
+ */
+function finishUpstream(message: IncomingMessage): void {
+  const request = (message as IncomingMessage & { req?: http.ClientRequest }).req
+  if (request && !request.writableFinished) request.destroy()
+}
+
+/**
+ * node:http treats the Duplex it is given as a net.Socket and calls a few socket-only methods on
+ * it (keep-alive, ref/unref, noDelay); an HTTP/2 stream has none of them. The tunnel's session
+ * already keeps itself alive, so they are no-ops.
+ */
+export function asSocketLike(stream: Duplex): Duplex {
+  const socketLike = stream as Duplex & Record<string, unknown>
+  // node:http corks and writes its heads as latin1 strings; Http2Stream's batched write
+  // (_writev) garbles string chunks (the pod's server saw a corrupt request line: 400). Without
+  // it, each chunk goes through _write, which honours the encoding.
+  socketLike._writev = undefined
+  for (const method of ['setKeepAlive', 'setNoDelay', 'ref', 'unref']) {
+    if (typeof socketLike[method] !== 'function') socketLike[method] = () => stream
+  }
+  return stream
 }

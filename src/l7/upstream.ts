@@ -1,23 +1,19 @@
-// Upstream connection pools for the HTTP/1.1 proxy: one keep-alive `http.Agent` per endpoint
-// (and, through the tunnel, per source workload), so requests reuse connections instead of
-// paying a connect (or a CONNECT stream) each.
-//
-// Why node:http's Agent and not undici: the request and response objects are the same ones the
-// downstream `http.Server` gives us (the same parser, header handling and streams on both
-// sides), it needs no dependency, and its `createConnection(options, callback)` may answer
-// asynchronously with any Duplex — exactly what the tunnel gives: a CONNECT stream over the
-// pooled HTTP/2 connection to the endpoint's node (src/datapath/tunnel.ts). undici's connector
-// expects a net/tls socket, and its pools would duplicate what the tunnel already pools.
+// Upstream connection pools for the HTTP/1.1 engine: per endpoint (and, through the tunnel, per
+// source workload) a LIFO list of idle keep-alive connections — raw `net` sockets, or CONNECT
+// streams over the pooled HTTP/2 tunnel to the endpoint's node (src/datapath/tunnel.ts) — so
+// requests reuse connections instead of paying a connect (or a CONNECT stream) each. What is
+// said on a connection is client-h1.ts's; this file only makes, lends and takes back
+// connections. LIFO: the most recently used connection is the one least likely to have been
+// closed by the endpoint's idle timeout, and the others age out.
 //
 // A tunnelled pool is keyed by the source pod too: the tunnel connection presents the source
 // workload's certificate and the CONNECT stream names the source pod's address, so a kept-alive
 // connection must not carry another pod's request.
-import http from 'node:http'
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
 import type { TunnelPool, TunnelTarget } from '../datapath/tunnel.ts'
-import { isOpen, type BreakerOpen, type CircuitBreaker, type Release } from './breaker.ts'
+import { isOpen, type BreakerOpen, type CircuitBreaker } from './breaker.ts'
 import type { NotHttp2Answer } from './errors.ts'
 
 export interface UpstreamOptions {
@@ -31,11 +27,6 @@ export interface UpstreamOptions {
 }
 
 export type UpstreamPath = 'direct' | 'tunnel'
-
-export interface Upstream {
-  readonly agent: http.Agent
-  readonly path: UpstreamPath
-}
 
 /**
  * An error raised before the request left: the connection (or tunnel stream, or HTTP/2 session)
@@ -61,21 +52,6 @@ export class BreakerRefusal extends Error {
     super(`circuit breaker open for ${open.destination}: ${open.limit} at its limit of ${open.max}`)
     this.open = open
   }
-}
-
-/**
- * The request option that carries the destination's breaker to `createConnection` (the Agent
- * passes request options through), so each new connection takes a `connections` slot, given
- * back when it closes.
- */
-export const BREAKER_OPTION = 'weftBreaker'
-
-/** Takes a connection slot from the breaker in `options` (if any); the release, or the refusal. */
-function connectionSlot(options: unknown): Release | BreakerRefusal {
-  const breaker = (options as Record<string, unknown>)[BREAKER_OPTION] as CircuitBreaker | undefined
-  if (!breaker) return () => {}
-  const slot = breaker.tryAcquire('connections')
-  return isOpen(slot) ? new BreakerRefusal(slot.open) : slot
 }
 
 /** The calling pod, as the downstream connection knows it. */
@@ -113,91 +89,173 @@ export function tunnelTarget(endpoint: Endpoint, source: UpstreamSource, peerAdd
   return { peerAddress, peerPort, destination, destinationIdentity, source: { ip: source.sourceIp, identity: source.sourceIdentity } }
 }
 
+/** A connection lent by a pool: give it back with `release()` when its exchange is over and it may carry another, else `destroy()` it. */
+export interface PooledConnection {
+  readonly stream: Duplex
+  readonly path: UpstreamPath
+  /** Whether it carried an exchange before (a reset on it may be the endpoint closing it idle). */
+  readonly reused: boolean
+  release(): void
+  destroy(): void
+}
+
+interface IdleConnection {
+  readonly stream: Duplex
+  readonly timer: NodeJS.Timeout
+  readonly onIdleEnd: () => void
+}
+
+class Pool {
+  readonly key: string
+  readonly path: UpstreamPath
+  readonly idle: IdleConnection[] = []
+  readonly open = new Set<Duplex>()
+  closed = false
+  private readonly connect: (breaker: CircuitBreaker) => Promise<Duplex>
+  private readonly idleTimeoutMs: number
+
+  constructor(key: string, path: UpstreamPath, idleTimeoutMs: number, connect: (breaker: CircuitBreaker) => Promise<Duplex>) {
+    this.key = key
+    this.path = path
+    this.idleTimeoutMs = idleTimeoutMs
+    this.connect = connect
+  }
+
+  /** An idle connection (the newest), else a new one (a breaker `connections` slot for its life). */
+  acquire(breaker: CircuitBreaker): PooledConnection | Promise<PooledConnection> {
+    for (let idle = this.idle.pop(); idle !== undefined; idle = this.idle.pop()) {
+      clearTimeout(idle.timer)
+      idle.stream.off('close', idle.onIdleEnd)
+      idle.stream.off('end', idle.onIdleEnd)
+      idle.stream.off('data', idle.onIdleEnd)
+      if (!idle.stream.destroyed && idle.stream.readable && idle.stream.writable) return this.lend(idle.stream, true)
+    }
+    return this.connect(breaker).then((stream) => {
+      this.open.add(stream)
+      stream.once('close', () => this.open.delete(stream))
+      return this.lend(stream, false)
+    })
+  }
+
+  private lend(stream: Duplex, reused: boolean): PooledConnection {
+    let returned = false
+    return {
+      stream, path: this.path, reused,
+      release: () => {
+        if (returned) return
+        returned = true
+        if (this.closed || stream.destroyed) { stream.destroy(); return }
+        // Idle: anything the endpoint says now (a close, stray bytes) ends the connection.
+        const onIdleEnd = (): void => { this.drop(stream); stream.destroy() }
+        const timer = setTimeout(onIdleEnd, this.idleTimeoutMs)
+        timer.unref()
+        stream.once('close', onIdleEnd)
+        stream.once('end', onIdleEnd)
+        stream.once('data', onIdleEnd)
+        this.idle.push({ stream, timer, onIdleEnd })
+      },
+      destroy: () => { returned = true; stream.destroy() },
+    }
+  }
+
+  private drop(stream: Duplex): void {
+    const at = this.idle.findIndex((idle) => idle.stream === stream)
+    if (at >= 0) { clearTimeout(this.idle[at]!.timer); this.idle.splice(at, 1) }
+  }
+
+  close(): void {
+    this.closed = true
+    for (const idle of this.idle) clearTimeout(idle.timer)
+    this.idle.length = 0
+    for (const stream of this.open) stream.destroy()
+  }
+}
+
 export class UpstreamPools {
   private readonly options: UpstreamOptions
-  private readonly agents = new Map<string, Upstream>()
+  private readonly pools = new Map<string, Pool>()
 
   constructor(options: UpstreamOptions) {
     this.options = options
   }
 
   /**
-   * The pool for requests from `source` to `endpoint`; `idleTimeoutMs` (a DestinationPolicy's
+   * A connection for requests from `source` to `endpoint`, taken from its pool or made (then it
+   * holds a `connections` slot of `breaker` until it closes; a refusal is a BreakerRefusal, a
+   * failed connect a ConnectFailure). `idleTimeoutMs` (a DestinationPolicy's
    * connectionPool.idleTimeout) applies when the pool is made here.
    */
-  for(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, idleTimeoutMs?: number): Upstream {
-    const { key, remoteAddress } = upstreamRoute(endpoint, source, snapshot, this.options.node)
-    const existing = this.agents.get(key)
+  acquire(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, breaker: CircuitBreaker, idleTimeoutMs?: number): PooledConnection | Promise<PooledConnection> {
+    return this.poolFor(endpoint, source, snapshot, idleTimeoutMs).acquire(breaker)
+  }
+
+  /** Whether requests from `source` to `endpoint` go direct or through the tunnel. */
+  pathOf(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot): UpstreamPath {
+    return upstreamRoute(endpoint, source, snapshot, this.options.node).path
+  }
+
+  private poolFor(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, idleTimeoutMs?: number): Pool {
+    const { key, path, remoteAddress } = upstreamRoute(endpoint, source, snapshot, this.options.node)
+    const existing = this.pools.get(key)
     if (existing) return existing
     const idle = idleTimeoutMs ?? this.options.idleTimeoutMs ?? 30_000
-    let upstream: Upstream
+    let pool: Pool
     if (remoteAddress !== undefined) {
       const tunnels = this.options.tunnels
       const target = tunnelTarget(endpoint, source, remoteAddress, this.options.inboundPort)
-      const agent = new http.Agent({ keepAlive: true, timeout: idle, scheduling: 'lifo' })
-      // Asynchronous createConnection: return nothing and answer through the callback.
-      agent.createConnection = ((options: unknown, callback: (err: Error | null, stream?: Duplex) => void) => {
-        if (target instanceof ConnectFailure) { process.nextTick(callback, target); return undefined }
-        const slot = connectionSlot(options)
-        if (slot instanceof BreakerRefusal) { process.nextTick(callback, slot); return undefined }
-        tunnels.open(target).then(
-          (stream) => { stream.once('close', slot); callback(null, asSocketLike(stream)) },
-          (err: unknown) => { slot(); callback(new ConnectFailure((err as Error).message)) },
-        )
-        return undefined
-      }) as unknown as http.Agent['createConnection']
-      upstream = { agent, path: 'tunnel' }
+      pool = new Pool(key, path, idle, async (breaker) => {
+        if (target instanceof ConnectFailure) throw target
+        const slot = connectionSlot(breaker)
+        if (slot instanceof BreakerRefusal) throw slot
+        try {
+          const stream = await tunnels.open(target)
+          stream.once('close', slot)
+          return stream
+        } catch (err) {
+          slot()
+          throw new ConnectFailure((err as Error).message)
+        }
+      })
     } else {
-      const agent = new http.Agent({ keepAlive: true, timeout: idle, scheduling: 'lifo' })
       const connectTimeoutMs = this.options.connectTimeoutMs
-      // The Agent's own connect has no deadline: an endpoint that never answers the SYN would
-      // hold the request until the per-try timeout, or forever without one.
-      agent.createConnection = ((options: net.NetConnectOpts, callback: (err: Error | null, stream?: Duplex) => void) => {
-        const slot = connectionSlot(options)
-        if (slot instanceof BreakerRefusal) { process.nextTick(callback, slot); return undefined }
-        const socket = net.connect({ ...options, noDelay: true })
+      pool = new Pool(key, path, idle, (breaker) => new Promise<Duplex>((resolve, reject) => {
+        const slot = connectionSlot(breaker)
+        if (slot instanceof BreakerRefusal) { reject(slot); return }
+        const socket = net.connect({ host: endpoint.ip, port: endpoint.port, noDelay: true })
+        // An endpoint that never answers the SYN must not hold the request until the per-try timeout, or forever without one.
         const timer = setTimeout(() => socket.destroy(new ConnectFailure(`connect to ${endpoint.ip}:${endpoint.port} timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs)
-        socket.once('connect', () => clearTimeout(timer))
+        const failed = (err: NodeJS.ErrnoException): void => {
+          reject(err instanceof ConnectFailure ? err : new ConnectFailure(`cannot connect to ${endpoint.ip}:${endpoint.port}: ${err.code ?? err.message}`))
+        }
+        socket.once('error', failed)
+        socket.once('connect', () => { clearTimeout(timer); socket.off('error', failed); resolve(socket) })
         socket.once('close', () => { clearTimeout(timer); slot() })
-        return socket
-      }) as unknown as http.Agent['createConnection']
-      upstream = { agent, path: 'direct' }
+      }))
     }
-    this.agents.set(key, upstream)
-    return upstream
+    this.pools.set(key, pool)
+    return pool
   }
 
   /** Closes the pools of endpoints that are gone from `snapshot` (called when a snapshot applies). */
   prune(snapshot: MeshSnapshot): void {
     const live = new Set<string>()
     for (const target of snapshot.services.values()) for (const endpoint of target.endpoints) live.add(`${endpoint.ip}:${endpoint.port}`)
-    for (const [key, upstream] of this.agents) {
+    for (const [key, pool] of this.pools) {
       if (!live.has(key.split('|')[0]!)) {
-        upstream.agent.destroy()
-        this.agents.delete(key)
+        pool.close()
+        this.pools.delete(key)
       }
     }
   }
 
   close(): void {
-    for (const upstream of this.agents.values()) upstream.agent.destroy()
-    this.agents.clear()
+    for (const pool of this.pools.values()) pool.close()
+    this.pools.clear()
   }
 }
 
-/**
- * The Agent treats what createConnection returns as a net.Socket and calls a few socket-only
- * methods on it (keep-alive, ref/unref, noDelay); an HTTP/2 stream has none of them. The
- * tunnel's session already keeps itself alive, so they are no-ops.
- */
-export function asSocketLike(stream: Duplex): Duplex {
-  const socketLike = stream as Duplex & Record<string, unknown>
-  // The HTTP client corks and writes its head as a latin1 string; Http2Stream's batched write
-  // (_writev) garbles string chunks (the pod's server saw a corrupt request line: 400). Without
-  // it, each chunk goes through _write, which honours the encoding.
-  socketLike._writev = undefined
-  for (const method of ['setKeepAlive', 'setNoDelay', 'ref', 'unref']) {
-    if (typeof socketLike[method] !== 'function') socketLike[method] = () => stream
-  }
-  return stream
+/** Takes a `connections` slot from the destination's breaker: the release, or the refusal. */
+function connectionSlot(breaker: CircuitBreaker): (() => void) | BreakerRefusal {
+  const slot = breaker.tryAcquire('connections')
+  return isOpen(slot) ? new BreakerRefusal(slot.open) : slot
 }
