@@ -4,13 +4,14 @@ import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { checkServerIdentity, type PeerCertificate } from 'node:tls'
 
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream'
+import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream'
 import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv'
 import { connect, headers, type NatsConnection, type QueuedIterator, type Subscription } from '@nats-io/transport-node'
 
 import { BusError, connectError, describeError, permissionError, violatedPublishSubject } from './errors.ts'
 import type { TlsFiles } from './server.ts'
-import { CONFIG_BUCKET, STATUS_BUCKET, TRUST_BUCKET, TRUST_BUNDLE_KEY, inboxPrefixFor, kvSubject, statusSubject } from './subjects.ts'
+import { ConfigFollower, type FollowConfigOptions } from './follow.ts'
+import { CONFIG_BUCKET, CONFIG_CHANGES, STATUS_BUCKET, TRUST_BUCKET, TRUST_BUNDLE_KEY, inboxPrefixFor, kvSubject, statusSubject, streamOf } from './subjects.ts'
 
 export type BusOptions = {
   /** One URL or several (`nats://host:4222`, `tls://host:4222`). */
@@ -78,7 +79,17 @@ export type Bus = {
   listResources(prefix?: string): Promise<StoredResource[]>
   /** The config revision: the last sequence of the weft-config stream. */
   configRevision(): Promise<number>
+  /**
+   * Follows the configuration with a consumer of its own (the control plane, tools). Nodes use
+   * followConfig, which costs the server no consumer per node.
+   */
   watchConfig(onEvent: (event: ConfigEvent) => void, options?: WatchConfigOptions): Promise<ConfigWatch>
+  /**
+   * The node's way: every current value, `initialDone(revision)`, then each change in revision
+   * order from the stream's RePublish subject (weft.config.>); the KV is read only to catch up
+   * (start, reconnect, a gap in the revisions, a periodic check). See follow.ts.
+   */
+  followConfig(onEvent: (event: ConfigEvent) => void, options?: FollowConfigOptions): Promise<ConfigWatch>
   /** Publishes on weft.status.<node> and puts into weft-status under the node's name. */
   publishStatus(node: string, status: unknown): Promise<number>
   /** Every node's latest status. */
@@ -101,6 +112,8 @@ export type Bus = {
 
 /** Config bucket settings: a few revisions of history per key, file storage. */
 const CONFIG_HISTORY = 5
+/** Every stored config change is republished on weft.config.<key> (src covers the whole bucket). */
+const CONFIG_REPUBLISH = { src: kvSubject(CONFIG_BUCKET, '>'), dest: CONFIG_CHANGES }
 /** The trust bucket keeps a few bundles back, to see what a rotation changed. */
 const TRUST_HISTORY = 5
 
@@ -294,11 +307,29 @@ class NatsBus implements Bus {
     const open = async (bucket: string, history: number): Promise<KV> => {
       return await this.#guard(
         (subject) => subject.startsWith('$JS.API.'),
-        async () => (mayCreate ? await this.#kvm.create(bucket, { history }) : await this.#kvm.open(bucket)),
+        async () => (mayCreate ? await this.#kvm.create(bucket, { history, ...(bucket === CONFIG_BUCKET ? { republish: CONFIG_REPUBLISH } : {}) }) : await this.#kvm.open(bucket)),
       )
     }
     this.#config = await open(CONFIG_BUCKET, CONFIG_HISTORY)
+    if (mayCreate) await this.#ensureRepublish(this.#config)
     this.#status = await open(STATUS_BUCKET, 1)
+  }
+
+  /**
+   * Nodes follow changes on the config stream's RePublish subject. A bucket created before weft
+   * republished (kvm.create leaves an existing stream as it is) gets it added here where the
+   * server allows it; nats-server 2.9 refuses ("stream configuration update can not change
+   * RePublish"), and nodes then follow that bucket with a consumer each (followConfig).
+   */
+  async #ensureRepublish(kv: KV): Promise<void> {
+    if (await this.#republishes(kv)) return
+    const manager = await jetstreamManager(this.connection, { timeout: this.#timeout })
+    await manager.streams.update(streamOf(CONFIG_BUCKET), { republish: CONFIG_REPUBLISH }).catch(() => {})
+  }
+
+  async #republishes(kv: KV): Promise<boolean> {
+    const { config } = (await this.#guard((s) => s.startsWith('$JS.API.'), () => kv.status())).streamInfo
+    return config.republish?.src === CONFIG_REPUBLISH.src && config.republish.dest === CONFIG_REPUBLISH.dest
   }
 
   async #configKv(): Promise<KV> {
@@ -398,6 +429,27 @@ class NatsBus implements Bus {
       stop: async () => {
         this.#reconnectListeners.delete(onReconnect)
         await watch.stop()
+      },
+    }
+  }
+
+  async followConfig(onEvent: (event: ConfigEvent) => void, options: FollowConfigOptions = {}): Promise<ConfigWatch> {
+    const kv = await this.#configKv()
+    if (!await this.#republishes(kv)) {
+      options.onError?.(new BusError('other', `nats: the ${CONFIG_BUCKET} bucket does not republish its changes on ${CONFIG_CHANGES} (it was created before weft did, and this nats-server cannot add that to an existing stream): following it with a consumer of this node's own, which costs the server per node; re-create the bucket to follow it at scale (docs/configuration.md, "Following changes")`))
+      return await this.watchConfig(onEvent, options)
+    }
+    const follower = new ConfigFollower(this.connection, this.#js, kv, onEvent, options, (error) => this.#translate(error), this.#timeout)
+    await this.#guard((s) => s.startsWith('$JS.'), () => follower.start())
+    const onReconnect = (): void => follower.reconnected()
+    this.#reconnectListeners.add(onReconnect)
+    return {
+      get revision() {
+        return follower.revision
+      },
+      stop: async () => {
+        this.#reconnectListeners.delete(onReconnect)
+        await follower.stop()
       },
     }
   }

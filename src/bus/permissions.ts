@@ -1,7 +1,7 @@
 // Who may do what on the bus, as nats-server subject permissions. Worked out against
 // nats-server 2.9 with the @nats-io v3 clients (test/bus-nats.test.ts is the proof); the
 // reasoning for each subject is next to it. See README.md "Credentials model".
-import { CONFIG_BUCKET, STATUS_BUCKET, TRUST_BUCKET, csrSubject, inboxPrefixFor, kvSubject, statusSubject, streamOf } from './subjects.ts'
+import { CONFIG_BUCKET, CONFIG_CHANGES, STATUS_BUCKET, TRUST_BUCKET, csrSubject, inboxPrefixFor, kvSubject, statusSubject, streamOf } from './subjects.ts'
 
 export type SubjectPermissions = {
   publish: { allow: string[] }
@@ -55,6 +55,8 @@ export function controlPermissions(user: string): SubjectPermissions {
         `$JS.API.STREAM.CREATE.${streamOf(CONFIG_BUCKET)}`,
         `$JS.API.STREAM.CREATE.${streamOf(STATUS_BUCKET)}`,
         `$JS.API.STREAM.CREATE.${streamOf(TRUST_BUCKET)}`,
+        // Adding the RePublish to a config bucket made before weft republished (bus.ts).
+        `$JS.API.STREAM.UPDATE.${streamOf(CONFIG_BUCKET)}`,
         `${kvSubject(CONFIG_BUCKET, '>')}`,
         // The CA publishes the trust bundle.
         `${kvSubject(TRUST_BUCKET, '>')}`,
@@ -86,6 +88,7 @@ export function nodePermissions(node: string, user = `node-${node}`): SubjectPer
         csrSubject(node),
       ],
     },
-    subscribe: { allow: [`${inboxPrefixFor(user)}.>`] },
+    // weft.config.>: every config change, republished by the server (nodes follow it, follow.ts).
+    subscribe: { allow: [`${inboxPrefixFor(user)}.>`, CONFIG_CHANGES] },
   }
 }

@@ -32,6 +32,17 @@ export function kvSubject(bucket: string, key: string): string {
   return `$KV.${bucket}.${key}`
 }
 
+/**
+ * The config stream republishes every put and delete here (RePublish on the `weft-config`
+ * stream; only nats-server publishes on it): `weft.config.<key>`, headers `Nats-Sequence` (the
+ * revision) and `KV-Operation` for deletes. Nodes follow it with a plain subscription.
+ */
+export function configChangeSubject(key: string): string {
+  return `weft.config.${key}`
+}
+/** What a node subscribes to: every config change. */
+export const CONFIG_CHANGES = configChangeSubject('>')
+
 /** Every status is also published here, for whoever wants it live rather than from the bucket. */
 export function statusSubject(node: string): string {
   return `weft.status.${node}`

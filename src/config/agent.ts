@@ -1,8 +1,10 @@
-// The node's side of configuration: follows the weft-config bucket on NATS (a watch, never a
-// poll), keeps every resource as stored, and on each change builds a new immutable MeshSnapshot
-// that the daemon swaps in. Each node validates every resource on its own: one bad resource is
-// rejected alone (listed in the status) and the rest apply. With NATS down the last snapshot
-// stays in force; on reconnect the watch resyncs to the current revision.
+// The node's side of configuration: follows the weft-config bucket on NATS (its changes on a
+// plain subscription, the KV read only to catch up: src/bus/follow.ts), keeps every resource as
+// stored, and on each change builds a new immutable MeshSnapshot that the daemon swaps in. Each
+// node validates every resource on its own: one bad resource is rejected alone (listed in the
+// status) and the rest apply. With NATS down the last snapshot stays in force; on reconnect, or
+// when a gap in the revisions shows that changes were missed, the node catches up to the exact
+// current revision.
 import { connectBus, type Bus, type BusOptions, type ConfigWatch } from '../bus/index.ts'
 import { buildSnapshot, snapshotCounts, type MeshSnapshot, type ValidationContext } from './resources/index.ts'
 import type { Logger } from '../telemetry/log.ts'
@@ -28,6 +30,8 @@ export interface NodeStatus {
 export interface ConfigAgentOptions {
   node: string
   bus: BusOptions
+  /** How often to check that no change was missed (default REVISION_CHECK_MS, 15 s). */
+  revisionCheckMs?: number
   validation: ValidationContext
   statusIntervalMs: number
   log: Logger
@@ -88,7 +92,7 @@ export class ConfigAgent {
     this.nats = 'connected'
     log.info('connected to NATS', { servers: this.servers })
     void this.followConnection(this.bus)
-    this.watch = await this.bus.watchConfig((event) => {
+    this.watch = await this.bus.followConfig((event) => {
       this.stored.delete(event.key)
       this.unparsable.delete(event.key)
       if (event.value !== null) {
@@ -107,8 +111,12 @@ export class ConfigAgent {
         this.initialLoaded = true
         this.queueRebuild()
       },
-      onResync: () => log.info('configuration watch resyncing after a NATS interruption'),
-      onError: (error) => log.warn('configuration watch trouble; retrying', { error: error.message }),
+      onResync: () => log.info('configuration reloading: changes were missed (NATS interruption or a gap too large to fetch)'),
+      onError: (error) => log.warn('configuration catch-up trouble; retrying', { error: error.message }),
+      onCatchUp: ({ reason, how, from, to }) => {
+        if (how !== 'current') log.info('configuration caught up', { reason, how, from, to })
+      },
+      ...(this.options.revisionCheckMs !== undefined ? { revisionCheckMs: this.options.revisionCheckMs } : {}),
     })
     this.statusTimer = setInterval(() => { void this.publishStatus() }, this.options.statusIntervalMs)
   }
