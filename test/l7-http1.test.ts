@@ -17,7 +17,7 @@ import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-tex
 
 const VIP = '198.19.0.10'
 
-interface Seen { headers: http.IncomingHttpHeaders; bytes: number; sha256: string }
+interface Seen { url: string; method: string; headers: http.IncomingHttpHeaders; bytes: number; sha256: string }
 
 /** A server that answers `/download/N` with N bytes, and anything else with what it received. */
 async function backend(t: Test, host: string, port = 0): Promise<number> {
@@ -39,11 +39,19 @@ async function backend(t: Test, host: string, port = 0): Promise<number> {
       pump()
       return
     }
+    if (req.url === '/trailers') {
+      res.writeHead(200, { trailer: 'x-checksum' })
+      res.write('part one,')
+      res.write('part two')
+      res.addTrailers({ 'x-checksum': 'abc123' })
+      res.end()
+      return
+    }
     const hash = createHash('sha256')
     let bytes = 0
     req.on('data', (c: Buffer) => { bytes += c.length; hash.update(c) })
     req.on('end', () => {
-      const seen: Seen = { headers: req.headers, bytes, sha256: hash.digest('hex') }
+      const seen: Seen = { url: req.url ?? '', method: req.method ?? '', headers: req.headers, bytes, sha256: hash.digest('hex') }
       res.end(JSON.stringify(seen))
     })
   })
@@ -166,4 +174,90 @@ t.test('a malformed request gets a 400 on its own connection; the next connectio
   t.match(raw, /^HTTP\/1\.1 400 /)
   t.match(raw, /weft-error: malformed request/)
   t.equal((await request(proxy.port, { path: '/' })).status, 200)
+})
+
+/** Writes `bytes` on a new connection and reads everything until the proxy closes it. */
+async function rawExchange(port: number, bytes: string | Buffer): Promise<string> {
+  const socket = net.connect(port, '127.0.0.1')
+  let raw = ''
+  socket.on('data', (c: Buffer) => (raw += c.toString('latin1')))
+  socket.on('error', () => {})
+  socket.write(bytes)
+  await once(socket, 'close')
+  return raw
+}
+
+t.test('pipelined requests are answered in order, bodies included; the last one\'s Connection: close ends the connection', async (t) => {
+  const port = await backend(t, '127.0.0.2')
+  const proxy = await proxyFor(t, snapshotWith(port))
+  const raw = await rawExchange(proxy.port,
+    'GET /first HTTP/1.1\r\nHost: web\r\n\r\n' +
+    'POST /second HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nhello' +
+    'POST /third HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n' +
+    'GET /fourth HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n')
+  const answers = raw.split(/(?=HTTP\/1\.1 )/)
+  t.equal(answers.length, 4, `four answers (${JSON.stringify(raw.slice(0, 200))})`)
+  const seen = answers.map((answer) => JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4).replace(/^[0-9a-f]+\r\n/, '').replace(/\r\n0\r\n\r\n$/, '')) as Seen)
+  t.same(seen.map((x) => x.url), ['/first', '/second', '/third', '/fourth'], 'in the order they were sent')
+  t.same(seen.map((x) => x.bytes), [0, 5, 3, 0], 'each with its own body')
+  t.match(answers[3], /connection: close/i, 'the last answer says the connection closes')
+})
+
+t.test('a chunked response keeps its trailers through the engine; 100-continue is answered by the proxy', async (t) => {
+  const port = await backend(t, '127.0.0.2')
+  const proxy = await proxyFor(t, snapshotWith(port))
+  const trailers = await new Promise<{ body: string; trailers: http.IncomingHttpHeaders }>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: proxy.port, path: '/trailers', agent: false }, (res) => {
+      let body = ''
+      res.on('data', (c: Buffer) => (body += c.toString()))
+      res.on('end', () => resolve({ body, trailers: res.trailers }))
+    }).on('error', reject)
+  })
+  t.equal(trailers.body, 'part one,part two')
+  t.same(trailers.trailers, { 'x-checksum': 'abc123' }, 'the trailer arrived after the body')
+  let continued = false
+  const upload = await request(proxy.port, { method: 'PUT', path: '/upload', headers: { expect: '100-continue', 'content-length': '4' } }, (req) => {
+    req.on('continue', () => { continued = true; req.end('data') })
+  })
+  t.ok(continued, 'the client was told to go on')
+  const seen = JSON.parse(upload.body.toString()) as Seen
+  t.equal(seen.bytes, 4, 'and its body arrived')
+  t.notOk(seen.headers.expect, 'the expectation is not forwarded')
+})
+
+t.test('smuggling-shaped and oversized requests are refused before anything is forwarded', async (t) => {
+  const port = await backend(t, '127.0.0.2')
+  const proxy = await proxyFor(t, snapshotWith(port))
+  const cases: Array<[string, string, number]> = [
+    ['Content-Length with Transfer-Encoding', 'POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400],
+    ['two different Content-Lengths', 'POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd', 400],
+    ['an obs-fold header', 'GET / HTTP/1.1\r\nHost: web\r\nX-Folded: a\r\n b\r\n\r\n', 400],
+    ['101 headers', `GET / HTTP/1.1\r\nHost: web\r\n${Array.from({ length: 100 }, (_, i) => `X-H${i}: ${i}\r\n`).join('')}\r\n`, 431],
+  ]
+  for (const [label, bytes, status] of cases) {
+    const raw = await rawExchange(proxy.port, bytes)
+    t.match(raw, new RegExp(`^HTTP/1\\.1 ${status} `), `${label}: ${status}`)
+    t.match(raw, /weft-error: malformed request \(HPE_/, `${label}: naming the parse error`)
+  }
+  const samples = parsePrometheusText(await proxy.metrics.registry.metrics())
+  t.equal(sumSamples(samples, 'weft_requests_total', {}), 0, 'none of them reached the pipeline')
+})
+
+t.test('an HTTP/1.0 client gets its body whole and the connection closed; an early answer leaves the connection usable', async (t) => {
+  const port = await backend(t, '127.0.0.2')
+  const route = { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web', namespace: 'default' }, spec: { parentRefs: [{ kind: 'Service', name: 'web' }], rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/api' } }], backendRefs: [{ name: 'web', port: 80 }] }] } }
+  const proxy = await proxyFor(t, snapshotWith(port, { 'httproute.default.web': route }))
+  const old = await rawExchange(proxy.port, 'GET /api/old HTTP/1.0\r\nHost: web\r\n\r\n')
+  t.match(old, /^HTTP\/1\.1 200 /)
+  t.notMatch(old, /transfer-encoding: chunked/i, 'no chunked coding for an HTTP/1.0 client')
+  const body = JSON.parse(old.slice(old.indexOf('\r\n\r\n') + 4)) as Seen
+  t.equal(body.url, '/api/old', 'the body is whole')
+  // A 404 from the mesh while the client is still sending a body: the rest is read and dropped,
+  // and the next request on the same connection is served.
+  const raw = await rawExchange(proxy.port,
+    `POST /nowhere HTTP/1.1\r\nHost: web\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(100000)}` +
+    'GET /api/after HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n')
+  const answers = raw.split(/(?=HTTP\/1\.1 )/)
+  t.match(answers[0], /^HTTP\/1\.1 404 /, 'the first request: 404')
+  t.match(answers[1] ?? '', /^HTTP\/1\.1 200 [\s\S]*"\/api\/after"/, 'the next one on the same connection: served')
 })
