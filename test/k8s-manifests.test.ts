@@ -125,6 +125,20 @@ t.test('weft-node: its arguments are ones weft node accepts, and point into its 
   for (const m of mounts) t.ok(volumes.get(m.name)?.hostPath, `${m.name} is a hostPath`)
 })
 
+t.test('weft-control mirrors the Kubernetes API with the Service range the nodes intercept', async (t) => {
+  const args = controlContainer.args as string[]
+  t.same([controlContainer.command[0], args[0]], ['weft', 'control'])
+  t.ok(args.includes('--kubernetes'))
+  const vip = (list: string[]) => list.find((a) => a.startsWith('--vip-cidr='))?.slice('--vip-cidr='.length)
+  const nodeVip = (nodeContainer.args as string[])
+  t.ok(vip(args), 'weft-control has --vip-cidr')
+  t.equal(vip(args), vip(nodeVip), 'the same --vip-cidr as weft-node: a Service the mirror writes is one the nodes intercept')
+  t.notOk(control.spec.template.spec.automountServiceAccountToken === false, 'weft-control gets its token (in-cluster API access)')
+  // --help lists every flag the Deployment passes.
+  const help = spawnSync(process.execPath, [join(repoRoot, 'bin', 'weft.js'), 'control', '--help'], { encoding: 'utf8' }).stdout
+  for (const arg of args.slice(1)) t.ok(help.includes(`${arg.split('=')[0]} `) || help.includes(`${arg.split('=')[0]},`) || help.includes(`${arg.split('=')[0]}/`), `weft control --help names ${arg.split('=')[0]}`)
+})
+
 t.test('weft-node: /readyz and /healthz on the admin port are what the daemon serves', async (t) => {
   t.same(nodeContainer.readinessProbe.httpGet, { path: '/readyz', port: DEFAULTS.adminPort })
   t.same(nodeContainer.livenessProbe.httpGet, { path: '/healthz', port: DEFAULTS.adminPort })

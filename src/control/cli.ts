@@ -13,6 +13,8 @@ import { createLogger } from '../telemetry/log.ts'
 import { serveCa } from './ca-service.ts'
 import { requestRotateRoot } from './client.ts'
 import { serveControl } from './service.ts'
+import type { KubernetesMirror } from '../k8s/mirror.ts'
+import { checkCidr } from '../config/node-config.ts'
 import { CA_ROTATE_SUBJECT, CONTROL_QUEUE, CSR_SUBJECTS, DEREGISTER_SUBJECT, REGISTER_SUBJECT } from './subjects.ts'
 
 /** Where the self-generated root lives unless --ca-dir says otherwise. */
@@ -22,7 +24,7 @@ export function defaultCaDir(env: NodeJS.ProcessEnv = process.env): string {
 
 export const CONTROL_HELP = `Usage: weft control [--nats URL] [--creds FILE | --user U --password P] [--context NAME]
                     [--trust-domain TD] [--ca-dir DIR] [--ca-cert FILE --ca-key FILE [--ca-chain FILE]]
-                    [--cert-lifetime DURATION] [--root-overlap DURATION]
+                    [--cert-lifetime DURATION] [--root-overlap DURATION] [--kubernetes] [--vip-cidr CIDR]
        weft control rotate-ca [--nats URL] [--creds FILE] [--context NAME]
 
 The control plane. It owns the workload registry: it answers NATS requests on
@@ -40,7 +42,16 @@ spiffe://<trust domain>/ns/<ns>/sa/<sa>):
   ${CA_ROTATE_SUBJECT}     a new root (self-generated CA): the bundle holds old and new for
                              the overlap, new certificates come from the new root
 The trust bundle (the roots to trust) is published in the weft-trust bucket; nodes watch it.
-Later it will also mirror the Kubernetes API (pods and nodes of a cluster).
+
+Kubernetes (docs/kubernetes.md):
+  --kubernetes             also mirror the Kubernetes API into the weft-config bucket: Nodes,
+                           Pods of namespaces labelled weft.dev/mesh=enabled (annotation
+                           weft.dev/enrolled: "false" opts a pod out), Services with a cluster
+                           IP, EndpointSlices. The API server: KUBECONFIG, else ~/.kube/config,
+                           else the pod's ServiceAccount. Needs list and watch on them.
+  --vip-cidr CIDR          the cluster's Service range (kube-apiserver
+                           --service-cluster-ip-range); Services outside it are not mirrored
+                           (default 198.19.0.0/16, the lab's)
 
 CA options:
   --trust-domain TD        the SPIFFE trust domain (default cluster.local)
@@ -64,6 +75,7 @@ type ControlValues = {
   nats?: string; creds?: string; user?: string; password?: string; context?: string; help?: boolean
   'trust-domain'?: string; 'ca-dir'?: string; 'ca-cert'?: string; 'ca-key'?: string; 'ca-chain'?: string
   'cert-lifetime'?: string; 'root-overlap'?: string
+  kubernetes?: boolean; 'vip-cidr'?: string
 }
 
 const CONNECTION = {
@@ -113,6 +125,8 @@ export async function runControlCommand(argv: string[]): Promise<number> {
         'ca-chain': { type: 'string' },
         'cert-lifetime': { type: 'string' },
         'root-overlap': { type: 'string' },
+        kubernetes: { type: 'boolean' },
+        'vip-cidr': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -142,6 +156,17 @@ export async function runControlCommand(argv: string[]): Promise<number> {
   if (caFlags.rootOverlapMs < caFlags.leafLifetimeMs) {
     log.warn('--root-overlap is shorter than --cert-lifetime: after a rotation, certificates of the old root may outlive its trust', { rootOverlap: formatDuration(caFlags.rootOverlapMs), certLifetime: formatDuration(caFlags.leafLifetimeMs) })
   }
+  let vipCidr = DEFAULT_VALIDATION_CONTEXT.vipCidr
+  let mirror: KubernetesMirror | undefined
+  try {
+    if (values['vip-cidr'] !== undefined) vipCidr = checkCidr(values['vip-cidr'], 'vip-cidr')
+    // Imported only when asked: the Kubernetes client takes seconds to load.
+    if (values.kubernetes) mirror = new (await import('../k8s/mirror.ts')).KubernetesMirror({ log, validation: { ...DEFAULT_VALIDATION_CONTEXT, trustDomain: ca.trustDomain, vipCidr } })
+  } catch (error) {
+    const kubeConfig = error instanceof Error && error.name === 'KubeConfigError'
+    process.stderr.write(`weft: control: ${kubeConfig ? (error as Error).message : oneLine(error)}\n`)
+    return kubeConfig ? 1 : 2
+  }
   let bus: Bus
   try {
     const options = resolveBusOptions(values)
@@ -152,18 +177,21 @@ export async function runControlCommand(argv: string[]): Promise<number> {
     return 1
   }
   try {
-    const validation = { ...DEFAULT_VALIDATION_CONTEXT, trustDomain: ca.trustDomain }
+    const validation = { ...DEFAULT_VALIDATION_CONTEXT, trustDomain: ca.trustDomain, vipCidr }
     const service = await serveControl(bus, { log, validation })
     const caService = await serveCa(bus, { ca, log, validation }).catch(async (error: unknown) => {
       await service.stop()
       throw error
     })
     void watchConnection(bus, log)
+    // Lists every kind, then writes and follows; failures are logged and retried inside.
+    void mirror?.start(bus).catch((error: unknown) => log.error('cannot mirror the Kubernetes API', { error: oneLine(error) }))
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'))
       process.once('SIGINT', () => resolve('SIGINT'))
     })
     log.info('stopping', { signal, answered: service.answered, signed: caService.signed, refused: caService.refused })
+    await mirror?.stop()
     await caService.stop()
     await service.stop()
     await bus.close()

@@ -7,6 +7,7 @@
 import * as k8s from '@kubernetes/client-node'
 import * as apps from 'kubernetes-models/apps/v1'
 import * as core from 'kubernetes-models/v1'
+import * as discovery from 'kubernetes-models/discovery.k8s.io/v1'
 import * as rbac from 'kubernetes-models/rbac.authorization.k8s.io/v1'
 
 type Validating = new (data: never) => { validate(): void }
@@ -17,6 +18,7 @@ type ModelClass = { getAttributeTypeMap(): AttributeMap }
 const MODELS: Record<string, Record<string, unknown>> = {
   v1: core,
   'apps/v1': apps,
+  'discovery.k8s.io/v1': discovery,
   'rbac.authorization.k8s.io/v1': rbac,
 }
 

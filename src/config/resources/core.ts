@@ -97,7 +97,9 @@ const podStatus = z.strictObject({
   podIPs: z.array(z.strictObject({ ip: ipv4 }), expected('a list of {ip}')).optional(),
   phase: z.enum(['Pending', 'Running', 'Succeeded', 'Failed', 'Unknown'], expected('a pod phase (Pending, Running, Succeeded, Failed, Unknown)')).optional(),
   conditions: z.array(podCondition, expected('a list of conditions')).optional(),
-}, expected('an object with podIP (and optionally podIPs, phase, conditions)'))
+  /** Kubernetes' QoS class: with metadata.uid it says where the kubelet put the pod's cgroup. */
+  qosClass: z.enum(['Guaranteed', 'Burstable', 'BestEffort'], expected('a QoS class (Guaranteed, Burstable, BestEffort)')).optional(),
+}, expected('an object with podIP (and optionally podIPs, phase, conditions, qosClass)'))
 
 export const podSchema = z.strictObject({
   apiVersion: z.literal('v1'),
