@@ -35,6 +35,9 @@ export interface Workload {
   readonly ready: boolean
   /** cgroup v2 directory (annotation weft.dev/cgroup), when the pod has one. */
   readonly cgroup: string | undefined
+  /** Kubernetes' pod UID and QoS class (mirrored pods): where the kubelet put the pod's cgroup (src/k8s/kubelet-cgroups.ts). */
+  readonly uid: string | undefined
+  readonly qosClass: 'Guaranteed' | 'Burstable' | 'BestEffort' | undefined
   /** Named container ports, for Services whose targetPort is a name. */
   readonly namedPorts: ReadonlyMap<string, number>
 }
@@ -307,6 +310,8 @@ function toWorkload(key: string, pod: Pod, ctx: ValidationContext): Workload {
     enrolled: podIsEnrolled(pod),
     ready: podIsReady(pod),
     cgroup: pod.metadata.annotations?.[CGROUP_ANNOTATION],
+    uid: pod.metadata.uid,
+    qosClass: pod.status.qosClass,
     namedPorts,
   }
 }
