@@ -44,7 +44,7 @@ export interface NodeConfig {
   idleTimeoutMs: number
   /**
    * The L4 fast path: same-node opaque TCP, once accepted and authorized, is joined in the kernel
-   * (sockhash + sk_skb stream verdict) so its bytes no longer cross the proxy. Default off.
+   * (sockhash + sk_skb stream verdict) so its bytes no longer cross the proxy. Default on (`--no-l4-fast-path` turns it off).
    */
   l4FastPath: boolean
   /** On SIGTERM, how long to let open connections finish before closing them. Default 10000. */
@@ -93,7 +93,7 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
   'trust-domain': { type: 'string', arg: 'DOMAIN', help: `SPIFFE trust domain of workload identities; must match weft control's (default ${DEFAULTS.trustDomain})` },
   'status-interval': { type: 'string', arg: 'MS', help: `republish status at least this often (default ${DEFAULTS.statusIntervalMs})` },
   'config-only': { type: 'boolean', help: 'follow configuration and report status only: no BPF, no listeners' },
-  'l4-fast-path': { type: 'boolean', help: 'join same-node opaque TCP connections in the kernel once accepted and authorized (sockmap), so their bytes skip the proxy (default off)' },
+  'l4-fast-path': { type: 'boolean', help: 'join same-node opaque TCP connections in the kernel once accepted and authorized (sockmap), so their bytes skip the proxy (default on; --no-l4-fast-path keeps every byte in the proxy)' },
   'idle-timeout': { type: 'string', arg: 'MS', help: `close connections idle this long (default ${DEFAULTS.idleTimeoutMs})` },
   'drain-timeout': { type: 'string', arg: 'MS', help: `on SIGTERM, let connections finish this long (default ${DEFAULTS.drainTimeoutMs})` },
   'connect-timeout': { type: 'string', arg: 'MS', help: `upstream connect / tunnel stream timeout (default ${DEFAULTS.connectTimeoutMs})` },
@@ -170,7 +170,7 @@ export function parseNodeArgs(argv: string[]): ParsedNodeArgs {
   let values: Record<string, string | string[] | boolean | undefined>
   try {
     const options = Object.fromEntries(Object.entries(nodeOptionSpecs).map(([k, s]) => [k, { type: s.type, multiple: s.multiple ?? false }]))
-    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as typeof values
+    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false, allowNegative: true }).values as typeof values
   } catch (err) {
     throw new ConfigError(`${(err as Error).message.split('\n')[0]} (see weft node --help)`)
   }
@@ -205,7 +205,7 @@ export function parseNodeArgs(argv: string[]): ParsedNodeArgs {
       statusIntervalMs: millis(str('status-interval'), 'status-interval', DEFAULTS.statusIntervalMs),
       configOnly,
       idleTimeoutMs: millis(str('idle-timeout'), 'idle-timeout', DEFAULTS.idleTimeoutMs),
-      l4FastPath: values['l4-fast-path'] === true,
+      l4FastPath: values['l4-fast-path'] !== false,
       drainTimeoutMs: millis(str('drain-timeout'), 'drain-timeout', DEFAULTS.drainTimeoutMs),
       connectTimeoutMs: millis(str('connect-timeout'), 'connect-timeout', DEFAULTS.connectTimeoutMs),
       uninstall,

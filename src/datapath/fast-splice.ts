@@ -1,7 +1,7 @@
 // The L4 fast path: joins a pod's TCP connection and the proxy's TCP connection to the destination
 // pod in the kernel (a sockhash and an sk_skb stream verdict, bpf/splice.h), so payload bytes no
 // longer cross user space. Used by outbound.ts for same-node opaque TCP once the connection is
-// accepted and authorized, behind `weft node --l4-fast-path` (off by default). What the proxy
+// accepted and authorized, unless `weft node --no-l4-fast-path`. What the proxy
 // still does itself, as splice.ts does:
 //  - sees the end of each direction: it keeps reading both sockets, and reads only EOF (FIN) or
 //    an error (RST) there, since the verdict takes every payload skb;

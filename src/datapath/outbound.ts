@@ -7,7 +7,7 @@
 //
 // A destination pod on this node is authorized here, exactly as a tunnel stream from another node
 // is at that node's inbound listener (admission.ts): refused, spliced, or — when a rule needs HTTP
-// attributes — served request by request. With the L4 fast path on (`--l4-fast-path`), a spliced
+// attributes — served request by request. With the L4 fast path (on unless `--no-l4-fast-path`), a spliced
 // connection to a pod of this node is joined in the kernel instead (fast-splice.ts).
 //
 // Connections to a service VIP that speak HTTP are handed to the L7 proxy instead, which routes,
@@ -57,7 +57,7 @@ export interface OutboundOptions {
   sniffTimeoutMs?: number
   /** Where the L7 proxy writes access log lines (default: nowhere). */
   accessLog?: AccessLog
-  /** The L4 fast path (`--l4-fast-path`): same-node opaque TCP is joined in the kernel. Default: off. */
+  /** The L4 fast path (on unless `--no-l4-fast-path`): same-node opaque TCP is joined in the kernel. Absent: off. */
   fastPath?: KernelSplicer
 }
 

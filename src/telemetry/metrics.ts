@@ -105,7 +105,7 @@ export class NodeMetrics {
     labelNames: byteLabels, registers: [this.registry],
   })
   /**
-   * Same-node opaque connections on the L4 fast path (`--l4-fast-path`), by where their bytes
+   * Same-node opaque connections on the L4 fast path (on unless `--no-l4-fast-path`), by where their bytes
    * went: `kernel` (the sockets were joined) or `user_space` (a side ended, or bytes kept coming
    * faster than the join could settle).
    */
