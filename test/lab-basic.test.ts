@@ -10,7 +10,7 @@ import t from 'tap'
 import { BusError, connectBus, readContext, resolveBusOptions, type Bus } from '../src/bus/index.ts'
 import { requestRegister } from '../src/control/index.ts'
 import { daemonCommand, LabBusyError, LabError, labDown, labResources, labUp, listLabs, openLab, parseTopology, planLab, topologyFromShorthand, type Lab } from '../src/lab/index.ts'
-import { labUpWhenFree, requireLab, runLabCli, startIn, startLab, tcpClientScript, tcpServerScript, testRunId } from './helpers/lab.ts'
+import { cgroup2, hostLinkExists, labLeftovers, labUpWhenFree, netnsList, requireLab, runLabCli, startIn, startLab, tcpClientScript, tcpServerScript, testRunId } from './helpers/lab.ts'
 
 // The lab records its context in the weft config file: keep this test's contexts out of the user's.
 const configDir = mkdtempSync(join(tmpdir(), 'weft-lab-test-config-'))
@@ -75,12 +75,6 @@ t.test('topology files are validated, each problem in one line naming file, line
   t.throws(() => topologyFromShorthand(0, 1), /--nodes must be a whole number from 1/)
 })
 
-const netnsList = (): string[] => (existsSync('/run/netns') ? readdirSync('/run/netns') : [])
-const cgroup2 = (): string => {
-  const line = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.includes(' - cgroup2 '))
-  return line?.split(' ')[4] ?? '/sys/fs/cgroup'
-}
-const hostLinkExists = (name: string): boolean => spawnSync('ip', ['link', 'show', 'dev', name]).status === 0
 const alive = (pid: number | undefined): boolean => {
   if (pid === undefined) return false
   try {
@@ -88,18 +82,6 @@ const alive = (pid: number | undefined): boolean => {
   } catch {
     return false
   }
-}
-
-/** Everything of a run the machine still has; empty when down did its job. */
-function leftovers(runId: string): string[] {
-  const found: string[] = []
-  for (const netns of netnsList()) if (netns.startsWith(`weft-${runId}-`)) found.push(`netns ${netns}`)
-  if (hostLinkExists(`wh-${runId}`)) found.push(`link wh-${runId}`)
-  if (existsSync(join(cgroup2(), `weft-${runId}`))) found.push(`cgroup weft-${runId}`)
-  if (existsSync('/sys/fs/bpf/weft')) for (const pin of readdirSync('/sys/fs/bpf/weft')) if (pin.startsWith(`lab-${runId}-`)) found.push(`pin ${pin}`)
-  if (existsSync(`/run/weft/labs/${runId}`)) found.push(`state /run/weft/labs/${runId}`)
-  if (spawnSync('ip', ['route', 'show', 'dev', `wh-${runId}`], { encoding: 'utf8' }).stdout.trim()) found.push('host routes')
-  return found
 }
 
 t.test('a lab of two nodes', async (t) => {
@@ -350,7 +332,7 @@ t.test('a lab of two nodes', async (t) => {
     const natsPid = lab.natsPid()
     const controlPid = lab.controlPid()
     lab.down()
-    t.same(leftovers(run), [], 'nothing of the run is left')
+    t.same(labLeftovers(run), [], 'nothing of the run is left')
     t.notOk(alive(natsPid), 'nats-server is gone')
     t.notOk(alive(controlPid), 'weft control is gone')
     t.notOk(`lab-${run}` in readContext().contexts, 'its context is removed')
@@ -365,7 +347,7 @@ t.test('a lab of two nodes', async (t) => {
     t.ok(existsSync(otherPins), "another run's pins are still there")
     t.ok(alive(otherProcess.pid), "another run's process still runs")
     labDown(other)
-    t.same(leftovers(other), [], 'and its own down removes it')
+    t.same(labLeftovers(other), [], 'and its own down removes it')
     t.notOk(alive(otherProcess.pid))
   })
 })
@@ -380,7 +362,7 @@ t.test('down cleans up after a crash that lost state.json', async (t) => {
   t.throws(() => openLab(lab.runId), /has no state .*weft lab down --run-id/)
   const cli = runLabCli(['down', '--run-id', lab.runId])
   t.equal(cli.code, 0, `weft lab down finds the run without state (${cli.stderr.trim().split('\n').pop()})`)
-  t.same(leftovers(lab.runId), [])
+  t.same(labLeftovers(lab.runId), [])
   t.notOk(alive(sleeper.pid))
 })
 
@@ -427,7 +409,7 @@ t.test('a daemon that dies before it is ready fails up, which cleans up and keep
     labUpWhenFree(t, { nodes: ['node1'] }, { runId, daemonCommand: () => ['sh', '-c', 'echo cannot start: no config; exit 3'] }),
     { message: new RegExp(`node daemon node1 exited with code 3 before it was ready; see /tmp/weft-lab-${runId}-node1\\.log \\(last lines: cannot start: no config\\)`) },
   )
-  t.same(leftovers(runId), [])
+  t.same(labLeftovers(runId), [])
   t.match(readFileSync(`/tmp/weft-lab-${runId}-node1.log`, 'utf8'), /cannot start: no config/)
   for (const name of ['node1', 'control', 'nats-server']) rmSync(`/tmp/weft-lab-${runId}-${name}.log`, { force: true })
 })

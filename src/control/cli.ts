@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 
 import { parseArgsProblem } from '../cli/options.ts'
+import { listenForStop } from '../cli/signals.ts'
 import { BusError, connectBus, resolveBusOptions, type Bus } from '../bus/index.ts'
 import { DEFAULT_VALIDATION_CONTEXT } from '../config/resources/index.ts'
 import { CaError, CertificateAuthority, DEFAULT_LEAF_LIFETIME_MS, formatDuration, parseDuration, trustDomainProblem } from '../identity/index.ts'
@@ -69,7 +70,7 @@ CA options:
 Where NATS is: --nats/--creds (or --user/--password), then WEFT_NATS_URL/WEFT_NATS_USER/
 WEFT_NATS_PASSWORD, then the current context (weft lab up records one). --creds FILE is JSON
 {"servers"?, "user", "pass"}; run it as the NATS user "control" (rotate-ca as "operator").
-Logs JSON lines on stdout (WEFT_LOG_LEVEL=debug|info|warn|error). SIGTERM or SIGINT stops it.`
+Logs JSON lines on stdout (WEFT_LOG_LEVEL=debug|info|warn|error). SIGTERM, SIGINT or SIGHUP stops it.`
 
 type ControlValues = {
   nats?: string; creds?: string; user?: string; password?: string; context?: string; help?: boolean
@@ -186,10 +187,8 @@ export async function runControlCommand(argv: string[]): Promise<number> {
     void watchConnection(bus, log)
     // Lists every kind, then writes and follows; failures are logged and retried inside.
     void mirror?.start(bus).catch((error: unknown) => log.error('cannot mirror the Kubernetes API', { error: oneLine(error) }))
-    const signal = await new Promise<NodeJS.Signals>((resolve) => {
-      process.once('SIGTERM', () => resolve('SIGTERM'))
-      process.once('SIGINT', () => resolve('SIGINT'))
-    })
+    // Later signals are logged and do not cut the stop short (see src/cli/signals.ts).
+    const signal = await listenForStop((again) => log.info('already stopping', { signal: again })).first
     log.info('stopping', { signal, answered: service.answered, signed: caService.signed, refused: caService.refused })
     await mirror?.stop()
     await caService.stop()

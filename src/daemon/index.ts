@@ -20,6 +20,7 @@ import { AdminServer, type AdminAnswer, type Readiness } from '../telemetry/admi
 import { createLogger, type Logger } from '../telemetry/log.ts'
 import { NodeMetrics } from '../telemetry/metrics.ts'
 import { checkBpfFs, checkBpfObject, checkCgroup, checkKernel, checkRoot } from './preflight.ts'
+import { PodCgroups, kubeletDriverOf } from '../k8s/kubelet-cgroups.ts'
 
 export const defaultBpfObject = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'bpf', 'weft.bpf.o')
 
@@ -75,6 +76,19 @@ export async function runNode(config: NodeConfig): Promise<void> {
   log.info(interception.adopted ? 'adopted pinned BPF programs and maps' : 'loaded and attached BPF programs',
     { pinDir: config.pinDir, cgroupRoot: config.cgroupRoot, programIds: interception.programIds(), updatedPrograms: interception.updatedPrograms })
 
+  // On a Kubernetes node the cgroup root is the kubelet's (kubepods.slice: systemd driver,
+  // kubepods: cgroupfs) and pods carry no weft.dev/cgroup: each one's cgroup is found from its UID
+  // and QoS class, also when the kubelet makes it after the Pod reached NATS.
+  const kubeletDriver = kubeletDriverOf(config.cgroupRoot)
+  const podCgroups: PodCgroups | undefined = kubeletDriver === undefined ? undefined : new PodCgroups({
+    podRoot: config.cgroupRoot, driver: kubeletDriver,
+    onFound: (key, dir) => {
+      log.info('found a pod\'s cgroup', { workload: key, cgroup: dir })
+      if (snapshot) enroll(interception, snapshot, config.name, log, podCgroups)
+    },
+  })
+  if (kubeletDriver) log.info('finding pods\' cgroups the kubelet way', { driver: kubeletDriver, podRoot: config.cgroupRoot })
+
   // Connections from these node-local addresses are the mesh's own (and the kubelet's probes): a
   // STRICT pod accepts them; anything else must come through the proxy.
   interception.setMeshSources([config.proxyIp, config.nodeIp])
@@ -100,7 +114,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     readiness: () => readiness,
     onSnapshot: (next) => {
       snapshot = next
-      enroll(interception, next, config.name, log)
+      enroll(interception, next, config.name, log, podCgroups)
       identities.setWanted((next.podsByNode.get(config.name) ?? []).map((w) => w.identity))
       // The first configuration opens the listeners; until then connections are refused.
       listening ??= Promise.all([outbound.listen(), inbound.listen()]).then(() => {
@@ -147,6 +161,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   admin.close()
   stopRuntimeSampling()
   await agent.stop()
+  podCgroups?.stop()
   interception.close() // pins stay: interception (failing closed) outlives the process
 }
 
@@ -180,21 +195,26 @@ function openNodeAccessLog(config: NodeConfig, log: Logger): AccessLogWriter {
 /**
  * Makes the enrolled-cgroups map equal to this node's enrolled pods, and the strict-cgroups map
  * equal to its pods whose PeerAuthentication mode is STRICT (the kernel then drops connections to
- * them that did not come through the mesh).
+ * them that did not come through the mesh). With `podCgroups` (a Kubernetes node), a pod without
+ * weft.dev/cgroup is found from its UID and QoS class; one whose cgroup is not there yet is
+ * enrolled when it appears (PodCgroups calls back).
  */
-function enroll(interception: NodeInterception, snapshot: MeshSnapshot, node: string, log: Logger): void {
+function enroll(interception: NodeInterception, snapshot: MeshSnapshot, node: string, log: Logger, podCgroups?: PodCgroups): void {
   const enrolled: bigint[] = []
   const strict: bigint[] = []
-  for (const w of snapshot.podsByNode.get(node) ?? []) {
+  const pods = (snapshot.podsByNode.get(node) ?? []).filter((w) => w.enrolled || snapshot.strictWorkloads.has(w.key))
+  const kubelet = podCgroups?.want(pods.filter((w) => !w.cgroup && w.uid !== undefined).map((w) => ({ key: w.key, uid: w.uid!, qos: w.qosClass })))
+  for (const w of pods) {
     const isStrict = snapshot.strictWorkloads.has(w.key)
-    if (!w.enrolled && !isStrict) continue
-    if (!w.cgroup) { log.warn(`${w.enrolled ? 'enrolled' : 'STRICT'} pod has no cgroup (annotation weft.dev/cgroup); ${w.enrolled ? 'its traffic is not intercepted' : 'strict mode is not enforced for it'}`, { workload: `${w.namespace}/${w.name}` }); continue }
+    const cgroup = w.cgroup ?? kubelet?.get(w.key)
+    if (!cgroup && kubelet && w.uid !== undefined) { log.debug('the kubelet has not made the pod\'s cgroup yet; enrolled when it appears', { workload: `${w.namespace}/${w.name}` }); continue }
+    if (!cgroup) { log.warn(`${w.enrolled ? 'enrolled' : 'STRICT'} pod has no cgroup (annotation weft.dev/cgroup); ${w.enrolled ? 'its traffic is not intercepted' : 'strict mode is not enforced for it'}`, { workload: `${w.namespace}/${w.name}` }); continue }
     try {
-      const id = cgroupIdOf(w.cgroup)
+      const id = cgroupIdOf(cgroup)
       if (w.enrolled) enrolled.push(id)
       if (isStrict) strict.push(id)
     } catch (err) {
-      log.warn('cannot find the cgroup of a pod; its traffic is not intercepted and strict mode is not enforced for it', { workload: `${w.namespace}/${w.name}`, cgroup: w.cgroup, error: err })
+      log.warn('cannot find the cgroup of a pod; its traffic is not intercepted and strict mode is not enforced for it', { workload: `${w.namespace}/${w.name}`, cgroup, error: err })
     }
   }
   interception.setEnrolledCgroups(enrolled)

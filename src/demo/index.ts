@@ -12,7 +12,8 @@ import { parseArgs } from 'node:util'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ConfigError } from '../config/node-config.ts'
-import { labUp, type Lab, type TopologyInput } from '../lab/index.ts'
+import { labUp, randomRunId, type Lab, type TopologyInput } from '../lab/index.ts'
+import { listenForStop } from '../cli/signals.ts'
 import { parsePrometheusText, sumSamples } from '../telemetry/prometheus-text.ts'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -101,21 +102,40 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
       { name: 'web-c', node: 'node2', labels: { app: 'web', track: 'canary' }, enrolled: true },
     ],
   }
-  console.error('demo: building the lab (2 nodes, 5 pods) and starting a weft node daemon per node ...')
-  const lab: Lab = await labUp(topology, { ...(values['run-id'] ? { runId: values['run-id'] } : {}), onProgress: (line: string) => console.error(`  ${line}`) })
+  const runId = values['run-id'] ?? randomRunId()
+  let lab: Lab | undefined
   const children: ChildProcess[] = []
   let stopping: Promise<void> | undefined
+  let removed = false
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       console.error('\ndemo: stopping; removing the lab ...')
       for (const child of children) child.kill('SIGTERM')
-      await lab.down()
+      lab?.down()
+      removed = true
       console.error('demo: lab removed')
     })()
     return stopping
   }
-  process.once('SIGINT', () => { void stop() })
-  process.once('SIGTERM', () => { void stop() })
+  // Listening from before the lab exists until the demo returns: a Ctrl-C while the lab is built
+  // stops the demo as soon as it is up, and another Ctrl-C does not interrupt the lab's removal.
+  let repeatAnswered = false
+  const signals = listenForStop((signal) => {
+    if (removed || repeatAnswered) return
+    repeatAnswered = true
+    console.error(`demo: ${signal} again; lab ${runId} is still to be removed, which takes a few seconds (if this process is killed, \`weft lab down --run-id ${runId}\` removes what is left)`)
+  })
+  let signalled = false
+  void signals.first.then(() => {
+    signalled = true
+    if (!lab) console.error(`\ndemo: stopping once lab ${runId} is built, then removing it ...`)
+    // Else the main loop sees \`stopping\`, awaits the same promise and reports its failure.
+    else stop().catch(() => {})
+  })
+
+  console.error('demo: building the lab (2 nodes, 5 pods) and starting a weft node daemon per node ...')
+  lab = await labUp(topology, { runId, onProgress: (line: string) => console.error(`  ${line}`) })
+  if (signalled) { await stop(); return 0 }
 
   try {
     const callers = new Set(['client', 'intruder'])

@@ -9,6 +9,7 @@ export {
   labUp,
   listLabs,
   openLab,
+  randomRunId,
   type LabSummary,
   type LabUpOptions,
   type RunOptions,

@@ -1,6 +1,6 @@
 // Small synchronous wrappers over the tools and kernel files the lab drives: iproute2, cgroup v2,
 // /proc. Setup and teardown are a sequence of short commands, so synchronous is simplest here.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncOptionsWithStringEncoding } from 'node:child_process'
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { LabError } from './errors.ts'
@@ -11,8 +11,15 @@ export interface CommandResult {
   stderr: string
 }
 
+/**
+ * Runs a short command to completion. Detached: in a process group of its own, so that a
+ * terminal's Ctrl-C, which reaches every process of the foreground group, cannot kill an `ip netns
+ * del` in the middle of a teardown that the Ctrl-C itself started (`weft demo`).
+ */
 export function runCommand(command: string, args: string[], input?: string): CommandResult {
-  const result = spawnSync(command, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] })
+  // `detached` works for spawnSync too, though @types/node does not list it there.
+  const options: SpawnSyncOptionsWithStringEncoding & { detached: boolean } = { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'], detached: true }
+  const result = spawnSync(command, args, options)
   if (result.error) throw new LabError(`cannot run ${command}: ${result.error.message}`)
   return { code: result.status ?? 128, stdout: result.stdout, stderr: result.stderr }
 }

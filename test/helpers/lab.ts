@@ -2,7 +2,7 @@
 // down in teardown (also when the test fails), and small tools to run things in pods and nodes.
 import { spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -198,4 +198,27 @@ export function runLabCli(args: string[]): { code: number; stdout: string; stder
   const script = `import { runLabCommand } from ${JSON.stringify(labCli)}; process.exitCode = await runLabCommand(process.argv.slice(1))`
   const result = spawnSync(process.execPath, ['--input-type=module', '--disable-warning=ExperimentalWarning', '-e', script, ...args], { encoding: 'utf8' })
   return { code: result.status ?? 128, stdout: result.stdout, stderr: result.stderr }
+}
+
+/** The network namespaces `ip netns` knows. */
+export const netnsList = (): string[] => (existsSync('/run/netns') ? readdirSync('/run/netns') : [])
+
+/** Where the cgroup v2 tree is mounted, from /proc/self/mountinfo. */
+export function cgroup2(): string {
+  const line = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.includes(' - cgroup2 '))
+  return line?.split(' ')[4] ?? '/sys/fs/cgroup'
+}
+
+export const hostLinkExists = (name: string): boolean => spawnSync('ip', ['link', 'show', 'dev', name]).status === 0
+
+/** Everything of a run the machine still has (namespaces, host link and routes, cgroups, pins, state); empty when down did its job. */
+export function labLeftovers(runId: string): string[] {
+  const found: string[] = []
+  for (const netns of netnsList()) if (netns.startsWith(`weft-${runId}-`)) found.push(`netns ${netns}`)
+  if (hostLinkExists(`wh-${runId}`)) found.push(`link wh-${runId}`)
+  if (existsSync(join(cgroup2(), `weft-${runId}`))) found.push(`cgroup weft-${runId}`)
+  if (existsSync('/sys/fs/bpf/weft')) for (const pin of readdirSync('/sys/fs/bpf/weft')) if (pin.startsWith(`lab-${runId}-`)) found.push(`pin ${pin}`)
+  if (existsSync(`${STATE_ROOT}/${runId}`)) found.push(`state ${STATE_ROOT}/${runId}`)
+  if (spawnSync('ip', ['route', 'show', 'dev', `wh-${runId}`], { encoding: 'utf8' }).stdout.trim()) found.push('host routes')
+  return found
 }
