@@ -92,6 +92,11 @@ export type Bus = {
   followConfig(onEvent: (event: ConfigEvent) => void, options?: FollowConfigOptions): Promise<ConfigWatch>
   /** Publishes on weft.status.<node> and puts into weft-status under the node's name. */
   publishStatus(node: string, status: unknown): Promise<number>
+  /**
+   * Publishes on weft.status.<node> only (a core publish, no JetStream write): what a node sends
+   * on every applied change, storing into weft-status at a slower pace (src/config/agent.ts).
+   */
+  publishLiveStatus(node: string, status: unknown): void
   /** Every node's latest status. */
   readStatuses(): Promise<NodeStatusEntry[]>
   /** Live statuses from weft.status.> (as they are published, not from the bucket). */
@@ -466,6 +471,11 @@ class NatsBus implements Bus {
         return await kv.put(node, text)
       },
     )
+  }
+
+  publishLiveStatus(node: string, status: unknown): void {
+    // A refused subject shows up as an asynchronous permission error on the connection, like any publish.
+    this.connection.publish(statusSubject(node), JSON.stringify(status))
   }
 
   async readStatuses(): Promise<NodeStatusEntry[]> {

@@ -11,6 +11,14 @@ import type { Logger } from '../telemetry/log.ts'
 
 export type NatsState = 'connecting' | 'connected' | 'disconnected'
 
+/**
+ * After a change a node publishes its status on weft.status.<node> at once (a core publish) but
+ * stores it in the weft-status bucket (a JetStream write) at most this often: at 2,000 nodes a
+ * stored status per node per change would be 2,000 stream writes per change. The last status of
+ * a burst is always stored, so the bucket is exact this long after the node applied it.
+ */
+export const STATUS_STORE_MIN_INTERVAL_MS = 1000
+
 /** What a node publishes on weft.status.<node> and in the weft-status bucket. */
 export interface NodeStatus {
   node: string
@@ -30,6 +38,11 @@ export interface NodeStatus {
 export interface ConfigAgentOptions {
   node: string
   bus: BusOptions
+  /**
+   * A connection to use instead of opening one from `bus` (which then only names the servers);
+   * the agent does not close it. The many-node benchmark runs many agents on one connection.
+   */
+  sharedBus?: Bus
   /** How often to check that no change was missed (default REVISION_CHECK_MS, 15 s). */
   revisionCheckMs?: number
   validation: ValidationContext
@@ -54,6 +67,10 @@ export class ConfigAgent {
   private rebuildQueued = false
   private stopped = false
   private appliedAt: string | undefined
+  private lastStoredAt = 0
+  private storeTimer: NodeJS.Timeout | undefined
+  /** How long building and swapping in snapshots took: `weft node` logs it, the benchmark reads it. */
+  private readonly applies = { count: 0, totalMs: 0, maxMs: 0, lastMs: 0 }
   snapshot: MeshSnapshot | undefined
   nats: NatsState = 'connecting'
 
@@ -83,12 +100,12 @@ export class ConfigAgent {
     const firstNag = setTimeout(nag, 2_000)
     const nagging = setInterval(nag, 10_000)
     try {
-      this.bus = await connectBus({ ...this.options.bus, name: `weft-node ${this.options.node}`, waitForServer: true })
+      this.bus = this.options.sharedBus ?? await connectBus({ ...this.options.bus, name: `weft-node ${this.options.node}`, waitForServer: true })
     } finally {
       clearTimeout(firstNag)
       clearInterval(nagging)
     }
-    if (this.stopped) { await this.bus.close(); return }
+    if (this.stopped) { if (!this.options.sharedBus) await this.bus.close(); return }
     this.nats = 'connected'
     log.info('connected to NATS', { servers: this.servers })
     void this.followConnection(this.bus)
@@ -146,7 +163,9 @@ export class ConfigAgent {
 
   private rebuild(): void {
     const { log } = this.options
-    const built = buildSnapshot(new Map(this.stored), this.options.validation, this.pendingRevision)
+    const started = performance.now()
+    // The snapshot in force lets the build reuse what the change did not touch (snapshot.ts).
+    const built = buildSnapshot(new Map(this.stored), this.options.validation, this.pendingRevision, this.snapshot)
     const snapshot: MeshSnapshot = this.unparsable.size === 0 ? built
       : { ...built, rejected: [...built.rejected, ...[...this.unparsable].map(([key, reason]) => ({ key, reason }))] }
     const previous = this.snapshot
@@ -160,8 +179,18 @@ export class ConfigAgent {
     } catch (err) {
       log.error('applying the configuration failed; keeping what is in force', { revision: snapshot.revision, error: err })
     }
-    log.info('configuration applied', { revision: snapshot.revision, ...snapshotCounts(snapshot) })
-    void this.publishStatus()
+    const applyMs = performance.now() - started
+    this.applies.count++
+    this.applies.totalMs += applyMs
+    this.applies.maxMs = Math.max(this.applies.maxMs, applyMs)
+    this.applies.lastMs = applyMs
+    log.info('configuration applied', { revision: snapshot.revision, applyMs: Math.round(applyMs * 1000) / 1000, ...snapshotCounts(snapshot) })
+    this.reportApplied()
+  }
+
+  /** Snapshots built so far and the time they took (build, validation and onSnapshot), in ms. */
+  applyStats(): { count: number; totalMs: number; maxMs: number; lastMs: number } {
+    return { ...this.applies }
   }
 
   status(): NodeStatus {
@@ -182,8 +211,25 @@ export class ConfigAgent {
     }
   }
 
+  /** The status after a change: live at once, stored at most every STATUS_STORE_MIN_INTERVAL_MS. */
+  private reportApplied(): void {
+    if (!this.bus || this.nats !== 'connected') return
+    const wait = this.lastStoredAt + STATUS_STORE_MIN_INTERVAL_MS - Date.now()
+    if (wait <= 0) {
+      void this.publishStatus()
+      return
+    }
+    this.bus.publishLiveStatus(this.options.node, this.status())
+    this.storeTimer ??= setTimeout(() => {
+      this.storeTimer = undefined
+      void this.publishStatus()
+    }, wait)
+  }
+
+  /** Publishes the status on weft.status.<node> and stores it in the weft-status bucket. */
   async publishStatus(): Promise<void> {
     if (!this.bus || this.nats !== 'connected') return
+    this.lastStoredAt = Date.now()
     try {
       await this.bus.publishStatus(this.options.node, this.status())
     } catch (err) {
@@ -194,7 +240,8 @@ export class ConfigAgent {
   async stop(): Promise<void> {
     this.stopped = true
     clearInterval(this.statusTimer)
+    clearTimeout(this.storeTimer)
     await this.watch?.stop().catch(() => {})
-    await this.bus?.close().catch(() => {})
+    if (!this.options.sharedBus) await this.bus?.close().catch(() => {})
   }
 }

@@ -124,36 +124,95 @@ export function emptySnapshot(revision = 0): MeshSnapshot {
   return buildSnapshot(new Map(), DEFAULT_VALIDATION_CONTEXT, revision)
 }
 
+// Incremental rebuilds. A node rebuilds its snapshot after every change from all its stored
+// values, and keeps the same parsed object per key until that key changes (stored values are never
+// mutated: the agent replaces them). So what was derived from an unchanged value is reused rather
+// than derived again: its validation (the resource, already frozen by the snapshot before), its
+// workload, and — given the snapshot before — a service's resolved targets with their endpoints
+// when neither the service, its slices, its pods nor the mesh's workloads changed. The work left
+// per rebuild is a walk over the keys, with lookups, not validation and allocation.
+
+type Outcome = { resource: Resource } | { reason: string }
+/** Per stored value: the resource its key and value make, or why it is rejected. */
+const storedOutcomes = new WeakMap<object, { ctx: ValidationContext; key: string; outcome: Outcome }>()
+
+function outcomeOf(key: string, value: unknown, ctx: ValidationContext): Outcome {
+  const cached = typeof value === 'object' && value !== null ? storedOutcomes.get(value) : undefined
+  if (cached !== undefined && cached.ctx === ctx && cached.key === key) return cached.outcome
+  const outcome = decide(key, value, ctx)
+  if (typeof value === 'object' && value !== null) storedOutcomes.set(value, { ctx, key, outcome })
+  return outcome
+}
+
+function decide(key: string, value: unknown, ctx: ValidationContext): Outcome {
+  let parts
+  try {
+    parts = parseResourceKey(key)
+  } catch (err) {
+    return { reason: (err as Error).message }
+  }
+  const result = validateResource(value, ctx)
+  if (!result.ok) return { reason: result.errors.map(String).join('; ') }
+  const actualKey = resourceKey(result.resource)
+  if (actualKey !== key) {
+    return { reason: `the key names ${parts.kind} ${displayName(parts)} but the value is ${result.resource.kind} ${displayName(result.resource)} (its key would be ${actualKey})` }
+  }
+  return { resource: result.resource }
+}
+
+/** Workloads by the pod resource they came from (with its key and the trust domain). */
+const workloadsOfPods = new WeakMap<Pod, { key: string; ctx: ValidationContext; workload: Workload }>()
+
+function workloadOf(key: string, pod: Pod, ctx: ValidationContext): Workload {
+  const cached = workloadsOfPods.get(pod)
+  if (cached !== undefined && cached.key === key && cached.ctx === ctx) return cached.workload
+  const workload = toWorkload(key, pod, ctx)
+  workloadsOfPods.set(pod, { key, ctx, workload })
+  return workload
+}
+
+/**
+ * What a service resolved to in the last snapshot that had it, and from what: reused when the
+ * service, its slices and its selected pods are the same objects and the mesh's workloads are
+ * those of that snapshot.
+ */
+type ServiceResolution = {
+  workloadsByIp: ReadonlyMap<string, Workload>
+  slices: readonly EndpointSlice[]
+  pods: readonly Workload[]
+  targets: ReadonlyArray<readonly [string, ServiceTarget]>
+  warnings: readonly ResourceWarning[]
+}
+const serviceResolutions = new WeakMap<Service, ServiceResolution>()
+
+const sameItems = <T>(a: readonly T[], b: readonly T[]): boolean => a.length === b.length && a.every((item, i) => item === b[i])
+
+function sameWorkloads(a: ReadonlyMap<string, Workload>, b: ReadonlyMap<string, Workload>): boolean {
+  if (a.size !== b.size) return false
+  for (const [ip, workload] of a) if (b.get(ip) !== workload) return false
+  return true
+}
+
+/** The keys `${namespace}\0${label}=${value}` of a workload's labels, for selecting pods by index. */
+function labelKey(namespace: string, label: string, value: string): string {
+  return `${namespace}\0${label}=${value}`
+}
+
 /**
  * `resources` is the bucket's content as stored: key -> the parsed JSON value. Keys are visited
  * in sorted order, so when two resources conflict (the same pod IP, the same VIP) every node
  * rejects the same one: the later key.
  */
-export function buildSnapshot(resources: ReadonlyMap<string, unknown>, ctx: ValidationContext = DEFAULT_VALIDATION_CONTEXT, revision: number = 0): MeshSnapshot {
+export function buildSnapshot(resources: ReadonlyMap<string, unknown>, ctx: ValidationContext = DEFAULT_VALIDATION_CONTEXT, revision: number = 0, previous?: MeshSnapshot): MeshSnapshot {
   const rejected: Rejection[] = []
   const warnings: ResourceWarning[] = []
   const applied = new Map<string, Resource>()
   const reject = (key: string, reason: string): void => { rejected.push({ key, reason }) }
 
   for (const key of [...resources.keys()].sort()) {
-    let parts
-    try {
-      parts = parseResourceKey(key)
-    } catch (err) {
-      reject(key, (err as Error).message)
-      continue
-    }
-    const result = validateResource(resources.get(key), ctx)
-    if (!result.ok) {
-      reject(key, result.errors.map(String).join('; '))
-      continue
-    }
-    const actualKey = resourceKey(result.resource)
-    if (actualKey !== key) {
-      reject(key, `the key names ${parts.kind} ${displayName(parts)} but the value is ${result.resource.kind} ${displayName(result.resource)} (its key would be ${actualKey})`)
-      continue
-    }
-    applied.set(key, result.resource)
+    const outcome = outcomeOf(key, resources.get(key), ctx)
+    if ('reason' in outcome) reject(key, outcome.reason)
+    else applied.set(key, outcome.resource)
   }
 
   const all = [...applied.entries()]
@@ -173,7 +232,7 @@ export function buildSnapshot(resources: ReadonlyMap<string, unknown>, ctx: Vali
   const workloadsByCgroup = new Map<string, Workload>()
   const podsByNode = new Map<string, Workload[]>()
   for (const [key, pod] of ofKind('Pod')) {
-    const workload = toWorkload(key, pod, ctx)
+    const workload = workloadOf(key, pod, ctx)
     const sameIp = workloadsByIp.get(workload.ip)
     if (sameIp) { drop(key, `status.podIP ${workload.ip} is already the address of pod ${sameIp.namespace}/${sameIp.name}`); continue }
     const sameCgroup = workload.cgroup === undefined ? undefined : workloadsByCgroup.get(workload.cgroup)
@@ -203,10 +262,36 @@ export function buildSnapshot(resources: ReadonlyMap<string, unknown>, ctx: Vali
     serviceByVip.set(service.spec.clusterIP, displayName(service))
     servicesByName.set(displayName(service), service)
   }
-  const knownServicesIn = (namespace: string): string =>
-    [...servicesByName.values()].filter((s) => s.metadata.namespace === namespace).map((s) => s.metadata.name).join(', ') || 'none'
+  const knownServices = new Map<string, string>()
+  const knownServicesIn = (namespace: string): string => {
+    let known = knownServices.get(namespace)
+    if (known === undefined) {
+      known = [...servicesByName.values()].filter((s) => s.metadata.namespace === namespace).map((s) => s.metadata.name).join(', ') || 'none'
+      knownServices.set(namespace, known)
+    }
+    return known
+  }
 
   const endpointSlices = ofKind('EndpointSlice').map(([, slice]) => slice)
+  // Ready pods by namespace and label, and slices by the service they name: a service finds its
+  // endpoints without scanning every pod and slice of the mesh.
+  const readyPodsByLabel = new Map<string, Workload[]>()
+  for (const workload of workloadsByIp.values()) {
+    if (!workload.ready) continue
+    for (const [label, value] of Object.entries(workload.labels)) {
+      const key = labelKey(workload.namespace, label, value)
+      const list = readyPodsByLabel.get(key)
+      if (list) list.push(workload)
+      else readyPodsByLabel.set(key, [workload])
+    }
+  }
+  const slicesByService = new Map<string, EndpointSlice[]>()
+  for (const slice of endpointSlices) {
+    const name = `${slice.metadata.namespace}/${slice.metadata.labels?.[SERVICE_NAME_LABEL] ?? ''}`
+    const list = slicesByService.get(name)
+    if (list) list.push(slice)
+    else slicesByService.set(name, [slice])
+  }
   for (const [key, slice] of ofKind('EndpointSlice')) {
     const serviceName = slice.metadata.labels?.[SERVICE_NAME_LABEL] ?? ''
     if (!servicesByName.has(`${slice.metadata.namespace}/${serviceName}`)) {
@@ -215,10 +300,21 @@ export function buildSnapshot(resources: ReadonlyMap<string, unknown>, ctx: Vali
   }
 
   const services = new Map<string, ServiceTarget>()
+  // Resolutions from the snapshot before are good only if the workloads they looked up are the same.
+  const workloadsAsBefore = previous !== undefined && sameWorkloads(previous.workloadsByIp, workloadsByIp)
   for (const service of servicesByName.values()) {
+    const pods = selectPods(service, readyPodsByLabel)
+    const slices = slicesByService.get(displayName(service)) ?? []
+    const before = serviceResolutions.get(service)
+    if (workloadsAsBefore && before !== undefined && before.workloadsByIp === previous.workloadsByIp && sameItems(before.slices, slices) && sameItems(before.pods, pods)) {
+      for (const [address, target] of before.targets) services.set(address, target)
+      warnings.push(...before.warnings)
+      serviceResolutions.set(service, { ...before, workloadsByIp })
+      continue
+    }
     const serviceKey = resourceKey(service)
-    const pods = selectPods(service, workloadsByIp)
-    const slices = endpointSlices.filter((s) => s.metadata.namespace === service.metadata.namespace && s.metadata.labels?.[SERVICE_NAME_LABEL] === service.metadata.name)
+    const targets: Array<readonly [string, ServiceTarget]> = []
+    const warningsBefore = warnings.length
     for (const port of service.spec.ports) {
       const endpoints = new Map<string, Endpoint>()
       for (const workload of pods) {
@@ -242,8 +338,12 @@ export function buildSnapshot(resources: ReadonlyMap<string, unknown>, ctx: Vali
         }
       }
       const sorted = [...endpoints.values()].sort((a, b) => ipv4ToNumber(a.ip) - ipv4ToNumber(b.ip) || a.port - b.port)
-      services.set(serviceAddress(service.spec.clusterIP, port.port), { key: serviceKey, service, vip: service.spec.clusterIP, port, endpoints: sorted })
+      const address = serviceAddress(service.spec.clusterIP, port.port)
+      const target: ServiceTarget = { key: serviceKey, service, vip: service.spec.clusterIP, port, endpoints: sorted }
+      services.set(address, target)
+      targets.push([address, target])
     }
+    serviceResolutions.set(service, { workloadsByIp, slices, pods, targets, warnings: warnings.slice(warningsBefore) })
   }
 
   // Routes and policies: stored as they are; references to unknown services are warnings.
@@ -316,11 +416,20 @@ function toWorkload(key: string, pod: Pod, ctx: ValidationContext): Workload {
   }
 }
 
-/** Ready pods in the service's namespace whose labels include the whole selector; none without a selector. */
-function selectPods(service: Service, workloadsByIp: ReadonlyMap<string, Workload>): Workload[] {
+/**
+ * Ready pods in the service's namespace whose labels include the whole selector; none without a
+ * selector. `readyPodsByLabel` lists them by labelKey, in workload order: the shortest list of the
+ * selector's labels is filtered by the rest.
+ */
+function selectPods(service: Service, readyPodsByLabel: ReadonlyMap<string, readonly Workload[]>): Workload[] {
   const selector = Object.entries(service.spec.selector ?? {})
   if (selector.length === 0) return []
-  return [...workloadsByIp.values()].filter((w) => w.ready && w.namespace === service.metadata.namespace && selector.every(([k, v]) => w.labels[k] === v))
+  let shortest: readonly Workload[] | undefined
+  for (const [label, value] of selector) {
+    const list = readyPodsByLabel.get(labelKey(service.metadata.namespace, label, value)) ?? []
+    if (shortest === undefined || list.length < shortest.length) shortest = list
+  }
+  return (shortest ?? []).filter((w) => selector.every(([k, v]) => w.labels[k] === v))
 }
 
 /**
@@ -387,19 +496,33 @@ function refuseChange(): never {
   throw new TypeError('a MeshSnapshot is immutable: build a new one with buildSnapshot')
 }
 
+// A snapshot's Maps and Sets take these prototypes when frozen: their writers throw. (Cheaper
+// than defining the three methods on every instance, which a rebuild per change pays per Map.)
+class FrozenMap<K, V> extends Map<K, V> {
+  override set(): never { return refuseChange() }
+  override delete(): never { return refuseChange() }
+  override clear(): never { return refuseChange() }
+}
+class FrozenSet<T> extends Set<T> {
+  override add(): never { return refuseChange() }
+  override delete(): never { return refuseChange() }
+  override clear(): never { return refuseChange() }
+}
+
 /** Freezes objects and arrays; a Map's set, delete and clear throw (a Set's add, delete and
- *  clear), so a snapshot cannot change under a reader. */
+ *  clear), so a snapshot cannot change under a reader. A frozen object is taken as done: it is
+ *  (part of) a resource a snapshot before froze, reused because its stored value did not change. */
 function deepFreeze<T>(value: T, seen = new Set<unknown>()): T {
-  if (typeof value !== 'object' || value === null || seen.has(value)) return value
+  if (typeof value !== 'object' || value === null || seen.has(value) || Object.isFrozen(value)) return value
   seen.add(value)
   if (value instanceof Set) {
     for (const entry of value) deepFreeze(entry, seen)
-    for (const method of ['add', 'delete', 'clear']) Object.defineProperty(value, method, { value: refuseChange })
+    Object.setPrototypeOf(value, FrozenSet.prototype)
     return Object.freeze(value)
   }
   if (value instanceof Map) {
     for (const entry of value.values()) deepFreeze(entry, seen)
-    for (const method of ['set', 'delete', 'clear']) Object.defineProperty(value, method, { value: refuseChange })
+    Object.setPrototypeOf(value, FrozenMap.prototype)
     return Object.freeze(value)
   }
   for (const entry of Object.values(value)) deepFreeze(entry, seen)
