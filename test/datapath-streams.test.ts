@@ -4,6 +4,7 @@ import t, { type Test } from 'tap'
 import net, { type Socket } from 'node:net'
 import { once } from 'node:events'
 import { tcpServer } from './helpers/net.ts'
+import { until } from './helpers/wait.ts'
 import { splice, type SpliceResult } from '../src/datapath/splice.ts'
 import { connectDirect } from '../src/datapath/outbound.ts'
 import { InboundListener } from '../src/datapath/inbound.ts'
@@ -16,18 +17,22 @@ import { createLogger } from '../src/telemetry/log.ts'
 const log = createLogger({ test: 'datapath' }, 'error')
 
 
-/** A minimal proxy: accepts, connects to `upstreamPort`, splices; reports each splice result. */
-async function proxy(t: Test, upstreamPort: number, idleTimeoutMs = 0): Promise<{ port: number; results: SpliceResult[]; done: Promise<SpliceResult> }> {
+interface Spliced { client: Socket; upstream: Socket }
+
+/** A minimal proxy: accepts, connects to `upstreamPort`, splices; reports each splice result and the proxy's two sockets of each. */
+async function proxy(t: Test, upstreamPort: number, idleTimeoutMs = 0): Promise<{ port: number; results: SpliceResult[]; done: Promise<SpliceResult>; spliced: Spliced[] }> {
   const results: SpliceResult[] = []
+  const spliced: Spliced[] = []
   let resolveDone: (r: SpliceResult) => void = () => {}
   const done = new Promise<SpliceResult>((r) => { resolveDone = r })
   const port = await tcpServer(t, (client) => {
     client.pause()
     void connectDirect('127.0.0.1', upstreamPort, 2000).then((upstream) => {
+      spliced.push({ client, upstream })
       splice(client, upstream, { idleTimeoutMs, onDone: (r) => { results.push(r); resolveDone(r) } })
     })
   })
-  return { port, results, done }
+  return { port, results, done, spliced }
 }
 
 function collect(socket: Socket): Promise<string> {
@@ -84,17 +89,19 @@ t.test('splice', async (t) => {
     t.equal((await p.done).outcome, 'idle_timeout')
   })
 
-  t.test('backpressure: a slow reader holds the sender, nothing is lost', async (t) => {
+  t.test('backpressure: a reader that stops holds the sender, the proxy buffers little, nothing is lost', async (t) => {
     const total = 64 * 1024 * 1024
+    let resumeUpstream = (): void => {}
     const upstream = await tcpServer(t, (s) => {
       let n = 0
-      s.pause() // reads nothing for a while: the proxy must stop reading from the client
-      setTimeout(() => { s.resume() }, 300)
+      s.pause() // reads nothing until told: the proxy must stop reading from the client
+      resumeUpstream = () => s.resume()
       s.on('data', (d: Buffer) => { n += d.length })
       s.on('end', () => s.end(String(n)))
     })
     const p = await proxy(t, upstream)
     const client = net.connect({ port: p.port, host: '127.0.0.1', allowHalfOpen: true })
+    const reply = collect(client)
     const chunk = Buffer.alloc(1 << 20, 7)
     let sent = 0
     const pump = (): void => {
@@ -102,7 +109,25 @@ t.test('splice', async (t) => {
       client.end()
     }
     pump()
-    t.equal(await collect(client), String(total), 'the upstream received every byte')
+
+    // Wait until the proxy has stopped reading from the client: the same count five polls running.
+    const pair = await until('the proxy to splice the connection', () => p.spliced[0])
+    let last = -1
+    let steady = 0
+    await until('the proxy to stop reading from the client while the upstream reads nothing', () => {
+      const read = pair.client.bytesRead
+      steady = read === last ? steady + 1 : 0
+      last = read
+      return steady >= 5
+    }, { timeoutMs: 20_000 })
+    // Both hops' kernel buffers (send and receive, autotuned to a few MiB each) hold what the
+    // proxy read; a proxy that buffers everything would have read all 64 MiB.
+    t.ok(pair.client.bytesRead < total / 2, `the proxy read ${(pair.client.bytesRead / 1048576).toFixed(1)} MiB of ${total / 1048576} MiB and then stopped`)
+    t.ok(pair.upstream.writableLength <= 1024 * 1024, `and holds at most 1 MiB of it in user space (holds ${pair.upstream.writableLength} bytes)`)
+    t.ok(sent < total || client.writableLength > 0, 'the client\'s writes are held back too')
+
+    resumeUpstream()
+    t.equal(await reply, String(total), 'the upstream received every byte')
   })
 })
 
