@@ -37,7 +37,7 @@ import { closeSync, mkdirSync, openSync, rmSync, rmdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { CGROUP_ANNOTATION, ENROLLED_ANNOTATION, WEFT_API_VERSION, resourceKey } from '../src/config/resources/index.ts'
 import { ADMIN_PORT, LAB_CIDR, type Lab, type LabPod } from '../src/lab/index.ts'
-import { CLI_MAIN, answers200 } from '../src/lab/daemons.ts'
+import { CLI_COMMAND, answers200 } from '../src/lab/daemons.ts'
 import { PIN_ROOT, UNDERLAY_CIDR } from '../src/lab/plan.ts'
 import { inNetns, ip } from '../src/lab/sys.ts'
 import { getText, waitForStatuses } from './node-status.ts'
@@ -103,7 +103,7 @@ export function startSidecar(lab: Lab, pod: LabPod, logDir: string, cpus: string
   const pinDir = join(PIN_ROOT, `lab-${lab.runId}-${name}`)
   mkdirSync(cgroup, { recursive: true })
   const argv = [
-    process.execPath, CLI_MAIN, 'node', '--name', name, '--node-ip', pod.ip, '--proxy-ip', pod.ip,
+    ...CLI_COMMAND, 'node', '--name', name, '--node-ip', pod.ip, '--proxy-ip', pod.ip,
     '--cgroup-root', pod.cgroup, '--pin-dir', pinDir,
     // Bench only: operator creds (the lab declares NATS users for its nodes, none per sidecar).
     '--nats', lab.natsUrl, '--creds', lab.credsFile('operator'),

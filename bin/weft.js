@@ -13,7 +13,11 @@ const main = join(root, 'src', 'cli', 'main.ts')
 const [major, minor] = process.versions.node.split('.').map(Number)
 const modern = major > 22 || (major === 22 && minor >= 18)
 
+// bin/strip-cache.js first: the sources come stripped from its cache (see there).
+const stripCache = pathToFileURL(join(root, 'bin', 'strip-cache.js')).href
+
 if (modern) {
+  await import(stripCache)
   await import(pathToFileURL(main).href)
 } else {
   const node = join(root, '.weft', 'bin', 'node')
@@ -28,7 +32,7 @@ if (modern) {
   // launcher before the child. SIGTERM and SIGHUP are usually sent to this process alone (kill,
   // a supervisor): they are passed on. To interrupt a weft started without a terminal, signal its
   // process group (kill -INT -PGID) or send SIGTERM.
-  const child = spawn(node, ['--disable-warning=ExperimentalWarning', main, ...process.argv.slice(2)], { stdio: 'inherit' })
+  const child = spawn(node, ['--disable-warning=ExperimentalWarning', '--import', stripCache, main, ...process.argv.slice(2)], { stdio: 'inherit' })
   const keep = () => {}
   const pass = (signal) => child.kill(signal)
   process.on('SIGINT', keep).on('SIGTERM', pass).on('SIGHUP', pass)

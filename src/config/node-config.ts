@@ -18,7 +18,11 @@ export interface NodeConfig {
   inboundPort: number
   /** Admin listener: /healthz, /readyz, /metrics, /debug/destinations, /debug/certs. Default 15020. */
   adminPort: number
-  /** The cgroup v2 directory that holds the node's pods; the BPF programs are attached here. Required. */
+  /**
+   * The cgroup v2 directory that holds the node's pods; the BPF programs are attached here. Required.
+   * When it is the kubelet's (`kubepods.slice`, `kubepods`), pods' cgroups are found from their UID
+   * and QoS class (src/k8s/kubelet-cgroups.ts) instead of the weft.dev/cgroup annotation.
+   */
   cgroupRoot: string
   /** Where programs, maps and links are pinned (bpffs). Default /sys/fs/bpf/weft/<name>. */
   pinDir: string
@@ -80,7 +84,7 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
   'outbound-port': { type: 'string', arg: 'PORT', help: `outbound listener for redirected connections (default ${DEFAULTS.outboundPort})` },
   'inbound-port': { type: 'string', arg: 'PORT', help: `inbound mutual-TLS HTTP/2 tunnel listener (default ${DEFAULTS.inboundPort})` },
   'admin-port': { type: 'string', arg: 'PORT', help: `admin listener: /healthz /readyz /metrics /debug/destinations /debug/certs (default ${DEFAULTS.adminPort})` },
-  'cgroup-root': { type: 'string', arg: 'DIR', help: 'cgroup v2 directory holding the node\'s pods; BPF attaches here (required)' },
+  'cgroup-root': { type: 'string', arg: 'DIR', help: 'cgroup v2 directory holding the node\'s pods; BPF attaches here (required). The kubelet\'s kubepods.slice or kubepods: each pod\'s cgroup is found from its UID and QoS class' },
   'pin-dir': { type: 'string', arg: 'DIR', help: 'bpffs directory for pins (default /sys/fs/bpf/weft/<name>)' },
   'bpf-object': { type: 'string', arg: 'FILE', help: 'compiled BPF object (default build/bpf/weft.bpf.o)' },
   'intercept-cidr': { type: 'string', multiple: true, arg: 'CIDR', help: 'intercept connections to this range (repeatable)' },

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 
 import { BusError, connectBus, readContext, removeContext, startNatsServer, writeContext, type Bus, type BusCredentials } from '../bus/index.ts'
 import { requestRegister } from '../control/index.ts'
-import { CLI_MAIN } from './daemons.ts'
+import { CLI_COMMAND } from './daemons.ts'
 import { LabError } from './errors.ts'
 import { credsFile, labNames, labResources, type LabNatsUser, type LabPlan } from './plan.ts'
 import { cgroupPids, logTail, stopCgroup } from './processes.ts'
@@ -113,7 +113,7 @@ export function startControl(plan: LabPlan, env: NodeJS.ProcessEnv = process.env
   const running = controlPids(plan)
   if (running.length > 0) throw new LabError(`lab ${plan.runId}: weft control is already running (pid ${running.join(', ')})`)
   const lifetime = env.WEFT_LAB_CERT_LIFETIME
-  const argv = [process.execPath, CLI_MAIN, 'control', '--creds', credsFile(plan, 'control'), '--ca-dir', labCaDir(plan), ...(lifetime ? ['--cert-lifetime', lifetime] : [])]
+  const argv = [...CLI_COMMAND, 'control', '--creds', credsFile(plan, 'control'), '--ca-dir', labCaDir(plan), ...(lifetime ? ['--cert-lifetime', lifetime] : [])]
   spawnInCgroup(plan.underlayNetns, plan.control.cgroup, argv, plan.control.logFile)
 }
 
