@@ -23,7 +23,7 @@ import {
 } from './servers.ts'
 import { sidecarConnections, startSidecars, stopSidecar, type Sidecar } from './sidecar.ts'
 import {
-  accessLogLinesByService, accessLogSetting, applyL7Services, l7PodLabels, l7RequestsCounted, L7_SERVICE_PORT, L7_SERVICES,
+  accessLogLinesByService, accessLogSetting, applyL7Services, l7PodLabels, l7RequestsCounted, L7_SERVICE_PORT, L7_SERVICES, runtimeSummary,
 } from './l7.ts'
 import { DEFAULTS as NODE_DEFAULTS } from '../src/config/node-config.ts'
 
@@ -322,7 +322,13 @@ async function runLatency(options: BenchOptions, runId: string, work: string, pi
         acc.l7.accessLogLines = lines.get(s.l7.service) ?? 0
         counted.push(`${s.path}: ${acc.l7.accessLogLines.toLocaleString('en-US')} access log lines for ${acc.l7.requestsCounted.toLocaleString('en-US')} requests`)
       }
-      notes.l7Telemetry = `This run: node1's daemon ran with --access-log ${setting.destination} --access-log-sample ${setting.sampleRate}${setting.fromDefaults ? ' (its defaults)' : ''}; ${counted.join('; ')}.`
+      let runtime = ''
+      try {
+        runtime = ` node1's daemon over the whole run (every row it served): ${await runtimeSummary(node1.address)}.`
+      } catch (error) {
+        flags.push(`cannot read node1's runtime metrics: ${(error as Error).message}`)
+      }
+      notes.l7Telemetry = `This run: node1's daemon ran with --access-log ${setting.destination} --access-log-sample ${setting.sampleRate}${setting.fromDefaults ? ' (its defaults)' : ''}; ${counted.join('; ')}.${runtime}`
       progress(`weft L7: ${notes.l7Telemetry}`)
     }
     return accumulators

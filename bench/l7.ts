@@ -75,6 +75,39 @@ export async function l7RequestsCounted(address: string, destinationService: str
   return sumSamples(parsePrometheusText(text), 'weft_requests_total', { destination_service: destinationService })
 }
 
+/**
+ * What node1's runtime did over the run, from its /metrics histograms: the event-loop delay
+ * (weft_event_loop_delay_seconds: the p99 and the largest bucket reached) and the garbage
+ * collections by kind (count, total and longest pause): where a tail latency comes from.
+ */
+export async function runtimeSummary(address: string): Promise<string> {
+  const samples = parsePrometheusText(await getText(address, ADMIN_PORT, '/metrics'))
+  const ms = (seconds: number): string => (seconds >= 1 ? `${(seconds * 1000).toFixed(0)} ms` : `${(seconds * 1000).toPrecision(2)} ms`)
+  /** Cumulative buckets of one histogram series: [upper bound, count]. */
+  const buckets = (name: string, match: Record<string, string>): Array<[number, number]> => samples
+    .filter((x) => x.name === `${name}_bucket` && Object.entries(match).every(([k, v]) => x.labels[k] === v))
+    .map((x): [number, number] => [x.labels.le === '+Inf' ? Infinity : Number(x.labels.le), x.value])
+    .sort((a, b) => a[0] - b[0])
+  const quantile = (cumulative: Array<[number, number]>, q: number): number => {
+    const total = cumulative.at(-1)?.[1] ?? 0
+    return cumulative.find(([, count]) => count >= q * total)?.[0] ?? NaN
+  }
+  const largest = (cumulative: Array<[number, number]>): number => {
+    const total = cumulative.at(-1)?.[1] ?? 0
+    return cumulative.find(([, count]) => count === total)?.[0] ?? NaN
+  }
+  const loop = buckets('weft_event_loop_delay_seconds', {})
+  const parts = [`event-loop delay p99 ≤ ${ms(quantile(loop, 0.99))}, longest ≤ ${ms(largest(loop))} (${(loop.at(-1)?.[1] ?? 0).toLocaleString('en-US')} samples)`]
+  for (const kind of ['minor', 'major', 'incremental']) {
+    const gc = buckets('weft_gc_duration_seconds', { kind })
+    const count = gc.at(-1)?.[1] ?? 0
+    if (count === 0) continue
+    const total = sumSamples(samples, 'weft_gc_duration_seconds_sum', { kind })
+    parts.push(`${kind} GC ${count.toLocaleString('en-US')}× (${ms(total)} in all, longest ≤ ${ms(largest(gc))})`)
+  }
+  return parts.join('; ')
+}
+
 /** The daemon's access log setting: its command line's --access-log / --access-log-sample, else
  *  the defaults (src/config/node-config.ts). */
 export function accessLogSetting(pid: number | undefined): { destination: string; sampleRate: number; fromDefaults: boolean } {

@@ -95,6 +95,7 @@ t.test('a tiny run: structure and counts', async (t) => {
     }
   }
   t.match(report.configurations.find((c) => c.id === 'weft-l7')?.description ?? '', /This run: node1's daemon ran with --access-log \S+ --access-log-sample [\d.]+/, 'the L7 row says the access log setting it measured')
+  t.match(report.configurations.find((c) => c.id === 'weft-l7')?.description ?? '', /node1's daemon over the whole run \(every row it served\): event-loop delay p99 ≤ [\d.]+ ms, longest ≤ [\d.]+ ms \([\d,]+ samples\); minor GC [\d,]+×/, 'and what its event loop and garbage collector did')
   t.equal(report.density.status, 'measured', `density: ${report.density.reason ?? ''}`)
   t.same(report.density.weft.map((p) => [p.pods, p.processes]), [[1, 1], [2, 1]], 'one weft proxy whatever the pods')
   t.same(report.density.sidecar.map((p) => [p.pods, p.processes]), [[1, 2], [2, 3]], 'a proxy per pod: each client pod and the server pod')
