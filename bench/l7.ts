@@ -82,7 +82,7 @@ export async function l7RequestsCounted(address: string, destinationService: str
  */
 export async function runtimeSummary(address: string): Promise<string> {
   const samples = parsePrometheusText(await getText(address, ADMIN_PORT, '/metrics'))
-  const ms = (seconds: number): string => (seconds >= 1 ? `${(seconds * 1000).toFixed(0)} ms` : `${(seconds * 1000).toPrecision(2)} ms`)
+  const ms = (seconds: number): string => (seconds * 1000 >= 10 ? `${(seconds * 1000).toFixed(0)} ms` : `${Number((seconds * 1000).toPrecision(2))} ms`)
   /** Cumulative buckets of one histogram series: [upper bound, count]. */
   const buckets = (name: string, match: Record<string, string>): Array<[number, number]> => samples
     .filter((x) => x.name === `${name}_bucket` && Object.entries(match).every(([k, v]) => x.labels[k] === v))
