@@ -5,8 +5,9 @@ import { readFileSync, existsSync, readdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { spawnSync } from 'node:child_process'
 import { daemonCommand, type Lab } from '../src/lab/index.ts'
-import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
-import { requireLab, startIn, startLab } from './helpers/lab.ts'
+import { sumSamples } from '../src/telemetry/prometheus-text.ts'
+import { requireLab, scrapeNode, startIn, startLab } from './helpers/lab.ts'
+import { until } from './helpers/wait.ts'
 
 const netprobe = fileURLToPath(new URL('./fixtures/netprobe.ts', import.meta.url))
 const node = process.execPath
@@ -37,20 +38,7 @@ const connect = (lab: Lab, pod: string, ip: string, port: number): Promise<Probe
   probe(lab, pod, 'connect', ip, String(port)) as Promise<unknown> as Promise<ProbeReply>
 const peerIp = (r: ProbeReply): string | undefined => r.reply?.peer.replace(/^::ffff:/, '').split(':')[0]
 
-async function metrics(lab: Lab, nodeName: string): Promise<ReturnType<typeof parsePrometheusText>> {
-  const n = lab.nodes.find((x) => x.name === nodeName)!
-  const res = await fetch(`http://${n.address}:15020/metrics`)
-  return parsePrometheusText(await res.text())
-}
-
-/** Polls check until it is true; throws naming what it waited for after timeoutMs. */
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`waited ${timeoutMs / 1000} s for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
+const metrics = scrapeNode
 
 function daemonLog(lab: Lab, nodeName: string): Array<Record<string, unknown>> {
   const file = lab.nodes.find((x) => x.name === nodeName)!.logFile
@@ -59,9 +47,11 @@ function daemonLog(lab: Lab, nodeName: string): Array<Record<string, unknown>> {
 
 t.test('L4 mesh in a two-node lab', async (t) => {
   if (!requireLab(t)) return
+  // Extra flags for node1's daemon the next time it starts (the --drain-timeout test sets some).
+  let node1Flags: string[] = []
   const lab = await startLab(t, topology, {
     startDaemons: true,
-    daemonCommand: (plan, n) => [...daemonCommand(plan, n), '--exclude-port', String(EXCLUDED_PORT)],
+    daemonCommand: (plan, n) => [...daemonCommand(plan, n), '--exclude-port', String(EXCLUDED_PORT), ...(n.name === 'node1' ? node1Flags : [])],
   })
   const ip = (pod: string): string => lab.pods.find((p) => p.name === pod)!.ip
   const proxyIp = (n: string): string => lab.nodes.find((x) => x.name === n)!.proxyIp
@@ -112,10 +102,13 @@ t.test('L4 mesh in a two-node lab', async (t) => {
     t.equal(peerIp(redirected), proxyIp('node1'), 'while port 8080 on the same pod is still proxied')
   })
 
-  t.test('(e) the client\'s getpeername shows the original destination', async (t) => {
-    for (const pod of ['echo-a', 'echo-b']) {
-      const r = await probe(lab, 'client', 'peer', ip(pod), '8080')
-      t.equal(String(r.remote).replace(/^::ffff:/, ''), `${ip(pod)}:8080`, `remote address of a connection to ${pod}`)
+  t.test('(e) the client\'s getpeername shows the original destination of a redirected connection', async (t) => {
+    for (const [pod, proxiedBy] of [['echo-a', 'node1'], ['echo-b', 'node2']] as const) {
+      const r = await probe(lab, 'client', 'peer', ip(pod), '8080') as { remote?: string; reply?: { peer: string } | null; code?: string }
+      // Redirected: the server saw a proxy, not the client (without the redirection the client's
+      // getpeername would show the destination anyway, and prove nothing).
+      t.equal(r.reply?.peer.replace(/^::ffff:/, '').split(':')[0], proxyIp(proxiedBy), `the connection to ${pod} was redirected: ${pod} saw ${proxiedBy}'s proxy (${JSON.stringify(r)})`)
+      t.equal(String(r.remote).replace(/^::ffff:/, ''), `${ip(pod)}:8080`, `and the client's getpeername shows ${pod}:8080, not the proxy's ${proxyIp('node1')}:15001`)
     }
   })
 
@@ -133,7 +126,7 @@ t.test('L4 mesh in a two-node lab', async (t) => {
     t.ok(peak > 0 && peak < 400 * 1024 * 1024, `peak proxy RSS ${(peak / 1048576).toFixed(0)} MiB stays under 400 MiB for a 1024 MiB transfer`)
   })
 
-  t.test('SIGTERM drains: a connection in flight finishes, new ones are refused, the daemon exits', async (t) => {
+  t.test('SIGTERM drains: not ready, new connections refused, tunnel peers sent elsewhere (GOAWAY), connections in flight finish, then the daemon exits', async (t) => {
     // node1's daemon is started again in teardown, also when this test fails or throws: the
     // subtests after this one need it. If it did not exit on SIGTERM, it is killed first.
     let stopOutcome: Promise<unknown> = Promise.resolve()
@@ -141,30 +134,84 @@ t.test('L4 mesh in a two-node lab', async (t) => {
       if ((await stopOutcome) instanceof Error) await lab.stopDaemon('node1', 'SIGKILL')
       if (lab.daemonPid('node1') === undefined) await lab.startDaemon('node1')
     })
-    const openedToEchoB = async (): Promise<number> =>
-      sumSamples(await metrics(lab, 'node1'), 'weft_connections_opened_total', { direction: 'outbound', path: 'tunnel', destination_workload: 'default/echo-b' })
-    const openedBefore = await openedToEchoB()
-    const inFlight = probe(lab, 'client', 'slow', ip('echo-b'), '9000', '20', '100') as Promise<unknown> as Promise<{ sent: number; reply: { bytes: number } | null; error?: string }>
-    // Signal once node1's proxy has the connection open (a fixed pause was sometimes shorter
-    // than starting the probe in its pod, and the "in flight" connection was then refused).
-    await until(async () => (await openedToEchoB()) > openedBefore, 'node1 forwarding the slow connection to echo-b')
-    const drainingLines = (): number => daemonLog(lab, 'node1').filter((l) => l.msg === 'draining').length
-    const drainingBefore = drainingLines()
+    await startIn(t, lab, 'echo-a', [node, netprobe, 'sink', '9000'], /listening/)
+    const opened = async (nodeName: string, labels: Record<string, string>): Promise<number> => sumSamples(await metrics(lab, nodeName), 'weft_connections_opened_total', labels)
+    const toEchoB = { direction: 'outbound', path: 'tunnel', destination_workload: 'default/echo-b' }
+    const fromEchoB = { direction: 'inbound', source_workload: 'default/echo-b', destination_workload: 'default/echo-a' }
+    const [toEchoBBefore, fromEchoBBefore] = [await opened('node1', toEchoB), await opened('node1', fromEchoB)]
+    // Two slow transfers (60 KiB over about 6 s) through node1: out of it to echo-b, and into it
+    // from echo-b (over node2's pooled tunnel connection to node1).
+    type Slow = { sent: number; reply: { bytes: number } | null; error?: string }
+    const slow = (from: string, to: string): { result: Promise<Slow>; done: () => boolean } => {
+      let finished = false
+      const result = (probe(lab, from, 'slow', ip(to), '9000', '60', '100') as Promise<unknown> as Promise<Slow>).finally(() => { finished = true })
+      return { result, done: () => finished }
+    }
+    const outOfNode1 = slow('client', 'echo-b')
+    const intoNode1 = slow('echo-b', 'echo-a')
+    await until('node1 forwarding both slow connections', async () => (await opened('node1', toEchoB)) > toEchoBBefore && (await opened('node1', fromEchoB)) > fromEchoBBefore)
+
+    const drainingLines = (): Array<Record<string, unknown>> => daemonLog(lab, 'node1').filter((l) => l.msg === 'draining')
+    const drainingBefore = drainingLines().length
     const stopping = lab.stopDaemon('node1', 'SIGTERM')
     stopOutcome = stopping.then(() => undefined, (error: unknown) => (error instanceof Error ? error : new Error(String(error))))
-    // The daemon logs "draining", then closes its listeners: new connects are refused from then on.
-    await until(async () => drainingLines() > drainingBefore, 'node1 logging "draining"')
-    let during = await connect(lab, 'client', ip('echo-a'), 8080)
-    const refusedBy = Date.now() + 5_000
-    while (during.code !== 'ECONNREFUSED' && Date.now() < refusedBy) during = await connect(lab, 'client', ip('echo-a'), 8080)
-    t.equal(during.code, 'ECONNREFUSED', 'a new connection while draining is refused (fail closed)')
-    const result = await inFlight
-    t.equal(result.error, undefined, 'the connection in flight was not cut')
-    t.equal(result.reply?.bytes, 20 * 1024, 'and every byte arrived')
+    const draining = await until('node1 logging "draining"', () => drainingLines()[drainingBefore])
+    t.equal(draining.deadlineMs, 10_000, 'with the default --drain-timeout of 10 s')
+    const stillDraining = (what: string): void => {
+      t.ok(lab.daemonPid('node1') !== undefined && !outOfNode1.done() && !intoNode1.done(), `${what}, while the daemon still runs and both transfers are unfinished`)
+    }
+
+    const readyz = await fetch(`http://${lab.node('node1').address}:15020/readyz`)
+    t.same([readyz.status, (await readyz.text()).trim()], [503, 'draining'], '/readyz answers 503 "draining"')
+    stillDraining('/readyz says draining')
+    // The listeners close right after "draining" is logged; until then a connect may still get in.
+    const refused = await until('a new connection from client to be refused', async () => {
+      const r = await connect(lab, 'client', ip('echo-a'), 8080)
+      return r.code === 'ECONNREFUSED' ? r : undefined
+    }, { timeoutMs: 5_000 })
+    t.equal(refused.code, 'ECONNREFUSED', 'a new connection from a pod of node1 is refused (fail closed)')
+    stillDraining('it is refused')
+    // node1 sent GOAWAY on node2's tunnel connection: node2 opens a new one for the next
+    // connection, which node1's closed listener refuses. Without the GOAWAY the new stream would
+    // ride the old connection and reach echo-a.
+    const viaTunnel = await connect(lab, 'echo-b', ip('echo-a'), 8080)
+    t.equal(viaTunnel.reply ?? null, null, `a new connection from node2 to a pod of node1 gets no answer from it (${JSON.stringify(viaTunnel)})`)
+    stillDraining('it is not served')
+
+    for (const [what, transfer] of [['out of node1', outOfNode1], ['into node1', intoNode1]] as const) {
+      const result = await transfer.result
+      t.equal(result.error, undefined, `the transfer ${what} was not cut`)
+      t.equal(result.reply?.bytes, 60 * 1024, 'and every byte arrived')
+    }
     await stopping
     t.equal(lab.daemonPid('node1'), undefined, 'the daemon exited after draining')
-    const stopped = daemonLog(lab, 'node1').find((l) => l.msg === 'stopped')
+    const stopped = daemonLog(lab, 'node1').filter((l) => l.msg === 'stopped').at(-1)
     t.same(stopped?.abortedAtDeadline, 0, 'nothing had to be cut at the deadline')
+  })
+
+  t.test('--drain-timeout: a connection still open at the deadline is cut and the daemon exits', async (t) => {
+    t.teardown(async () => {
+      node1Flags = []
+      if (lab.daemonPid('node1') !== undefined) await lab.stopDaemon('node1', 'SIGKILL')
+      await lab.startDaemon('node1')
+    })
+    await lab.stopDaemon('node1', 'SIGTERM')
+    node1Flags = ['--drain-timeout', '1000']
+    await lab.startDaemon('node1')
+    const toEchoB = async (): Promise<number> => sumSamples(await metrics(lab, 'node1'), 'weft_connections_opened_total', { direction: 'outbound', path: 'tunnel', destination_workload: 'default/echo-b' })
+    const before = await toEchoB()
+    // 300 KiB over about 30 s: far longer than the drain.
+    const transfer = probe(lab, 'client', 'slow', ip('echo-b'), '9000', '300', '100') as Promise<unknown> as Promise<{ sent: number; reply: { bytes: number } | null; error?: string }>
+    await until('node1 forwarding the slow connection', async () => (await toEchoB()) > before)
+    const drainingBefore = daemonLog(lab, 'node1').filter((l) => l.msg === 'draining').length
+    await lab.stopDaemon('node1', 'SIGTERM')
+    t.equal(lab.daemonPid('node1'), undefined, 'the daemon exited')
+    const draining = daemonLog(lab, 'node1').filter((l) => l.msg === 'draining')[drainingBefore]
+    t.equal(draining?.deadlineMs, 1000, 'the drain had the deadline --drain-timeout gave')
+    const stopped = daemonLog(lab, 'node1').filter((l) => l.msg === 'stopped').at(-1)
+    t.ok(Number(stopped?.abortedAtDeadline) >= 1, `the connection was cut at the deadline (stopped: ${JSON.stringify(stopped)})`)
+    const result = await transfer
+    t.ok(result.sent < 300 * 1024 && result.reply?.bytes !== 300 * 1024, `the client was cut off in the middle of its transfer (${JSON.stringify(result)})`)
   })
 
   t.test('(f) a SIGKILLed daemon fails closed, then adopts its pins and serves at once', async (t) => {

@@ -11,7 +11,8 @@ import type { Test } from 'tap'
 import { skipOrFail } from './privileged.ts'
 import type { Bus } from '../../src/bus/index.ts'
 import { STATE_ROOT } from '../../src/lab/plan.ts'
-import { LabBusyError, labDown, labUp, type Lab, type LabUpOptions, type TopologyInput } from '../../src/lab/index.ts'
+import { ADMIN_PORT, LabBusyError, labDown, labUp, type Lab, type LabUpOptions, type TopologyInput } from '../../src/lab/index.ts'
+import { parsePrometheusText } from '../../src/telemetry/prometheus-text.ts'
 
 export const labCli = fileURLToPath(new URL('../../src/lab/cli.ts', import.meta.url))
 
@@ -221,4 +222,11 @@ export function labLeftovers(runId: string): string[] {
   if (existsSync(`${STATE_ROOT}/${runId}`)) found.push(`state ${STATE_ROOT}/${runId}`)
   if (spawnSync('ip', ['route', 'show', 'dev', `wh-${runId}`], { encoding: 'utf8' }).stdout.trim()) found.push('host routes')
   return found
+}
+
+/** A lab node daemon's /metrics, parsed (sum them with sumSamples). */
+export async function scrapeNode(lab: Lab, nodeName: string): Promise<ReturnType<typeof parsePrometheusText>> {
+  const res = await fetch(`http://${lab.node(nodeName).address}:${ADMIN_PORT}/metrics`)
+  if (res.status !== 200) throw new Error(`${nodeName} /metrics answered ${res.status}`)
+  return parsePrometheusText(await res.text())
 }
