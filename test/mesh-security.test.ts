@@ -15,6 +15,7 @@ import type { Bus } from '../src/bus/index.ts'
 import type { Lab, TopologyInput } from '../src/lab/index.ts'
 import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
 import { requireLab, startIn, startLab, tcpClientScript, tcpServerScript } from './helpers/lab.ts'
+import { fileURLToPath } from 'node:url'
 import { sniFor } from '../src/datapath/tunnel.ts'
 import { testCredentials } from './helpers/svid.ts'
 
@@ -87,6 +88,8 @@ const http = require('node:http')
 http.createServer((req, res) => { req.resume(); req.on('end', () => res.end(req.method + ' ' + req.url + '\\n')) })
   .listen(8081, () => console.log('listening'))
 `
+
+const netprobe = fileURLToPath(new URL('./fixtures/netprobe.ts', import.meta.url))
 
 async function apply(bus: Bus, key: string, value: unknown): Promise<number> {
   return await bus.putResource(key, value)
@@ -217,6 +220,37 @@ t.test('zero trust in a two-node lab', async (t) => {
     t.equal(await tcp(lab, 'client', ip('open'), 8080), lab.node('node2').proxyIp, 'a pod of namespace default still gets in')
     const denied = sumSamples(await metrics(lab, 'node2'), 'weft_authorization_denied_total', { policy: 'default/open-deny-legacy' })
     t.ok(denied >= 1, 'counted with the policy that decided')
+  })
+
+  t.test('a policy that now denies an open connection closes it, same node (kernel fast path) and cross node (tunnel)', async (t) => {
+    for (const pod of ['web-1', 'open']) await startIn(t, lab, pod, [node, netprobe, 'sink', '9000'], /listening/)
+    const opened = async (): Promise<number> => sumSamples(await metrics(lab, 'node1'), 'weft_connections_opened_total', { direction: 'outbound', source_workload: 'default/client' })
+    const before = await opened()
+    // 300 chunks 100 ms apart: half a minute of sending, far longer than the test waits.
+    const slow = (pod: string): Promise<{ sent: number; error?: string }> => lab.run('client', ['timeout', '60', node, netprobe, 'slow', ip(pod), '9000', '300', '100'], { timeoutMs: 70_000 })
+      .then((r) => JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { sent: number; error?: string })
+    const sameNode = slow('web-1')
+    const crossNode = slow('open')
+    for (const deadline = Date.now() + 15_000; (await opened()) < before + 2;) {
+      if (Date.now() > deadline) throw new Error('node1 did not forward both slow connections')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    const key = 'authorizationpolicy.default.deny-port-9000'
+    t.teardown(async () => { await settle(bus, await bus.deleteResource(key)) })
+    await settle(bus, await apply(bus, key, {
+      apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'deny-port-9000', namespace: 'default' },
+      spec: { action: 'DENY', rules: [{ to: [{ operation: { ports: ['9000'] } }] }] },
+    }))
+    const [same, cross] = await Promise.all([sameNode, crossNode])
+    t.equal(same.error, 'ECONNRESET', `same node: the open connection was reset (${JSON.stringify(same)})`)
+    t.ok(same.sent < 300 * 1024, 'before it finished')
+    t.equal(cross.error, 'ECONNRESET', `cross node: the open connection was reset (${JSON.stringify(cross)})`)
+    t.ok(cross.sent < 300 * 1024, 'before it finished')
+    const revoked = (samples: Awaited<ReturnType<typeof metrics>>): number => sumSamples(samples, 'weft_authorization_denied_total', { source_workload: 'default/client', policy: 'default/deny-port-9000', layer: 'revoked' })
+    t.equal(revoked(await metrics(lab, 'node1')), 1, 'node1 revoked the same-node connection')
+    t.equal(revoked(await metrics(lab, 'node2')), 1, 'node2 revoked the cross-node one')
+    await tcp(lab, 'client', ip('web-1'), 9000)
+    t.equal(sumSamples(await metrics(lab, 'node1'), 'weft_authorization_denied_total', { source_workload: 'default/client', policy: 'default/deny-port-9000', layer: 'connection' }), 1, 'and a new connection is refused at admission')
   })
 
   t.test('an HTTP rule on method and path: 403 with weft-error for the other requests', async (t) => {

@@ -114,6 +114,9 @@ export async function runNode(config: NodeConfig): Promise<void> {
     readiness: () => readiness,
     onSnapshot: (next) => {
       snapshot = next
+      // Open connections the new policies no longer allow are closed (admission.ts, stillAllowed).
+      const revoked = outbound.connections.revoke(next) + inbound.connections.revoke(next)
+      if (revoked > 0) log.info('closed connections the new configuration no longer allows', { revision: next.revision, connections: revoked })
       enroll(interception, next, config.name, log, podCgroups)
       identities.setWanted((next.podsByNode.get(config.name) ?? []).map((w) => w.identity))
       // The first configuration opens the listeners; until then connections are refused.

@@ -52,3 +52,23 @@ export function admitConnection(snapshot: MeshSnapshot, request: AdmissionReques
   }
   return { allowed: true, perRequest: undefined }
 }
+
+/**
+ * For a connection admitted at L4: a check that it is still allowed under a later snapshot — the
+ * same decision, made again (a pod gone from the snapshot keeps its connection until it closes;
+ * policies with HTTP rules now applying cannot be decided for a connection and so deny it, and the
+ * client's next connection is decided request by request). A revocation is counted as a denial at
+ * layer `revoked` and logged.
+ */
+export function stillAllowed(request: AdmissionRequest, metrics: NodeMetrics, log: Logger): (snapshot: MeshSnapshot) => boolean {
+  return (snapshot) => {
+    const destination = snapshot.workloadsByIp.get(request.destination.ip)
+    if (destination === undefined || destination.key !== request.destination.key) return true
+    const decision = authorize(snapshot, { destination, port: request.port, source: request.source })
+    if (decision.allowed) return true
+    const destinationLabel = `${destination.namespace}/${destination.name}`
+    metrics.authorizationDenied.inc({ source_workload: request.sourceLabel, destination_workload: destinationLabel, policy: decision.policy ?? 'none', layer: 'revoked' })
+    log.info('authorization revoked an open connection', { source_workload: request.sourceLabel, source_principal: request.source.principal, source_ip: request.source.ip, destination_workload: destinationLabel, port: request.port, reason: decision.reason })
+    return false
+  }
+}

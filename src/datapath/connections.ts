@@ -1,11 +1,17 @@
-// Tracks the connections a listener forwards, so a draining daemon knows when they are done.
+// Tracks the connections a listener forwards, so a draining daemon knows when they are done, and
+// so a new configuration can close those its AuthorizationPolicies no longer allow (`revoke`).
+import type { MeshSnapshot } from '../config/resources/index.ts'
 import type { SpliceHandle } from './splice.ts'
 
+/** Whether an open connection is still allowed under `snapshot` (admission.ts's `stillAllowed`). */
+export type Recheck = (snapshot: MeshSnapshot) => boolean
+
 export class ConnectionTracker {
-  private readonly open = new Set<SpliceHandle>()
+  private readonly open = new Map<SpliceHandle, Recheck | undefined>()
   private waiters: Array<() => void> = []
 
-  add(handle: SpliceHandle): void { this.open.add(handle) }
+  /** `recheck`: how to tell, when the configuration changes, that the connection must close. */
+  add(handle: SpliceHandle, recheck?: Recheck): void { this.open.set(handle, recheck) }
 
   remove(handle: SpliceHandle): void {
     this.open.delete(handle)
@@ -13,6 +19,17 @@ export class ConnectionTracker {
   }
 
   get size(): number { return this.open.size }
+
+  /** Aborts (resets) every connection `snapshot` no longer allows; how many. */
+  revoke(snapshot: MeshSnapshot): number {
+    let revoked = 0
+    for (const [handle, recheck] of [...this.open]) {
+      if (recheck === undefined || recheck(snapshot)) continue
+      handle.abort()
+      revoked++
+    }
+    return revoked
+  }
 
   /** Resolves when every connection has ended, or aborts the rest after `deadlineMs`. */
   async drain(deadlineMs: number): Promise<{ abortedAtDeadline: number }> {
@@ -23,7 +40,7 @@ export class ConnectionTracker {
     const result = await Promise.race([ended, deadline])
     clearTimeout(timer)
     if (result !== 'deadline') return { abortedAtDeadline: 0 }
-    const remaining = [...this.open]
+    const remaining = [...this.open.keys()]
     for (const handle of remaining) handle.abort()
     return { abortedAtDeadline: remaining.length }
   }

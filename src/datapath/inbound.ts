@@ -21,7 +21,7 @@ import { peerIdentity } from '../identity/spiffe.ts'
 import { serveInboundHttp } from '../l7/inbound-http.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { NodeMetrics } from '../telemetry/metrics.ts'
-import { admitConnection } from './admission.ts'
+import { admitConnection, stillAllowed, type AdmissionRequest } from './admission.ts'
 import { ConnectionTracker } from './connections.ts'
 import { connectDirect } from './outbound.ts'
 import { splice } from './splice.ts'
@@ -207,10 +207,11 @@ export class InboundListener {
       return
     }
     const sourceLabel = `${source.namespace}/${source.name}`
-    const admission = admitConnection(snapshot, {
+    const request: AdmissionRequest = {
       destination: target, port, sourceLabel,
       source: { principal: peer.identity, namespace: source.namespace, ip: source.ip },
-    }, this.options.metrics, this.options.log)
+    }
+    const admission = admitConnection(snapshot, request, this.options.metrics, this.options.log)
     if (!admission.allowed) {
       this.refuse(stream, 403, 'denied', admission.decision.reason)
       return
@@ -256,7 +257,8 @@ export class InboundListener {
         finished(result.outcome)
       },
     })
-    this.connections.add(handle)
+    // Decided for the whole stream: a later policy that denies it closes it.
+    this.connections.add(handle, stillAllowed(request, metrics, log))
   }
 
   /** The source pod named by the stream, when it has the client's identity and runs on the connecting node; else why not. */

@@ -25,11 +25,11 @@ import { RoundRobinBalancer } from './balancer.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { L7ConnectionProtocol, NodeMetrics, Path } from '../telemetry/metrics.ts'
 import type { AccessLog } from '../telemetry/access-log.ts'
-import { ConnectionTracker } from './connections.ts'
+import { ConnectionTracker, type Recheck } from './connections.ts'
 import { abort, splice, type SpliceHandle, type SpliceOutcome } from './splice.ts'
 import { fastSplice, type KernelSplicer } from './fast-splice.ts'
 import { TunnelError, type TunnelPool } from './tunnel.ts'
-import { admitConnection, type RequestAuthorizer } from './admission.ts'
+import { admitConnection, stillAllowed, type AdmissionRequest, type RequestAuthorizer } from './admission.ts'
 import { serveInboundHttp } from '../l7/inbound-http.ts'
 import { classifyHttpVersion, declaredProtocol, DEFAULT_SNIFF_TIMEOUT_MS, sniff, type Protocol } from '../l7/detect.ts'
 import { Http1Proxy } from '../l7/http1.ts'
@@ -169,17 +169,21 @@ export class OutboundListener {
 
     // A pod of this node: its AuthorizationPolicies decide here.
     let perRequest: RequestAuthorizer | undefined
+    let recheck: Recheck | undefined
     if (target && target.node === this.options.node) {
-      const admission = admitConnection(snapshot, {
+      const request: AdmissionRequest = {
         destination: target, port: destinationPort, sourceLabel,
         source: { principal: source?.identity, namespace: source?.namespace, ip: peerIp },
-      }, metrics, log)
+      }
+      const admission = admitConnection(snapshot, request, metrics, log)
       if (!admission.allowed) {
         metrics.connectionErrors.inc({ direction: 'outbound', reason: 'denied' })
         abort(socket)
         return
       }
       perRequest = admission.perRequest
+      // Decided for the whole connection: a later policy that denies it closes it.
+      if (!perRequest) recheck = stillAllowed(request, metrics, log)
     }
 
     let upstream: Duplex
@@ -257,7 +261,7 @@ export class OutboundListener {
           closed(handle, result)
         },
       })
-      this.connections.add(handle)
+      this.connections.add(handle, recheck)
       return
     }
     const handle = splice(socket, upstream, {
@@ -265,7 +269,7 @@ export class OutboundListener {
       onBytes: (flow, n) => (flow === 'sent' ? sent : received).inc(n),
       onDone: (result) => closed(handle, result),
     })
-    this.connections.add(handle)
+    this.connections.add(handle, recheck)
     socket.resume()
   }
 

@@ -3,11 +3,12 @@
 //  - backpressure: `pipe` pauses the reader while the writer is full, so memory stays bounded;
 //  - half-close: when one side ends its sending half, the other side's writer is ended, and the
 //    reply direction keeps flowing (both sockets are created with allowHalfOpen);
-//  - resets: an error on one side aborts the other (a TCP RST, or RST_STREAM on a tunnel);
+//  - resets: an error on one side aborts the other (a TCP RST, or RST_STREAM on a tunnel, never
+//    preceded by END_STREAM, so the far side's client sees a reset and not a close);
 //  - idle timeout: no bytes either way for `idleTimeoutMs` closes both.
 import type { Duplex } from 'node:stream'
 import { Socket } from 'node:net'
-import { constants as h2, type Http2Stream } from 'node:http2'
+import type { Http2Stream } from 'node:http2'
 
 /** node:http2 exports no stream class to test against; a stream has a session and an id. */
 function isHttp2Stream(stream: Duplex): stream is Http2Stream {
@@ -34,9 +35,17 @@ export function abort(stream: Duplex): void {
     if (stream.writableEnded || stream.connecting) stream.destroy()
     else stream.resetAndDestroy()
   }
-  else if (isHttp2Stream(stream)) stream.close(h2.NGHTTP2_CONNECT_ERROR)
+  else if (isHttp2Stream(stream)) {
+    // RST_STREAM alone. close(CONNECT_ERROR) would end the writable side first, and the peer would
+    // read that END_STREAM — a FIN — milliseconds before the RST: its client would see a clean
+    // close, not a reset. destroy() sends only the RST (code INTERNAL_ERROR).
+    if (stream.listenerCount('error') === 0) stream.on('error', () => {})
+    stream.destroy(STREAM_RESET)
+  }
   else stream.destroy()
 }
+
+const STREAM_RESET = new Error('the connection at the other end of the tunnel was reset')
 
 export interface SpliceHandle { abort(): void }
 

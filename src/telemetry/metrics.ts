@@ -124,12 +124,13 @@ export class NodeMetrics {
   })
   /**
    * Connections (layer `connection`: the L4 decision when a tunnel stream or same-node connection
-   * is accepted) and HTTP requests (layer `request`) an AuthorizationPolicy refused, at the
+   * is accepted; layer `revoked`: an open connection a new configuration's policies closed) and
+   * HTTP requests (layer `request`) an AuthorizationPolicy refused, at the
    * destination's node; policy: `namespace/name` of the policy that decided (`none`: no ALLOW
    * policy matched).
    */
   readonly authorizationDenied = new Counter({
-    name: 'weft_authorization_denied_total', help: 'Connections and requests refused by an AuthorizationPolicy at the destination\'s node, by the policy that decided.',
+    name: 'weft_authorization_denied_total', help: 'Connections and requests refused by an AuthorizationPolicy at the destination\'s node (layer: connection, request, or revoked for an open connection a new policy closed), by the policy that decided.',
     labelNames: ['source_workload', 'destination_workload', 'policy', 'layer'], registers: [this.registry],
   })
   /** Tunnel (mTLS) connections refused at this node's inbound listener, by reason. */
