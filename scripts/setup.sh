@@ -17,7 +17,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 NODE_LTS_VERSION="24.21.0"
-DEBIAN_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nats-server curl python3 python3-grpcio openssl tcpdump make g++ nginx-light haproxy wrk util-linux)
+DEBIAN_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nats-server curl python3 python3-grpcio openssl tcpdump make g++ nginx-light haproxy wrk util-linux podman runc mmdebstrap)
 ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
