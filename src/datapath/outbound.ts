@@ -26,6 +26,7 @@ import type { Logger } from '../telemetry/log.ts'
 import type { L7ConnectionProtocol, NodeMetrics, Path } from '../telemetry/metrics.ts'
 import type { AccessLog } from '../telemetry/access-log.ts'
 import { ConnectionTracker, type Recheck } from './connections.ts'
+import { routeTo } from './route.ts'
 import { abort, splice, type SpliceHandle, type SpliceOutcome } from './splice.ts'
 import { fastSplice, type KernelSplicer } from './fast-splice.ts'
 import { TunnelError, type TunnelPool } from './tunnel.ts'
@@ -164,8 +165,8 @@ export class OutboundListener {
       destination_service: service ? `${service.service.metadata.namespace}/${service.service.metadata.name}` : 'none',
     }
     const destination = `${destinationIp}:${destinationPort}`
-    const remoteNode = target && target.node !== this.options.node ? snapshot.nodes.get(target.node) : undefined
-    const path: Path = remoteNode ? 'tunnel' : 'direct'
+    const route = routeTo({ ip: destinationIp, port: destinationPort, node: target?.node, identity: target?.identity }, { ip: peerIp, identity: source?.identity }, snapshot, this.options.node, this.options.inboundPort)
+    const path: Path = route.path
 
     // A pod of this node: its AuthorizationPolicies decide here.
     let perRequest: RequestAuthorizer | undefined
@@ -188,13 +189,10 @@ export class OutboundListener {
 
     let upstream: Duplex
     try {
-      if (remoteNode) {
+      if (route.path === 'tunnel') {
         // Both ends need an identity: the source's certificate, the destination's to check.
-        if (!source) throw new TunnelError('no_identity', `${peerIp} is not a known pod, so it has no identity to present`)
-        upstream = await this.options.tunnels.open({
-          peerAddress: remoteNode.address, peerPort: this.options.inboundPort, destination,
-          destinationIdentity: target!.identity, source: { ip: peerIp, identity: source.identity },
-        })
+        if (!route.tunnel) throw new TunnelError('no_identity', route.unknownIdentity ?? `${peerIp}: no identity`)
+        upstream = await this.options.tunnels.open(route.tunnel)
       } else {
         upstream = await connectDirect(destinationIp, destinationPort, this.options.connectTimeoutMs)
       }

@@ -8,7 +8,7 @@
 //  - idle timeout: no bytes either way for `idleTimeoutMs` closes both.
 import type { Duplex } from 'node:stream'
 import { Socket } from 'node:net'
-import type { Http2Stream } from 'node:http2'
+import { constants as h2, type Http2Stream } from 'node:http2'
 
 /** node:http2 exports no stream class to test against; a stream has a session and an id. */
 function isHttp2Stream(stream: Duplex): stream is Http2Stream {
@@ -36,9 +36,12 @@ export function abort(stream: Duplex): void {
     else stream.resetAndDestroy()
   }
   else if (isHttp2Stream(stream)) {
-    // RST_STREAM alone. close(CONNECT_ERROR) would end the writable side first, and the peer would
-    // read that END_STREAM — a FIN — milliseconds before the RST: its client would see a clean
-    // close, not a reset. destroy() sends only the RST (code INTERNAL_ERROR).
+    // A FIN already passed on (END_STREAM queued): it goes first, then RST_STREAM(CONNECT_ERROR),
+    // as TCP would show a FIN and then a reset. Otherwise RST_STREAM alone: close(code) would end
+    // the writable side first, and the peer would read that END_STREAM — a FIN — milliseconds
+    // before the RST, so its client would see a clean close, not a reset; destroy() sends only the
+    // RST (code INTERNAL_ERROR).
+    if (stream.writableEnded) { stream.close(h2.NGHTTP2_CONNECT_ERROR); return }
     if (stream.listenerCount('error') === 0) stream.on('error', () => {})
     stream.destroy(STREAM_RESET)
   }

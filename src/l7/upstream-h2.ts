@@ -28,7 +28,8 @@ import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:htt
 import net from 'node:net'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
 import type { NotHttp2Answer } from './errors.ts'
-import { ConnectFailure, tunnelTarget, upstreamRoute, type UpstreamOptions, type UpstreamPath, type UpstreamRoute as Route, type UpstreamSource } from './upstream.ts'
+import type { Route } from '../datapath/route.ts'
+import { ConnectFailure, endpointRoute, type UpstreamOptions, type UpstreamPath, type UpstreamSource } from './upstream.ts'
 
 /**
  * Session errors before the peer's first SETTINGS, on a made connection, that say it does not
@@ -100,7 +101,7 @@ export class H2UpstreamPools {
    * also means the peer did not process the request).
    */
   async request(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, headers: http2.OutgoingHttpHeaders, options: H2RequestOptions = {}): Promise<H2Upstream> {
-    const route = upstreamRoute(endpoint, source, snapshot, this.options.node)
+    const route = endpointRoute(endpoint, source, snapshot, this.options.node, this.options.inboundPort)
     // Two tries: a session can turn unusable between being picked and `request()` (a GOAWAY
     // processed in between makes `request()` throw); that request never left either.
     let lastError: Error | undefined
@@ -207,7 +208,7 @@ export class H2UpstreamPools {
     else this.pools.set(route.key, [pooled])
     const fail = pooled.abandon
     // One deadline for the whole making: TCP connect (or tunnel stream) and the peer's SETTINGS.
-    const deadline = setTimeout(() => fail(`HTTP/2 to ${authority}${route.path === 'tunnel' ? ` through ${route.remoteAddress}` : ''}: no session within ${connectTimeoutMs} ms`), connectTimeoutMs)
+    const deadline = setTimeout(() => fail(`HTTP/2 to ${authority}${route.path === 'tunnel' ? ` through ${route.peerAddress}` : ''}: no session within ${connectTimeoutMs} ms`), connectTimeoutMs)
 
     // Whether the connection to the endpoint is made (the tunnel stream: once open, the endpoint's node has connected to it).
     let connected = route.path === 'tunnel'
@@ -233,8 +234,8 @@ export class H2UpstreamPools {
         createConnection: () => net.connect({ host: endpoint.ip, port: endpoint.port, noDelay: true }).once('connect', () => { connected = true }),
       }))
     } else {
-      const target = tunnelTarget(endpoint, source, route.remoteAddress!, this.options.inboundPort)
-      if (target instanceof ConnectFailure) { process.nextTick(fail, target.message); return pooled }
+      const target = route.tunnel
+      if (target === undefined) { process.nextTick(fail, route.unknownIdentity ?? 'no tunnel'); return pooled }
       this.options.tunnels.open(target).then(
         (tunnelStream) => {
           if (pooled.gone) { tunnelStream.close(http2.constants.NGHTTP2_CANCEL); return }

@@ -12,7 +12,8 @@
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
-import type { TunnelPool, TunnelTarget } from '../datapath/tunnel.ts'
+import type { TunnelPool } from '../datapath/tunnel.ts'
+import { routeTo, type Route } from '../datapath/route.ts'
 import { isOpen, type BreakerOpen, type CircuitBreaker } from './breaker.ts'
 import type { NotHttp2Answer } from './errors.ts'
 
@@ -61,32 +62,9 @@ export interface UpstreamSource {
   readonly sourceIdentity: string | undefined
 }
 
-/** How requests from a source pod reach `endpoint`, and the key of their pool (shared with upstream-h2.ts). */
-export interface UpstreamRoute {
-  /** `ip:port` direct; `ip:port|node address|source ip` through the tunnel. */
-  readonly key: string
-  readonly path: UpstreamPath
-  /** The endpoint's node address, through the tunnel. */
-  readonly remoteAddress: string | undefined
-}
-
-export function upstreamRoute(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, localNode: string): UpstreamRoute {
-  const remoteNode = endpoint.node !== undefined && endpoint.node !== localNode ? snapshot.nodes.get(endpoint.node) : undefined
-  return remoteNode
-    ? { key: `${endpoint.ip}:${endpoint.port}|${remoteNode.address}|${source.sourceIp}`, path: 'tunnel', remoteAddress: remoteNode.address }
-    : { key: `${endpoint.ip}:${endpoint.port}`, path: 'direct', remoteAddress: undefined }
-}
-
-/**
- * The tunnel stream for requests from `source` to `endpoint` on `peerAddress`, or why there can be
- * none: both ends need an identity (the source pod's certificate, the destination pod's to check).
- */
-export function tunnelTarget(endpoint: Endpoint, source: UpstreamSource, peerAddress: string, peerPort: number): TunnelTarget | ConnectFailure {
-  const destination = `${endpoint.ip}:${endpoint.port}`
-  if (source.sourceIdentity === undefined) return new ConnectFailure(`cannot open a tunnel to ${destination} for ${source.sourceIp}: the source pod is not a known workload, so it has no identity`)
-  const destinationIdentity = endpoint.workload?.identity
-  if (destinationIdentity === undefined) return new ConnectFailure(`cannot open a tunnel to ${destination}: the endpoint is not a known pod, so its identity cannot be checked`)
-  return { peerAddress, peerPort, destination, destinationIdentity, source: { ip: source.sourceIp, identity: source.sourceIdentity } }
+/** How requests from `source` reach `endpoint` (src/datapath/route.ts: the one decision L4 and L7 share). */
+export function endpointRoute(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, localNode: string, inboundPort: number): Route {
+  return routeTo({ ip: endpoint.ip, port: endpoint.port, node: endpoint.node, identity: endpoint.workload?.identity }, { ip: source.sourceIp, identity: source.sourceIdentity }, snapshot, localNode, inboundPort)
 }
 
 /** A connection lent by a pool: give it back with `release()` when its exchange is over and it may carry another, else `destroy()` it. */
@@ -191,20 +169,22 @@ export class UpstreamPools {
 
   /** Whether requests from `source` to `endpoint` go direct or through the tunnel. */
   pathOf(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot): UpstreamPath {
-    return upstreamRoute(endpoint, source, snapshot, this.options.node).path
+    return endpointRoute(endpoint, source, snapshot, this.options.node, this.options.inboundPort).path
   }
 
   private poolFor(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, idleTimeoutMs?: number): Pool {
-    const { key, path, remoteAddress } = upstreamRoute(endpoint, source, snapshot, this.options.node)
+    const route = endpointRoute(endpoint, source, snapshot, this.options.node, this.options.inboundPort)
+    const { key, path } = route
     const existing = this.pools.get(key)
     if (existing) return existing
     const idle = idleTimeoutMs ?? this.options.idleTimeoutMs ?? 30_000
     let pool: Pool
-    if (remoteAddress !== undefined) {
+    if (route.path === 'tunnel') {
       const tunnels = this.options.tunnels
-      const target = tunnelTarget(endpoint, source, remoteAddress, this.options.inboundPort)
+      const target = route.tunnel
+      const unknownIdentity = route.unknownIdentity
       pool = new Pool(key, path, idle, async (breaker) => {
-        if (target instanceof ConnectFailure) throw target
+        if (target === undefined) throw new ConnectFailure(unknownIdentity ?? 'no tunnel')
         const slot = connectionSlot(breaker)
         if (slot instanceof BreakerRefusal) throw slot
         try {
