@@ -169,6 +169,28 @@ t.test('weft-node: the capabilities are exactly those docs/kubernetes.md explain
   t.ok(documented.some((m) => m[2] === 'not granted'), 'the table also says what is left out and why')
 })
 
+t.test('the uninstall DaemonSet is strictly valid and runs weft node --uninstall on the pins weft-node makes', async (t) => {
+  const docs = parseAllDocuments(readFileSync(join(dir, 'uninstall', 'weft-uninstall.yaml'), 'utf8')).map((d) => d.toJS() as Obj)
+  t.equal(docs.length, 1)
+  const uninstall = docs[0] as any // eslint-disable-line @typescript-eslint/no-explicit-any
+  t.same(checkManifest(uninstall), [])
+  const spec = uninstall.spec.template.spec
+  t.same(spec.tolerations, nodeTemplate.tolerations, 'on every node weft-node runs on')
+  const container = spec.containers[0]
+  const script: string = container.args[0]
+  const argv = /^weft (node .*) && exec sleep infinity$/.exec(script)?.[1]?.split(' ').map((a) => a.replace(/^"\$NODE_NAME"$/, 'node-a'))
+  t.ok(argv, `runs weft node, then waits: ${script}`)
+  const parsed = parseNodeArgs(argv!.slice(1))
+  if (parsed.help) throw new Error('--help')
+  t.equal(parsed.config.uninstall, true)
+  const nodeParsed = parseNodeArgs(nodeArgs())
+  if (nodeParsed.help) throw new Error('--help')
+  t.equal(parsed.config.pinDir, nodeParsed.config.pinDir, 'the pin directory weft-node uses')
+  t.match(container.readinessProbe.exec.command.join(' '), '/sys/fs/bpf/weft/$NODE_NAME', 'ready once that directory is gone')
+  t.same(container.securityContext.capabilities, nodeContainer.securityContext.capabilities)
+  t.same(container.volumeMounts.map((m: { mountPath: string }) => m.mountPath), ['/sys/fs/bpf'])
+})
+
 t.test('RBAC: weft control may only list and watch what it mirrors; the node daemon and NATS have no API access', async (t) => {
   const role = find<{ rules: Array<{ apiGroups: string[]; resources: string[]; verbs: string[] }> }>('ClusterRole', 'weft-control')
   for (const rule of role.rules) t.same([...rule.verbs].sort(), ['list', 'watch'], `${rule.resources.join(',')}: list and watch only`)
