@@ -62,7 +62,8 @@ export interface Http1TryRequest {
 export function sendHttp1(pools: UpstreamPools, source: UpstreamSource, endpoint: Endpoint, destination: Destination, request: Http1TryRequest, onPath: (path: UpstreamPath) => void): Try {
   const pending = destination.breaker.tryAcquire('pendingRequests')
   if (isOpen(pending)) return { result: Promise.resolve({ outcome: { kind: 'connect-failure' }, refused: breakerOpen(pending.open) }), cancel: () => {} }
-  onPath(pools.pathOf(endpoint, source, destination.snapshot))
+  const pool = pools.pool(endpoint, source, destination.snapshot, destination.idleTimeoutMs)
+  onPath(pool.path)
   let exchange: UpstreamExchange | undefined
   let cancelled = false
   const start = (connection: PooledConnection): Promise<Attempt> => {
@@ -78,7 +79,7 @@ export function sendHttp1(pools: UpstreamPools, source: UpstreamSource, endpoint
   }
   let result: Promise<Attempt>
   try {
-    const acquired = pools.acquire(endpoint, source, destination.snapshot, destination.breaker, destination.idleTimeoutMs)
+    const acquired = pool.acquire(destination.breaker)
     result = acquired instanceof Promise ? acquired.then(start, failed) : start(acquired)
   } catch (err) {
     result = Promise.resolve(failed(err))
@@ -96,6 +97,9 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 const BODYLESS_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT'])
 const CRLF = '\r\n'
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1')
+
+/** The response parser of each kept-alive upstream connection, reused by its next exchange. */
+const PARSERS = new WeakMap<Duplex, H1Parser>()
 
 /** One request and its response on a pooled connection. */
 class UpstreamExchange {
@@ -118,12 +122,16 @@ class UpstreamExchange {
     this.connection = connection
     this.request = request
     this.result = new Promise((resolve) => { this.resolve = resolve })
-    this.parser = new H1Parser('response', {
-      onHead: (head) => this.head(head),
-      onBody: (chunk) => this.response?.push(chunk),
-      onComplete: (trailers) => this.complete(trailers),
-    })
+    const events = {
+      onHead: (head: H1Head) => this.head(head),
+      onBody: (chunk: Buffer) => this.response?.push(chunk),
+      onComplete: (trailers: readonly string[]) => this.complete(trailers),
+    }
     const stream = connection.stream
+    // A kept-alive connection keeps its parser (paused at the end of the last response).
+    const kept = connection.reused ? PARSERS.get(stream) : undefined
+    if (kept) { kept.setEvents(events); kept.resume(); this.parser = kept }
+    else this.parser = new H1Parser('response', events)
     stream.on('data', this.onData)
     stream.on('end', this.onEnd)
     stream.on('close', this.onEnd)
@@ -190,6 +198,7 @@ class UpstreamExchange {
         // 101: the connection is the new protocol's now; it leaves the pool.
         this.detach()
         this.finished = true
+        PARSERS.delete(this.connection.stream)
         this.parser.close()
         const response = this.response!
         response.upgraded = { socket: this.connection.stream, head: result.rest }
@@ -253,9 +262,16 @@ class UpstreamExchange {
     if (this.finished) return
     this.finished = true
     this.detach()
-    this.parser.close()
-    if (reuse) this.connection.release()
-    else this.connection.destroy()
+    const stream = this.connection.stream
+    if (reuse) {
+      if (!PARSERS.has(stream)) stream.once('close', () => { PARSERS.get(stream)?.close(); PARSERS.delete(stream) })
+      PARSERS.set(stream, this.parser)
+      this.connection.release()
+    } else {
+      PARSERS.delete(stream)
+      this.parser.close()
+      this.connection.destroy()
+    }
   }
 
   private detach(): void {

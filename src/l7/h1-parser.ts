@@ -143,7 +143,7 @@ type TextPart = 'url' | 'status' | 'field' | 'value'
 
 /** One connection's parser (requests or responses). Not re-entrant: events must not execute another parser synchronously. */
 export class H1Parser {
-  private readonly events: H1Events
+  private events: H1Events
   private readonly type: 'request' | 'response'
   private pointer: number
   private url = ''
@@ -200,6 +200,11 @@ export class H1Parser {
     instance().llhttp_free(this.pointer)
     this.pointer = 0
     this.closing = false
+  }
+
+  /** Who hears the next messages (a pooled connection's parser serves one exchange after another). */
+  setEvents(events: H1Events): void {
+    this.events = events
   }
 
   /** After 'paused': parsing may go on. */

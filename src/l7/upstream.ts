@@ -83,7 +83,7 @@ interface IdleConnection {
   readonly onIdleEnd: () => void
 }
 
-class Pool {
+export class Pool {
   readonly key: string
   readonly path: UpstreamPath
   readonly idle: IdleConnection[] = []
@@ -152,6 +152,7 @@ class Pool {
 export class UpstreamPools {
   private readonly options: UpstreamOptions
   private readonly pools = new Map<string, Pool>()
+  private readonly byEndpoint = new WeakMap<Endpoint, Map<string, Pool>>()
 
   constructor(options: UpstreamOptions) {
     this.options = options
@@ -164,12 +165,22 @@ export class UpstreamPools {
    * connectionPool.idleTimeout) applies when the pool is made here.
    */
   acquire(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, breaker: CircuitBreaker, idleTimeoutMs?: number): PooledConnection | Promise<PooledConnection> {
-    return this.poolFor(endpoint, source, snapshot, idleTimeoutMs).acquire(breaker)
+    return this.pool(endpoint, source, snapshot, idleTimeoutMs).acquire(breaker)
   }
 
-  /** Whether requests from `source` to `endpoint` go direct or through the tunnel. */
-  pathOf(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot): UpstreamPath {
-    return endpointRoute(endpoint, source, snapshot, this.options.node, this.options.inboundPort).path
+  /**
+   * The pool for requests from `source` to `endpoint` (its `path` says direct or tunnel),
+   * remembered per endpoint object (one per snapshot) and source address, so a request finds it
+   * without deciding the route again.
+   */
+  pool(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, idleTimeoutMs?: number): Pool {
+    let bySource = this.byEndpoint.get(endpoint)
+    const known = bySource?.get(source.sourceIp)
+    if (known !== undefined && !known.closed) return known
+    const pool = this.poolFor(endpoint, source, snapshot, idleTimeoutMs)
+    if (bySource === undefined) { bySource = new Map(); this.byEndpoint.set(endpoint, bySource) }
+    bySource.set(source.sourceIp, pool)
+    return pool
   }
 
   private poolFor(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, idleTimeoutMs?: number): Pool {
