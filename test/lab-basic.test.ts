@@ -11,6 +11,7 @@ import { BusError, connectBus, readContext, resolveBusOptions, type Bus } from '
 import { requestRegister } from '../src/control/index.ts'
 import { daemonCommand, LabBusyError, LabError, labDown, labResources, labUp, listLabs, openLab, parseTopology, planLab, topologyFromShorthand, type Lab } from '../src/lab/index.ts'
 import { cgroup2, hostLinkExists, labLeftovers, labUpWhenFree, netnsList, requireLab, runLabCli, startIn, startLab, tcpClientScript, tcpServerScript, testRunId } from './helpers/lab.ts'
+import { until } from './helpers/wait.ts'
 
 // The lab records its context in the weft config file: keep this test's contexts out of the user's.
 const configDir = mkdtempSync(join(tmpdir(), 'weft-lab-test-config-'))
@@ -327,7 +328,12 @@ t.test('a lab of two nodes', async (t) => {
     const inPod = lab.exec('client', ['sleep', '60'], { stdio: 'ignore' })
     const stubborn = lab.exec('node2', ['sh', '-c', 'trap "" TERM; while :; do sleep 1; done'], { stdio: 'ignore' })
     mkdirSync(join(lab.node('node1').pinDir, 'links'), { recursive: true })
-    await new Promise((resolve) => setTimeout(resolve, 200))
+    // Running, and the stubborn one ignoring SIGTERM already (else down's SIGTERM would do).
+    const sigtermIgnored = (pid: number | undefined): boolean => {
+      const ignored = /^SigIgn:\s+([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+      return ignored !== undefined && (BigInt(`0x${ignored}`) & (1n << 14n)) !== 0n // SIGTERM is 15: bit 14
+    }
+    await until('the pod and node processes to run, one ignoring SIGTERM', () => alive(inPod.pid) && sigtermIgnored(stubborn.pid))
 
     const natsPid = lab.natsPid()
     const controlPid = lab.controlPid()

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 import type { Bus } from '../src/bus/index.ts'
 import type { Lab } from '../src/lab/index.ts'
 import { requireLab, startIn, startLab, waitForNodes } from './helpers/lab.ts'
+import { until } from './helpers/wait.ts'
 
 const netprobe = fileURLToPath(new URL('./fixtures/netprobe.ts', import.meta.url))
 const weft = fileURLToPath(new URL('../bin/weft.js', import.meta.url))
@@ -151,18 +152,14 @@ t.test('configuration over NATS in a two-node lab', async (t) => {
     const starting = lab.startDaemon('node2')
     starting.catch(() => {})
     const node2 = lab.nodes.find((n) => n.name === 'node2')!
-    let readyz: { status: number; text: string } | undefined
-    for (let i = 0; i < 50; i++) {
-      try {
-        const res = await fetch(`http://${node2.address}:15020/readyz`)
-        readyz = { status: res.status, text: await res.text() }
-        if (/unreachable/.test(readyz.text)) break
-      } catch { /* not listening yet */ }
-      await new Promise((r) => setTimeout(r, 100))
-    }
-    t.equal(readyz?.status, 503, 'not ready without configuration')
-    t.match(readyz?.text, /waiting for configuration: NATS at nats:\/\/198\.18\.0\.254:4222 is unreachable/, '/readyz says why')
-    await new Promise((r) => setTimeout(r, 2500))
+    const readyz = await until('node2 /readyz to say NATS is unreachable', async () => {
+      const res = await fetch(`http://${node2.address}:15020/readyz`)
+      const answer = { status: res.status, text: await res.text() }
+      return /unreachable/.test(answer.text) ? answer : undefined
+    }, { timeoutMs: 10_000, intervalMs: 100 })
+    t.equal(readyz.status, 503, 'not ready without configuration')
+    t.match(readyz.text, /waiting for configuration: NATS at nats:\/\/198\.18\.0\.254:4222 is unreachable/, '/readyz says why')
+    await until('node2 logging that it waits for configuration', () => /NATS unreachable; waiting for configuration/.test(readFileSync(node2.logFile, 'utf8')), { timeoutMs: 10_000, intervalMs: 100 })
     t.match(readFileSync(node2.logFile, 'utf8'), /NATS unreachable; waiting for configuration/, 'and so does the log')
     await lab.startNats()
     await starting

@@ -8,8 +8,9 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { daemonCommand, type Lab } from '../src/lab/index.ts'
-import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
-import { requireLab, startIn, startLab } from './helpers/lab.ts'
+import { sumSamples } from '../src/telemetry/prometheus-text.ts'
+import { requireLab, scrapeNode, startIn, startLab } from './helpers/lab.ts'
+import { until } from './helpers/wait.ts'
 
 const netprobe = fileURLToPath(new URL('./fixtures/netprobe.ts', import.meta.url))
 const node = process.execPath
@@ -34,21 +35,10 @@ async function probe(lab: Lab, pod: string, mode: string, ...args: string[]): Pr
   }
 }
 
-async function metrics(lab: Lab): Promise<ReturnType<typeof parsePrometheusText>> {
-  const res = await fetch(`http://${lab.nodes[0]!.address}:15020/metrics`)
-  return parsePrometheusText(await res.text())
-}
+const metrics = (lab: Lab): ReturnType<typeof scrapeNode> => scrapeNode(lab, lab.nodes[0]!.name)
 
 function daemonLog(lab: Lab): Array<Record<string, unknown>> {
   return readFileSync(lab.nodes[0]!.logFile, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
-}
-
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`waited ${timeoutMs / 1000} s for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 t.test('L4 fast path in a one-node lab', async (t) => {
@@ -83,7 +73,7 @@ t.test('L4 fast path in a one-node lab', async (t) => {
     t.equal(result.error, undefined, 'no error')
     t.equal(result.received, size, 'every byte came back after the client\'s FIN (half-close: the reply direction kept flowing)')
     t.equal(result.receivedSha256, result.sha256, 'the same bytes (sha256)')
-    await until(async () => (await counted()).closed > before.closed, 'the proxy counting the connection closed')
+    await until('the proxy counting the connection closed', async () => (await counted()).closed > before.closed)
     const after = await counted()
     t.equal(after.opened - before.opened, 1, 'one connection opened, counted by the proxy')
     t.equal(after.kernel - before.kernel, 1, 'joined in the kernel (weft_l4_fast_path_connections_total{result="kernel"})')
@@ -106,7 +96,7 @@ t.test('L4 fast path in a one-node lab', async (t) => {
     const result = await probe(lab, 'client', 'reset-after', echoIp, '8080') as { echoed: string; error: string }
     t.equal(result.echoed, 'ping\n', 'the connection was up and flowing first')
     t.equal(result.error, 'ECONNRESET', 'then the client saw the server\'s reset')
-    await until(async () => (await counted()).closed > before.closed, 'the proxy counting the connection closed')
+    await until('the proxy counting the connection closed', async () => (await counted()).closed > before.closed)
     const samples = await metrics(lab)
     t.ok(sumSamples(samples, 'weft_connections_closed_total', { ...pair, outcome: 'reset' }) >= 1, 'counted as closed by reset')
     t.equal((await counted()).kernel - before.kernel, 1, 'on the fast path')
@@ -120,7 +110,7 @@ t.test('L4 fast path in a one-node lab', async (t) => {
     const before = await counted()
     // 200 chunks 100 ms apart: still sending long after the drain deadline.
     const inFlight = probe(lab, 'client', 'slow', echoIp, '9000', '200', '100') as Promise<unknown> as Promise<{ sent: number; error?: string }>
-    await until(async () => (await counted()).opened > before.opened, 'node1 forwarding the slow connection')
+    await until('node1 forwarding the slow connection', async () => (await counted()).opened > before.opened)
     const stopping = lab.stopDaemon('node1', 'SIGTERM')
     stopOutcome = stopping.then(() => undefined, (error: unknown) => (error instanceof Error ? error : new Error(String(error))))
     const result = await inFlight
