@@ -74,11 +74,11 @@ function snapshotWith(port: number, extra: Record<string, unknown> = {}): MeshSn
 }
 
 /** A listener that gives each connection to the proxy as dialled to `vip`:80. */
-async function proxyFor(t: Test, snapshot: MeshSnapshot, vip = VIP): Promise<{ port: number; metrics: NodeMetrics }> {
+async function proxyFor(t: Test, snapshot: MeshSnapshot, vip = VIP, headTimeoutMs?: number): Promise<{ port: number; metrics: NodeMetrics }> {
   const log = createLogger({}, 'error')
   const metrics = new NodeMetrics('node1', () => undefined)
   const tunnels = new TunnelPool(log, 1000, { secureContext: () => undefined })
-  const proxy = new Http1Proxy({ node: 'node1', inboundPort: 15008, connectTimeoutMs: 1000, snapshot: () => snapshot, tunnels, metrics, log })
+  const proxy = new Http1Proxy({ node: 'node1', inboundPort: 15008, connectTimeoutMs: 1000, snapshot: () => snapshot, tunnels, metrics, log, headTimeoutMs })
   const listener = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
     proxy.handle(socket, { sourceIp: '127.0.0.9', sourceWorkload: 'default/client', sourceIdentity: 'spiffe://cluster.local/ns/default/sa/client', vip, port: 80 })
   })
@@ -260,4 +260,21 @@ t.test('an HTTP/1.0 client gets its body whole and the connection closed; an ear
   const answers = raw.split(/(?=HTTP\/1\.1 )/)
   t.match(answers[0], /^HTTP\/1\.1 404 /, 'the first request: 404')
   t.match(answers[1] ?? '', /^HTTP\/1\.1 200 [\s\S]*"\/api\/after"/, 'the next one on the same connection: served')
+})
+
+t.test('a request head trickling in is cut with 408 once the head timeout passes; a whole one is served', async (t) => {
+  const port = await backend(t, '127.0.0.2')
+  const proxy = await proxyFor(t, snapshotWith(port), VIP, 300)
+  const socket = net.connect(proxy.port, '127.0.0.1')
+  let raw = ''
+  socket.on('data', (c: Buffer) => (raw += c.toString('latin1')))
+  socket.on('error', () => {})
+  socket.write('GET / HTTP/1.1\r\nHost: web\r\n')
+  // Another header line every 100 ms: each resets an idle timer, none completes the head.
+  const trickle = setInterval(() => { if (!socket.destroyed) socket.write('X-Slow: 1\r\n') }, 100)
+  await once(socket, 'close')
+  clearInterval(trickle)
+  t.match(raw, /^HTTP\/1\.1 408 /, 'answered 408')
+  t.match(raw, /weft-error: request head not complete within 300 ms/)
+  t.equal((await request(proxy.port, { path: '/' })).status, 200, 'a whole head on a new connection is served')
 })

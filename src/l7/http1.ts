@@ -11,7 +11,7 @@
 // and the body bytes that came with it, leave in one write (cork/uncork). Keep-alive, chunked
 // coding both ways with trailers, 100-continue (answered here, `Expect` not forwarded),
 // HTTP/1.0 clients (a close-delimited body), limits on the head (h1-parser.ts: 16 KiB, 100
-// headers → 431) and an idle timeout between requests. A malformed request gets 400 on its own
+// headers → 431), an idle timeout between requests and a head timeout (408). A malformed request gets 400 on its own
 // connection, which closes.
 //
 // Upgrade (WebSocket and any other protocol switch): the request goes through the pipeline like
@@ -55,6 +55,8 @@ export interface Http1ProxyOptions {
   readonly maxReplayBytes?: number | undefined
   /** A client connection with no request (or an unfinished head) for this long is closed. */
   readonly keepAliveTimeoutMs?: number | undefined
+  /** A request head still incomplete this long after its first bytes is answered 408 (default HEAD_TIMEOUT_MS). */
+  readonly headTimeoutMs?: number | undefined
   /** Idle upstream connections are closed after this long. */
   readonly upstreamIdleTimeoutMs?: number | undefined
   /** The HTTP/1.1 upstream pools to share with the HTTP/2 frontend (its tries to `http` ports); made here when absent. */
@@ -67,12 +69,15 @@ export const REQUEST_ID_HEADER = 'x-request-id'
 const CRLF = '\r\n'
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1')
 const LAST_CHUNK = '0\r\n'
+/** A request head that takes longer than this to arrive is answered 408 (as Node's headersTimeout; a client trickling a head must not hold a connection for ever). */
+export const HEAD_TIMEOUT_MS = 60_000
 
 export class Http1Proxy {
   readonly pipeline: Pipeline
   private readonly pools: UpstreamPools
   private readonly log: Logger
   private readonly keepAliveTimeoutMs: number
+  private readonly headTimeoutMs: number
 
   constructor(options: Http1ProxyOptions) {
     this.pipeline = options.pipeline ?? new Pipeline(options)
@@ -80,11 +85,12 @@ export class Http1Proxy {
     this.pipeline.onSnapshot((snapshot) => this.pools.prune(snapshot))
     this.log = options.log
     this.keepAliveTimeoutMs = options.keepAliveTimeoutMs ?? 60_000
+    this.headTimeoutMs = options.headTimeoutMs ?? HEAD_TIMEOUT_MS
   }
 
   /** Takes over an accepted (paused) connection; its first request may already be buffered in it. */
   handle(socket: Socket, context: DownstreamContext): void {
-    new DownstreamConnection(socket, context, this.pipeline, this.pools, this.log, this.keepAliveTimeoutMs)
+    new DownstreamConnection(socket, context, this.pipeline, this.pools, this.log, this.keepAliveTimeoutMs, this.headTimeoutMs)
   }
 
   /** Closes the upstream pools (the downstream connections are the listener's to drain). */
@@ -124,8 +130,13 @@ class DownstreamConnection {
   private closed = false
   /** Answered with a refusal (417, 405) and closing: nothing more is parsed. */
   private refused = false
+  /** Armed while a request head is arriving in pieces. */
+  private headTimer: NodeJS.Timeout | undefined
 
-  constructor(socket: Socket, context: DownstreamContext, pipeline: Pipeline, pools: UpstreamPools, log: Logger, keepAliveTimeoutMs: number) {
+  private readonly headTimeoutMs: number
+
+  constructor(socket: Socket, context: DownstreamContext, pipeline: Pipeline, pools: UpstreamPools, log: Logger, keepAliveTimeoutMs: number, headTimeoutMs: number) {
+    this.headTimeoutMs = headTimeoutMs
     this.socket = socket
     this.context = context
     this.pipeline = pipeline
@@ -144,6 +155,7 @@ class DownstreamConnection {
     socket.on('error', () => {})
     socket.once('close', () => {
       this.closed = true
+      clearTimeout(this.headTimer)
       this.parser.close()
       this.current?.clientGone()
     })
@@ -158,7 +170,12 @@ class DownstreamConnection {
     }
     const result = this.parser.execute(chunk)
     switch (result.kind) {
-      case 'ok': return
+      case 'ok':
+        // Part of a head (or nothing but the end of a message): the rest has headTimeoutMs to come.
+        if (!this.current && this.headTimer === undefined && !this.closed && !this.refused) {
+          this.headTimer = setTimeout(() => this.refuse('408 Request Timeout', `request head not complete within ${this.headTimeoutMs} ms`), this.headTimeoutMs)
+        }
+        return
       case 'paused':
         this.waiting = true
         if (result.rest.length > 0) { this.stash = result.rest; this.socket.pause() }
@@ -170,6 +187,7 @@ class DownstreamConnection {
 
   private head(head: H1Head): number {
     const socket = this.socket
+    if (this.headTimer !== undefined) { clearTimeout(this.headTimer); this.headTimer = undefined }
     const expect = head.headers.expect
     if (expect !== undefined) {
       if (typeof expect === 'string' && expect.toLowerCase() === '100-continue') socket.write(CONTINUE)
