@@ -11,8 +11,8 @@
 // and the body bytes that came with it, leave in one write (cork/uncork). Keep-alive, chunked
 // coding both ways with trailers, 100-continue (answered here, `Expect` not forwarded),
 // HTTP/1.0 clients (a close-delimited body), limits on the head (h1-parser.ts: 16 KiB, 100
-// headers → 431), an idle timeout between requests and a head timeout (408). A malformed request gets 400 on its own
-// connection, which closes.
+// headers → 431), an idle timeout between requests and a head timeout (408). A malformed
+// request gets 400 on its own connection, which closes.
 //
 // Upgrade (WebSocket and any other protocol switch): the request goes through the pipeline like
 // any other (route, balance, breaker, tries); when the endpoint answers 101 the two connections
