@@ -12,15 +12,7 @@ import t from 'tap'
 
 import { CONFIG_CHANGES, GAP_FETCH_LIMIT, connectBus, freePort, startNatsServer, streamOf, type Bus, type BusCredentials, type CatchUp, type ConfigEvent, type ConfigWatch, type FollowConfigOptions, type NatsServer } from '../src/bus/index.ts'
 import { startNatsRelay, type NatsRelay } from './helpers/nats-relay.ts'
-
-/** Polls probe until it holds; at the deadline fails naming what was awaited. */
-async function until(what: string, probe: () => boolean, options: { timeoutMs?: number } = {}): Promise<void> {
-  const deadline = Date.now() + (options.timeoutMs ?? 10_000)
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`waited ${(options.timeoutMs ?? 10_000) / 1000} s for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
+import { until } from './helpers/wait.ts'
 
 async function natsFor(t: Test, options: { port?: number; dir?: string } = {}): Promise<NatsServer> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'weft-follow-test-'))

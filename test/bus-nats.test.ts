@@ -8,6 +8,7 @@ import type { Test } from 'tap'
 import t from 'tap'
 
 import { BusError, connectBus, freePort, renderNatsServerConfig, startNatsServer, type Bus, type BusCredentials, type ConfigEvent, type NatsServer, type StartNatsServerOptions } from '../src/bus/index.ts'
+import { until } from './helpers/wait.ts'
 
 /** A nats-server on loopback with a temp dir, stopped and removed in t's teardown. */
 async function natsFor(t: Test, options: Partial<StartNatsServerOptions> = {}): Promise<{ server: NatsServer; dir: string }> {
@@ -22,20 +23,6 @@ async function busFor(t: Test, credentials: BusCredentials): Promise<Bus> {
   const bus = await connectBus(credentials)
   t.teardown(() => bus.close())
   return bus
-}
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try {
-      const value = await probe()
-      if (value !== undefined) return value
-    } catch (error) {
-      if (Date.now() > deadline) throw error
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
 }
 
 async function rejection(promise: Promise<unknown>): Promise<BusError> {
@@ -94,14 +81,14 @@ t.test('a watch delivers the current state, says when it is complete, then live 
   let initialRevision = -1
   const watch = await node.watchConfig((event) => events.push(event), { initialDone: (revision) => (initialRevision = revision) })
   t.teardown(() => watch.stop())
-  await eventually('the initial state', () => (initialRevision >= 0 ? true : undefined))
+  await until('the initial state', () => (initialRevision >= 0 ? true : undefined), { timeoutMs: 15_000 })
   t.equal(initialRevision, 3, 'initial state is at the last revision (the delete)')
   t.same(events, [{ key: 'service.default.reviews', value: JSON.stringify(reviews), revision: 1 }], 'only current values, no deleted ones')
 
   events.length = 0
   await control.putResource('route.default.reviews', { kind: 'HTTPRoute' })
   await control.deleteResource('service.default.reviews')
-  await eventually('two changes', () => (events.length >= 2 ? true : undefined))
+  await until('two changes', () => (events.length >= 2 ? true : undefined), { timeoutMs: 15_000 })
   t.same(events, [
     { key: 'route.default.reviews', value: '{"kind":"HTTPRoute"}', revision: 4 },
     { key: 'service.default.reviews', value: null, revision: 5 },
@@ -152,7 +139,7 @@ t.test('a node writes its own status and no other', async (t) => {
   const statuses = await control.readStatuses()
   t.same(statuses.map(({ node, status }) => ({ node, status })), [{ node: 'node1', status: { revision: 7, rejected: [] } }])
   t.type(statuses[0]?.updated, Date)
-  await eventually('the live status', () => (live.length > 0 ? true : undefined))
+  await until('the live status', () => (live.length > 0 ? true : undefined), { timeoutMs: 15_000 })
   t.same(live, [['node1', { revision: 7, rejected: [] }]], 'published on weft.status.node1 as well')
 })
 
@@ -191,7 +178,7 @@ t.test('the trust bundle: control writes it, nodes read and watch it, and may no
   t.teardown(() => watch.stop())
   const revision = await control.putTrustBundle({ version: 1 })
   t.equal((await node1.getTrustBundle())?.value, '{"version":1}')
-  await eventually('the watched bundle', () => (seen.length > 0 ? true : undefined))
+  await until('the watched bundle', () => (seen.length > 0 ? true : undefined), { timeoutMs: 15_000 })
   t.same(seen, ['{"version":1}'])
   const put = await rejection(node1.putTrustBundle({ version: 2 }))
   t.equal(put.kind, 'permission')
@@ -220,22 +207,22 @@ t.test('a watch survives nats-server being killed and restarted', async (t) => {
     { initialDone: () => initialDone++, onResync: () => resyncs++ },
   )
   t.teardown(() => watch.stop())
-  await eventually('the initial state', () => (initialDone === 1 ? true : undefined))
+  await until('the initial state', () => (initialDone === 1 ? true : undefined), { timeoutMs: 15_000 })
   t.same([...state.keys()].sort(), ['service.default.ratings', 'service.default.reviews'])
 
   await server.kill()
   server = await startNatsServer({ dir, port, nodes: ['node1'], passwords: server.passwords })
   // The control plane writes as soon as JetStream takes writes again.
-  const revision = await eventually('a put after the restart', () => control.putResource('route.default.reviews', { kind: 'HTTPRoute' }))
-  await eventually('the change after the restart', () => (state.has('route.default.reviews') ? true : undefined))
+  const revision = await until('a put after the restart', () => control.putResource('route.default.reviews', { kind: 'HTTPRoute' }), { timeoutMs: 15_000 })
+  await until('the change after the restart', () => (state.has('route.default.reviews') ? true : undefined), { timeoutMs: 15_000 })
   t.equal(revision, 3, 'the store survived the restart')
   t.ok(resyncs >= 1, 'the watch said it resynced')
   t.ok(initialDone >= 2, 'and when the resync was complete')
   t.same([...state.keys()].sort(), ['route.default.reviews', 'service.default.ratings', 'service.default.reviews'])
-  await eventually('the watch revision', () => (watch.revision === 3 ? true : undefined))
+  await until('the watch revision', () => (watch.revision === 3 ? true : undefined), { timeoutMs: 15_000 })
 
   await control.deleteResource('service.default.ratings')
-  await eventually('a later delete', () => (state.has('service.default.ratings') ? undefined : true))
+  await until('a later delete', () => (state.has('service.default.ratings') ? undefined : true), { timeoutMs: 15_000 })
 })
 
 t.test('any NATS client can publish: a bare PUB on $KV.weft-config.<key> is a put', async (t) => {
@@ -248,7 +235,7 @@ t.test('any NATS client can publish: a bare PUB on $KV.weft-config.<key> is a pu
   const control = await busFor(t, server.credentials.control)
   control.connection.publish('$KV.weft-config.service.default.reviews', JSON.stringify(reviews))
   await control.connection.flush()
-  await eventually('the bare PUB', () => (events.length > 0 ? true : undefined))
+  await until('the bare PUB', () => (events.length > 0 ? true : undefined), { timeoutMs: 15_000 })
   t.same(events, [{ key: 'service.default.reviews', value: JSON.stringify(reviews), revision: 1 }])
   t.equal((await control.getResource('service.default.reviews'))?.revision, 1)
 })

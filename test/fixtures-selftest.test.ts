@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js'
 
 import { grpcClient, startGrpcServer } from './fixtures/grpc.ts'
 import { checkWebSocketEcho, startWebSocketServer } from './fixtures/websocket.ts'
+import { freePort } from '../src/bus/index.ts'
 
 const grpcScript = fileURLToPath(new URL('./fixtures/grpc.ts', import.meta.url))
 const websocketScript = fileURLToPath(new URL('./fixtures/websocket.ts', import.meta.url))
@@ -41,16 +42,6 @@ async function startCli(t: Test, script: string, args: string[]): Promise<ChildP
     child.once('exit', (code) => reject(new Error(`${script} ${args.join(' ')} exited ${code} before listening: ${output}`)))
   })
   return child
-}
-
-/** A port on 127.0.0.1 that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const probe = net.createServer()
-  probe.listen(0, '127.0.0.1')
-  await once(probe, 'listening')
-  const port = (probe.address() as net.AddressInfo).port
-  await new Promise<void>((resolve) => probe.close(() => resolve()))
-  return port
 }
 
 t.test('grpc fixture: weft.test.Echo as functions', async (t) => {

@@ -15,6 +15,7 @@ import { CertificateAuthority, checkSpiffeServer, NodeIdentities, peerIdentity, 
 import { AdminServer } from '../src/telemetry/admin.ts'
 import type { Logger } from '../src/telemetry/log.ts'
 import { Registry } from 'prom-client'
+import { until } from './helpers/wait.ts'
 
 const WEB = 'spiffe://cluster.local/ns/shop/sa/web'
 const DB = 'spiffe://cluster.local/ns/shop/sa/db'
@@ -23,16 +24,6 @@ const quiet: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: 
 
 function pod(name: string, node: string, serviceAccount: string, ip: string): unknown {
   return { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop' }, spec: { nodeName: node, serviceAccountName: serviceAccount }, status: { podIP: ip } }
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = probe()
-    if (value !== undefined && value !== false) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
 }
 
 type Setup = { server: NatsServer; control: Bus; operator: Bus; dir: string }
@@ -90,7 +81,7 @@ t.test('a certificate is renewed at about half its life, before it expires', asy
   const lifetimeMs = 4000
   await startCa(t, s, 'ca', lifetimeMs)
   const node1 = nodeIdentities(t, s, 'node1', [WEB])
-  const first = await waitFor('the first certificate', () => report(node1, WEB).state === 'valid' && report(node1, WEB))
+  const first = await until('the first certificate', () => report(node1, WEB).state === 'valid' && report(node1, WEB), { timeoutMs: 20_000 })
   t.ok(node1.secureContext(WEB), 'a SecureContext for the identity')
   t.equal(node1.secureContext(DB), undefined, 'none for an identity not wanted')
   t.equal(Date.parse(first.notAfter!) - Date.parse(first.notBefore!), lifetimeMs)
@@ -99,7 +90,7 @@ t.test('a certificate is renewed at about half its life, before it expires', asy
 
   const changes: string[] = []
   node1.onChange((change) => changes.push(change.reason))
-  const second = await waitFor('the renewal', () => report(node1, WEB).serial !== first.serial && report(node1, WEB))
+  const second = await until('the renewal', () => report(node1, WEB).serial !== first.serial && report(node1, WEB), { timeoutMs: 20_000 })
   t.not(second.serial, first.serial, 'a new serial')
   t.ok(Date.parse(second.notBefore!) < Date.parse(first.notAfter!), 'renewed before the old one expired')
   t.ok(changes.includes('renewed'))
@@ -114,16 +105,16 @@ t.test('with the CA away a node keeps its certificate and retries; it renews whe
   const s = await setup(t)
   const ca = await startCa(t, s, 'ca', 6000)
   const node1 = nodeIdentities(t, s, 'node1', [WEB])
-  const first = await waitFor('the first certificate', () => report(node1, WEB).state === 'valid' && report(node1, WEB))
+  const first = await until('the first certificate', () => report(node1, WEB).state === 'valid' && report(node1, WEB), { timeoutMs: 20_000 })
   await ca.stop()
-  const retrying = await waitFor('failed renewals', () => report(node1, WEB).failures >= 2 && report(node1, WEB))
+  const retrying = await until('failed renewals', () => report(node1, WEB).failures >= 2 && report(node1, WEB), { timeoutMs: 20_000 })
   t.equal(retrying.serial, first.serial, 'the current certificate is kept')
   t.equal(retrying.state, 'retrying')
   t.match(retrying.lastError, /nobody serves weft\.control\.csr\.node1: is weft control running\?/)
   t.ok(retrying.nextRenewal, 'a retry is scheduled')
   t.ok(node1.secureContext(WEB), 'and still served')
   await ca.restart()
-  const renewed = await waitFor('a renewal once the CA is back', () => report(node1, WEB).state === 'valid' && report(node1, WEB).serial !== first.serial && report(node1, WEB))
+  const renewed = await until('a renewal once the CA is back', () => report(node1, WEB).state === 'valid' && report(node1, WEB).serial !== first.serial && report(node1, WEB), { timeoutMs: 20_000 })
   t.equal(renewed.failures, 0)
   t.equal(renewed.lastError, null)
 })
@@ -163,7 +154,7 @@ t.test('root rotation: old and new roots overlap, leaves move, TLS between nodes
   const { ca } = await startCa(t, s, 'ca', lifetimeMs)
   const node1 = nodeIdentities(t, s, 'node1', [WEB])
   const node2 = nodeIdentities(t, s, 'node2', [DB])
-  await waitFor('both certificates', () => report(node1, WEB).state === 'valid' && report(node2, DB).state === 'valid')
+  await until('both certificates', () => report(node1, WEB).state === 'valid' && report(node2, DB).state === 'valid', { timeoutMs: 20_000 })
   const oldRoot = ca.bundle.signing
   const oldRootPem = ca.bundle.roots[0]!.pem.trim()
   t.same(await handshake(node1, WEB, node2, DB), { clientSaw: DB, serverSaw: WEB }, 'before: each side sees the other\'s SPIFFE ID')
@@ -194,18 +185,18 @@ t.test('root rotation: old and new roots overlap, leaves move, TLS between nodes
     const roots = ids.trustBundle?.roots.map((root) => root.fingerprint) ?? []
     return roots.length === 2 && roots.includes(oldRoot) && roots.includes(rotated.signing)
   }
-  await waitFor('both nodes trusting old and new', () => bothRoots(node1) && bothRoots(node2))
+  await until('both nodes trusting old and new', () => bothRoots(node1) && bothRoots(node2), { timeoutMs: 20_000 })
   t.pass('the bundle went old+new on both nodes')
-  await waitFor('the leaves on the new root', () => report(node1, WEB).root === rotated.signing && report(node2, DB).root === rotated.signing)
+  await until('the leaves on the new root', () => report(node1, WEB).root === rotated.signing && report(node2, DB).root === rotated.signing, { timeoutMs: 20_000 })
   t.ok(bothRoots(node1) && bothRoots(node2), 'leaves moved to the new root while the old one is still trusted')
   t.same(await handshake(node1, WEB, node2, DB), { clientSaw: DB, serverSaw: WEB }, 'during the overlap')
 
   const onlyNew = (ids: NodeIdentities): boolean => ids.trustBundle?.roots.map((root) => root.fingerprint).join() === rotated.signing
-  await waitFor('the old root to leave after the overlap', () => onlyNew(node1) && onlyNew(node2))
+  await until('the old root to leave after the overlap', () => onlyNew(node1) && onlyNew(node2), { timeoutMs: 20_000 })
   t.pass('the old root left the bundle on both nodes')
   t.notOk(node1.trustBundlePem().includes(oldRootPem), 'not in the PEM node:tls gets either')
   const handshakesAfter = handshakes
-  await waitFor('handshakes after the overlap', () => handshakes >= handshakesAfter + 3)
+  await until('handshakes after the overlap', () => handshakes >= handshakesAfter + 3, { timeoutMs: 20_000 })
   running = false
   await loop
   t.same(await handshake(node1, WEB, node2, DB), { clientSaw: DB, serverSaw: WEB }, 'after')
@@ -220,7 +211,7 @@ t.test('a client without a certificate is refused by a workload\'s server', asyn
   const s = await setup(t)
   await startCa(t, s, 'ca', 60_000)
   const node2 = nodeIdentities(t, s, 'node2', [DB])
-  await waitFor('the certificate', () => report(node2, DB).state === 'valid')
+  await until('the certificate', () => report(node2, DB).state === 'valid', { timeoutMs: 20_000 })
   const tls = createTlsServer({ requestCert: true, rejectUnauthorized: true, SNICallback: (_name, done) => done(null, node2.secureContext(DB)) })
   await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve))
   t.teardown(() => tls.close())
@@ -238,7 +229,7 @@ t.test('GET /debug/certs and weft identity show the certificates and the trust b
   const s = await setup(t)
   await startCa(t, s, 'ca', 3_600_000)
   const node1 = nodeIdentities(t, s, 'node1', [WEB])
-  await waitFor('the certificate', () => report(node1, WEB).state === 'valid')
+  await until('the certificate', () => report(node1, WEB).state === 'valid', { timeoutMs: 20_000 })
   const { freePort } = await import('../src/bus/index.ts')
   const adminPort = await freePort()
   const admin = new AdminServer({ listenIp: '127.0.0.1', port: adminPort, registry: new Registry(), readiness: () => ({ ready: true, reason: 'ready' }), certs: () => node1.describe() })
