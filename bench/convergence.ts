@@ -8,7 +8,7 @@
 //   the time for all to apply a 1,000-resource apply, nats-server's CPU and memory.
 // Writes bench/results/convergence-<stamp>.json and prints a Markdown table.
 //   .weft/bin/node bench/convergence.ts [--nodes 2,10,50] [--changes 20] [--out DIR]
-//   .weft/bin/node bench/convergence.ts --simulated [--nodes 1000,2000] [--workers 2] [--changes 30] [--apply 1000] [--shared-connections]
+//   .weft/bin/node bench/convergence.ts --simulated [--nodes 1000,2000] [--workers 2] [--changes 30] [--apply 1000] [--apply-timeout 120] [--shared-connections]
 //   .weft/bin/node bench/convergence.ts --mesh-sizes 100,1000,10000 (one node's apply time for one changed service)
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -66,6 +66,11 @@ export interface SimulatedResult {
   startSeconds: number
   /** The simulated nodes' processes: CPU per single change per node (µs), the node-side cost. */
   nodeCpuUsPerChange: number
+  /**
+   * After the apply: ms until every node's status in the weft-status bucket (what `weft status`
+   * reads) named the config revision, exactly; undefined if not within 15 s.
+   */
+  statusBucketExactMs: number | undefined
 }
 
 export interface ConvergenceReport {
@@ -241,6 +246,8 @@ export interface SimulatedOptions {
   nodes: number
   workers: number
   sharedConnections: boolean
+  /** How long the big apply may take before it counts as timed out (default 120 s). */
+  applyTimeoutMs?: number
   changes: number
   applyResources: number
 }
@@ -248,7 +255,7 @@ export interface SimulatedOptions {
 /** Spawns a simulated-nodes worker and resolves once it reports every agent ready. */
 function startWorker(input: SimNodesInput, file: string): Promise<ChildProcess> {
   writeFileSync(file, JSON.stringify(input), { mode: 0o600 })
-  const child = spawn(process.execPath, [SIM_NODES, file], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, [SIM_NODES, file], { stdio: ['pipe', 'pipe', 'inherit'] })
   return new Promise((resolve, reject) => {
     let out = ''
     const onData = (chunk: Buffer): void => {
@@ -260,13 +267,13 @@ function startWorker(input: SimNodesInput, file: string): Promise<ChildProcess> 
   })
 }
 
-/** Asks a worker for its agents' apply stats (SIGUSR2 -> one "applied [...]" line). */
-function applyStatsOf(child: ChildProcess): Promise<Array<{ count: number; totalMs: number; maxMs: number }>> {
+/** Asks a worker for its agents' snapshot builds so far (SIGUSR2 -> one "applied {...}" line). */
+function applyStatsOf(child: ChildProcess): Promise<{ count: number; totalMs: number; maxMs: number }> {
   return new Promise((resolve) => {
     let out = ''
     const onData = (chunk: Buffer): void => {
       out += chunk.toString()
-      const match = /^applied (.*)$/m.exec(out)
+      const match = /^applied (.*)\n/m.exec(out)
       if (match) { child.stdout!.off('data', onData); resolve(JSON.parse(match[1]!)) }
     }
     child.stdout!.on('data', onData)
@@ -330,7 +337,7 @@ export async function measureSimulated(options: SimulatedOptions, progress: (lin
     const applyStart = performance.now()
     const apply = (async () => {
       const revisions = await Promise.all(Array.from({ length: options.applyResources }, (_, i) => operator.putResource(`service.bench.svc-${i + 1}`, benchService(i + 1))))
-      return await tracker.waitFor(names, Math.max(...revisions), 120_000, applyStart)
+      return await tracker.waitFor(names, Math.max(...revisions), options.applyTimeoutMs ?? 120_000, applyStart)
     })()
     rssMax = Math.max(rssMax, await sampleRss(server.pid, apply))
     const applyAllNodesMs = await apply
@@ -339,13 +346,24 @@ export async function measureSimulated(options: SimulatedOptions, progress: (lin
     let builds = 0
     let buildMs = 0
     let buildMax = 0
-    after.forEach((stats, w) => stats.forEach((s, i) => {
-      const b = before[w]![i]!
-      builds += s.count - b.count
-      buildMs += s.totalMs - b.totalMs
-      buildMax = Math.max(buildMax, s.maxMs)
-    }))
+    after.forEach((stats, w) => {
+      builds += stats.count - before[w]!.count
+      buildMs += stats.totalMs - before[w]!.totalMs
+      buildMax = Math.max(buildMax, stats.maxMs)
+    })
     progress(`convergence: ${options.nodes} simulated nodes, ${options.applyResources}-resource apply: ${applyAllNodesMs === undefined ? 'timed out' : `${(applyAllNodesMs / 1000).toFixed(2)} s`}`)
+    // What `weft status` shows: every node's stored status at exactly the config revision.
+    const finalRevision = await operator.configRevision()
+    const nameSet = new Set(names)
+    const exactSince = performance.now()
+    let statusBucketExactMs: number | undefined
+    while (performance.now() - exactSince < 15_000) {
+      const statuses = await operator.readStatuses()
+      const exact = statuses.filter((e) => nameSet.has(e.node) && (e.status as { revision?: number }).revision === finalRevision).length
+      if (exact === options.nodes) { statusBucketExactMs = performance.now() - exactSince; break }
+      await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+    progress(`convergence: ${options.nodes} simulated nodes: weft-status ${statusBucketExactMs === undefined ? 'not exact within 15 s' : `exact (revision ${finalRevision} for every node) ${(statusBucketExactMs / 1000).toFixed(1)} s after`}`)
     tracker.stop()
     const mib = (bytes: number): number => Math.round(bytes / 1024 / 1024)
     return {
@@ -355,7 +373,7 @@ export async function measureSimulated(options: SimulatedOptions, progress: (lin
       applyResources: options.applyResources, applyAllNodesMs, applyServerCpuMs,
       serverRssStartMiB: mib(rssStart), serverRssMaxMiB: mib(rssMax),
       nodeApplyMeanMs: builds > 0 ? buildMs / builds : NaN, nodeApplyMaxMs: buildMax,
-      startSeconds, nodeCpuUsPerChange,
+      startSeconds, nodeCpuUsPerChange, statusBucketExactMs,
     }
   } finally {
     for (const child of workers) child.kill('SIGTERM')
@@ -382,11 +400,11 @@ export function renderConvergenceMarkdown(report: ConvergenceReport): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { nodes: { type: 'string' }, changes: { type: 'string' }, out: { type: 'string' }, simulated: { type: 'boolean' }, 'mesh-sizes': { type: 'string' }, 'shared-connections': { type: 'boolean' }, workers: { type: 'string' }, apply: { type: 'string' }, help: { type: 'boolean' } } })
+  const { values } = parseArgs({ options: { nodes: { type: 'string' }, changes: { type: 'string' }, out: { type: 'string' }, simulated: { type: 'boolean' }, 'mesh-sizes': { type: 'string' }, 'shared-connections': { type: 'boolean' }, workers: { type: 'string' }, apply: { type: 'string' }, 'apply-timeout': { type: 'string' }, help: { type: 'boolean' } } })
   if (values.help) {
     console.log([
       'usage: .weft/bin/node bench/convergence.ts [--nodes 2,10,50] [--changes 20] [--out DIR]',
-      '       .weft/bin/node bench/convergence.ts --simulated [--nodes 1000,2000] [--workers 2] [--changes 30] [--apply 1000] [--shared-connections] [--out DIR]',
+      '       .weft/bin/node bench/convergence.ts --simulated [--nodes 1000,2000] [--workers 2] [--changes 30] [--apply 1000] [--apply-timeout S] [--shared-connections] [--out DIR]',
       '',
       'Time from publishing a configuration change until every node reports it applied, p50 and p99.',
       'Default: `weft node --config-only` daemons. --simulated: real ConfigAgents, many per process',
@@ -423,7 +441,7 @@ async function main(): Promise<void> {
   const report: ConvergenceReport = { schemaVersion: CONVERGENCE_SCHEMA_VERSION, startedAt: new Date().toISOString(), machine: { cpus: (await import('node:os')).cpus().length, node: process.version }, results: [] }
   if (simulated) {
     report.simulated = []
-    for (const n of counts) report.simulated.push(await measureSimulated({ nodes: n, workers, changes, applyResources, sharedConnections: values['shared-connections'] === true }, (l) => console.error(l)))
+    for (const n of counts) report.simulated.push(await measureSimulated({ nodes: n, workers, changes, applyResources, sharedConnections: values['shared-connections'] === true, applyTimeoutMs: Number(values['apply-timeout'] ?? 120) * 1000 }, (l) => console.error(l)))
   } else {
     for (const n of counts) report.results.push(await measureConvergence(n, changes, (l) => console.error(l)))
   }

@@ -7,8 +7,8 @@
 // each agent on its own connection as node-<name>, or with `shared` all of this process's agents
 // on one connection as that user (a subscription each; fewer sockets on a 2-core machine).
 // Prints "ready <n>" once
-// every agent follows the bucket, then "applied <json>" (apply-time stats) on SIGUSR2, and stops
-// every agent on SIGTERM.
+// every agent follows the bucket, then "applied {count, totalMs, maxMs}" (its agents' snapshot builds so far) on SIGUSR2, and stops
+// every agent on SIGTERM or when its stdin closes (the benchmark is gone).
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
@@ -41,9 +41,17 @@ async function main(): Promise<void> {
   }
   process.stdout.write(`ready ${agents.length}\n`)
   process.on('SIGUSR2', () => {
-    process.stdout.write(`applied ${JSON.stringify(agents.map((agent) => agent.applyStats()))}\n`)
+    const total = { count: 0, totalMs: 0, maxMs: 0 }
+    for (const stats of agents.map((agent) => agent.applyStats())) {
+      total.count += stats.count
+      total.totalMs += stats.totalMs
+      total.maxMs = Math.max(total.maxMs, stats.maxMs)
+    }
+    process.stdout.write(`applied ${JSON.stringify(total)}\n`)
   })
-  await new Promise((resolve) => process.once('SIGTERM', resolve))
+  // Stops on SIGTERM, or when the benchmark that started it is gone (its end of stdin closes).
+  process.stdin.resume()
+  await new Promise((resolve) => { process.once('SIGTERM', resolve); process.stdin.once('close', resolve) })
   await Promise.all(agents.map((agent) => agent.stop()))
   await shared?.close()
   process.exit(0)

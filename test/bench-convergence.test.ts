@@ -27,6 +27,7 @@ t.test('simulated nodes: many real ConfigAgents per process converge on single c
   t.not(result.applyAllNodesMs, undefined, 'every node applied the whole apply')
   t.ok(result.serverRssMaxMiB >= result.serverRssStartMiB && result.serverRssStartMiB > 0, 'server memory is read')
   t.ok(result.nodeCpuUsPerChange > 0, 'the nodes\' CPU is read')
+  t.not(result.statusBucketExactMs, undefined, 'every node\'s stored status names the config revision exactly')
   t.match(renderSimulatedMarkdown([result]), /\| 20 \| 2 \| per-node \| 3 \|/, 'a Markdown row')
   t.match(lines.join('\n'), /10-resource apply: [\d.]+ s/)
 })
