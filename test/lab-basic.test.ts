@@ -46,7 +46,9 @@ t.test('topology files are validated, each problem in one line naming file, line
     ['bad node name', 'nodes: [node1, 9lives]\n', /^lab\.yaml:1: nodes\[1\]: bad name "9lives"/],
     ['name too long', 'nodes: [node1]\npods:\n  - {name: a-very-long-pod-name, node: node1}\n', /bad name "a-very-long-pod-name"/],
     ['unknown pod key', 'nodes: [node1]\npods:\n  - name: a\n    node: node1\n    lables: {app: x}\n', /^lab\.yaml:5: pods\[0\] \(a\): unknown key "lables"/],
-    ['unknown top key', 'nodes: [node1]\nservices: []\n', /^lab\.yaml:2: unknown key "services" \(allowed: nodes, pods\)$/],
+    ['unknown top key', 'nodes: [node1]\nservices: []\n', /^lab\.yaml:2: unknown key "services" \(allowed: nodes, pods, kubeletCgroups\)$/],
+    ['bad kubelet driver', 'nodes: [node1]\nkubeletCgroups: cgroupv1\n', /^lab\.yaml:2: kubeletCgroups must be systemd or cgroupfs \(the kubelet's cgroup driver; got string "cgroupv1"\)$/],
+    ['bad QoS class', 'nodes: [node1]\npods:\n  - {name: a, node: node1, qosClass: Gold}\n', /^lab\.yaml:3: pods\[0\] \(a\): qosClass must be one of Guaranteed, Burstable, BestEffort \(got string "Gold"\)$/],
     ['pod named like a node', 'nodes: [node1]\npods:\n  - {name: node1, node: node1}\n', /already a node name/],
     ['reserved name', 'nodes: [ul]\n', /reserved for the underlay/],
     ['no nodes', 'pods: []\n', /^lab\.yaml:1: `nodes` must be a non-empty list/],
@@ -69,6 +71,17 @@ t.test('topology files are validated, each problem in one line naming file, line
   const withAccount = parseTopology('nodes: [node1]\npods:\n  - {name: web, node: node1, namespace: shop, serviceAccount: web-sa}\n', 'lab.yaml')
   const registered = labResources(planLab(withAccount, 'sa-test', '/sys/fs/cgroup')) as { kind: string; spec: { serviceAccountName?: string } }[]
   t.equal(registered.find((r) => r.kind === 'Pod')?.spec.serviceAccountName, 'web-sa', 'the registered Pod carries the service account')
+
+  // The kubelet's layout: the pod's cgroup where the kubelet would put it, found by the daemon
+  // from the UID and QoS class the registered Pod carries (no weft.dev/cgroup).
+  const kubelet = planLab(parseTopology('nodes: [node1]\nkubeletCgroups: systemd\npods:\n  - {name: web, node: node1, qosClass: Burstable}\n', 'lab.yaml'), 'kubelet-test', '/sys/fs/cgroup')
+  const web = kubelet.pods[0]!
+  t.equal(kubelet.nodes[0]?.cgroupRoot, '/sys/fs/cgroup/weft-kubelet-test/nodes/node1/kubepods.slice')
+  t.match(web.uid, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-8[0-9a-f]{3}-[0-9a-f]{12}$/)
+  t.equal(web.cgroup, `/sys/fs/cgroup/weft-kubelet-test/nodes/node1/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${web.uid.replaceAll('-', '_')}.slice/${web.cgroup.split('/').pop()}`)
+  t.match(web.cgroup, /\/cri-containerd-[0-9a-f]{64}\.scope$/)
+  const kubeletPod = (labResources(kubelet) as Array<{ kind: string; metadata: { uid?: string; annotations?: Record<string, string> }; status: { qosClass?: string } }>).find((r) => r.kind === 'Pod')!
+  t.same([kubeletPod.metadata.uid, kubeletPod.status.qosClass, kubeletPod.metadata.annotations?.['weft.dev/cgroup']], [web.uid, 'Burstable', undefined])
 
   const shorthand = topologyFromShorthand(2, 3)
   t.same(shorthand.nodes, ['node1', 'node2'])

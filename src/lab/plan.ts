@@ -6,9 +6,11 @@
 //   node i: netns weft-<run>-<node>, `underlay` 198.18.0.(i+1), bridge `pods` 198.18.i.1 (proxy ip)
 //   pod j on node i: netns weft-<run>-<pod>, `eth0` 198.18.i.(j+1), route 198.18.0.0/15 via 198.18.i.1
 //   NATS (and weft control) in the underlay netns on br0's 198.18.0.254
+import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { CGROUP_ANNOTATION, ENROLLED_ANNOTATION, WEFT_API_VERSION } from '../config/resources/index.ts'
 import type { Topology } from './topology.ts'
+import { podCgroupPath, type CgroupDriver, type QosClass } from '../k8s/kubelet-cgroups.ts'
 
 /** Everything the lab addresses lives in here; lab namespaces route nothing else. */
 export const LAB_CIDR = '198.18.0.0/15'
@@ -59,7 +61,13 @@ export interface LabPod {
   /** The pod's Kubernetes service account (`spec.serviceAccountName`), hence its SPIFFE identity. */
   serviceAccount: string
   netns: string
+  /** Where the pod's processes run: `<node root>/<pod>`, or with kubeletCgroups a container cgroup below the kubelet-style pod cgroup. */
   cgroup: string
+  /** Kubernetes' pod UID (made from the run id and the pod's name) and QoS class. */
+  uid: string
+  qosClass: QosClass
+  /** With kubeletCgroups: the pod's cgroup is found by the daemon from uid and qosClass, not announced. */
+  kubeletCgroups: boolean
   /** The veth end on the node bridge, in the node's netns (the pod's end is `eth0`). */
   nodePort: string
 }
@@ -112,6 +120,21 @@ export const labNames = {
   contextName: (runId: string): string => `lab-${runId}`,
 }
 
+/** The kubelet's pod root per cgroup driver. */
+const KUBEPODS: Record<CgroupDriver, string> = { systemd: 'kubepods.slice', cgroupfs: 'kubepods' }
+
+/** A pod UID (UUID v4 shape) made from the run id and the pod's name, so a re-read plan agrees. */
+export function podUid(runId: string, pod: string): string {
+  const hex = createHash('sha256').update(`${runId}/${pod}`).digest('hex')
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-8${hex.slice(17, 20)}-${hex.slice(20, 32)}`
+}
+
+/** The one container's cgroup below a kubelet-style pod cgroup, named as containerd (systemd) or the kubelet (cgroupfs) names it. */
+function containerCgroup(driver: CgroupDriver, uid: string): string {
+  const id = createHash('sha256').update(uid).digest('hex')
+  return driver === 'systemd' ? `cri-containerd-${id}.scope` : id
+}
+
 export function planLab(topology: Topology, runId: string, cgroupMount: string): LabPlan {
   const cgroupBase = labNames.cgroupBase(cgroupMount, runId)
   const stateDir = labNames.stateDir(runId)
@@ -124,7 +147,8 @@ export function planLab(topology: Topology, runId: string, cgroupMount: string):
       proxyIp: `198.18.${index}.1`,
       podCidr: `198.18.${index}.0/24`,
       netns: labNames.netns(runId, name),
-      cgroupRoot: join(cgroupBase, 'nodes', name),
+      // With kubeletCgroups, the kubelet's pod root below the node's cgroup (the daemon then finds pods the kubelet way).
+      cgroupRoot: topology.kubeletCgroups === undefined ? join(cgroupBase, 'nodes', name) : join(cgroupBase, 'nodes', name, KUBEPODS[topology.kubeletCgroups]),
       daemonCgroup: join(cgroupBase, 'daemons', name),
       pinDir: labNames.pinDir(runId, name),
       logFile: join(stateDir, `${name}.log`),
@@ -137,6 +161,8 @@ export function planLab(topology: Topology, runId: string, cgroupMount: string):
     if (!node) throw new Error(`planLab: pod ${pod.name} names unknown node ${pod.node} (validate the topology first)`)
     const j = (podsOnNode.get(node.name) ?? 0) + 1
     podsOnNode.set(node.name, j)
+    const uid = podUid(runId, pod.name)
+    const driver = topology.kubeletCgroups
     return {
       name: pod.name,
       node: node.name,
@@ -146,7 +172,10 @@ export function planLab(topology: Topology, runId: string, cgroupMount: string):
       enrolled: pod.enrolled,
       serviceAccount: pod.serviceAccount,
       netns: labNames.netns(runId, pod.name),
-      cgroup: join(node.cgroupRoot, pod.name),
+      cgroup: driver === undefined ? join(node.cgroupRoot, pod.name) : join(node.cgroupRoot, podCgroupPath(driver, uid, pod.qosClass), containerCgroup(driver, uid)),
+      uid,
+      qosClass: pod.qosClass,
+      kubeletCgroups: driver !== undefined,
       nodePort: `pod${j}`,
     }
   })
@@ -182,7 +211,7 @@ export function credsFile(plan: LabPlan, user: LabNatsUser): string {
 /**
  * What the lab registers through weft control: one `weft.dev/v1alpha1` Node per node and one
  * `v1` Pod per pod (labels and service account from the topology, the pod's cgroup and
- * enrollment as annotations).
+ * enrollment as annotations; with kubeletCgroups the UID and QoS class instead of the cgroup).
  */
 export function labResources(plan: LabPlan): unknown[] {
   const nodes = plan.nodes.map((node) => ({
@@ -197,11 +226,13 @@ export function labResources(plan: LabPlan): unknown[] {
     metadata: {
       name: pod.name,
       namespace: pod.namespace,
+      ...(pod.kubeletCgroups ? { uid: pod.uid } : {}),
       labels: { ...pod.labels },
-      annotations: { [CGROUP_ANNOTATION]: pod.cgroup, [ENROLLED_ANNOTATION]: String(pod.enrolled) },
+      // A kubelet-style pod is found by its node from uid and qosClass, as on Kubernetes.
+      annotations: pod.kubeletCgroups ? { [ENROLLED_ANNOTATION]: String(pod.enrolled) } : { [CGROUP_ANNOTATION]: pod.cgroup, [ENROLLED_ANNOTATION]: String(pod.enrolled) },
     },
     spec: { nodeName: pod.node, serviceAccountName: pod.serviceAccount },
-    status: { podIP: pod.ip, phase: 'Running' },
+    status: { podIP: pod.ip, phase: 'Running', ...(pod.kubeletCgroups ? { qosClass: pod.qosClass } : {}) },
   }))
   return [...nodes, ...pods]
 }

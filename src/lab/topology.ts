@@ -3,6 +3,7 @@
 // here, once, and every problem is reported as one line naming the file, the line and the entry.
 import { LineCounter, parseDocument, type Document } from 'yaml'
 import { LabError } from './errors.ts'
+import { QOS_CLASSES, type CgroupDriver, type QosClass } from '../k8s/kubelet-cgroups.ts'
 
 export interface TopologyPod {
   name: string
@@ -14,18 +15,27 @@ export interface TopologyPod {
   enrolled: boolean
   /** Kubernetes service account: the pod's identity is spiffe://<trust domain>/ns/<namespace>/sa/<serviceAccount>. */
   serviceAccount: string
+  /** Kubernetes QoS class; with `kubeletCgroups` it decides where the pod's cgroup is. Default BestEffort. */
+  qosClass: QosClass
 }
 
 export interface Topology {
   nodes: string[]
   pods: TopologyPod[]
+  /**
+   * Lay the pod cgroups out as a kubelet with this cgroup driver would (kubepods.slice/... or
+   * kubepods/..., a container cgroup below each pod) instead of `<node>/<pod>`: the daemons then
+   * find them from the pods' UID and QoS class (src/k8s/kubelet-cgroups.ts). Default: the lab's own.
+   */
+  kubeletCgroups?: CgroupDriver
 }
 
 /** What code may pass to labUp: like a topology file, with defaults (namespace "default", no
  *  labels, enrolled, service account "default") left out. */
 export interface TopologyInput {
   nodes: string[]
-  pods?: { name: string; node: string; namespace?: string; labels?: Record<string, string>; enrolled?: boolean; serviceAccount?: string }[]
+  pods?: { name: string; node: string; namespace?: string; labels?: Record<string, string>; enrolled?: boolean; serviceAccount?: string; qosClass?: QosClass }[]
+  kubeletCgroups?: CgroupDriver
 }
 
 /** Node and pod names: they end up in network namespace and cgroup names. */
@@ -36,8 +46,8 @@ const RESERVED_NAMES = new Set(['ul'])
 export const MAX_NODES = 253
 export const MAX_PODS_PER_NODE = 253
 
-const TOP_KEYS = ['nodes', 'pods']
-const POD_KEYS = ['name', 'node', 'namespace', 'labels', 'enrolled', 'serviceAccount']
+const TOP_KEYS = ['nodes', 'pods', 'kubeletCgroups']
+const POD_KEYS = ['name', 'node', 'namespace', 'labels', 'enrolled', 'serviceAccount', 'qosClass']
 /** Namespaces and service accounts: DNS-1123 labels, as Kubernetes names them. */
 const NAMESPACE_PATTERN = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/
 const LABEL_KEY_PATTERN = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/
@@ -89,7 +99,7 @@ export function topologyFromShorthand(nodes: number, podsPerNode: number): Topol
     const node = `node${i}`
     topology.nodes.push(node)
     for (let j = 1; j <= podsPerNode; j++) {
-      topology.pods.push({ name: `${node}-pod${j}`, node, namespace: 'default', labels: {}, enrolled: true, serviceAccount: 'default' })
+      topology.pods.push({ name: `${node}-pod${j}`, node, namespace: 'default', labels: {}, enrolled: true, serviceAccount: 'default', qosClass: 'BestEffort' })
     }
   }
   return topology
@@ -158,6 +168,11 @@ export function validateTopology(value: unknown, locate: Locate | string = 'topo
       fail([...path, 'serviceAccount'], `${label}: serviceAccount must be a Kubernetes service account name like "web" (lowercase letters, digits and "-", at most 63; got ${describe(serviceAccount)})`)
     }
 
+    const qosClass = pod['qosClass'] ?? 'BestEffort'
+    if (typeof qosClass !== 'string' || !(QOS_CLASSES as readonly string[]).includes(qosClass)) {
+      fail([...path, 'qosClass'], `${label}: qosClass must be one of ${QOS_CLASSES.join(', ')} (got ${describe(qosClass)})`)
+    }
+
     const enrolled = pod['enrolled'] ?? true
     if (typeof enrolled !== 'boolean') fail([...path, 'enrolled'], `${label}: enrolled must be true or false (got ${describe(enrolled)})`)
 
@@ -173,9 +188,13 @@ export function validateTopology(value: unknown, locate: Locate | string = 'topo
       if (!LABEL_VALUE_PATTERN.test(labelValue)) fail(labelPath, `${label}: label ${key}: "${labelValue}" is not a valid Kubernetes label value`)
       labels[key] = labelValue
     }
-    pods.push({ name, node, namespace: namespace as string, labels, enrolled: enrolled as boolean, serviceAccount: serviceAccount as string })
+    pods.push({ name, node, namespace: namespace as string, labels, enrolled: enrolled as boolean, serviceAccount: serviceAccount as string, qosClass: qosClass as QosClass })
   })
-  return { nodes, pods }
+  const kubeletCgroups = top['kubeletCgroups']
+  if (kubeletCgroups !== undefined && kubeletCgroups !== 'systemd' && kubeletCgroups !== 'cgroupfs') {
+    fail(['kubeletCgroups'], `kubeletCgroups must be systemd or cgroupfs (the kubelet's cgroup driver; got ${describe(kubeletCgroups)})`)
+  }
+  return { nodes, pods, ...(kubeletCgroups !== undefined ? { kubeletCgroups: kubeletCgroups as CgroupDriver } : {}) }
 }
 
 function checkName(name: string, what: string, path: Path, fail: (path: Path, message: string) => never): void {
