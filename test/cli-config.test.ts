@@ -1,40 +1,20 @@
 // `weft apply | get | delete | status` as a user runs them: the CLI as a child process against a
 // real nats-server with JetStream and users, reaching it through a temp context file (WEFT_CONFIG),
 // so the user's own context is never read or written.
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
 import t from 'tap'
 
 import { connectBus, startNatsServer, writeContext, type Bus, type BusCredentials, type NatsServer } from '../src/bus/index.ts'
-
-const weft = fileURLToPath(new URL('../bin/weft.js', import.meta.url))
+import { runWeft as runWeftAsUser, userEnv } from './helpers/weft.ts'
 
 type Run = { code: number; stdout: string; stderr: string }
 
-/**
- * Runs weft with env (WEFT_CONFIG of the test's context file; no WEFT_NATS_* from outside, and
- * without tap's NODE_OPTIONS, which only slow the child down).
- */
+/** Runs weft with env (WEFT_CONFIG of the test's context file; no WEFT_NATS_* from outside). */
 function runWeft(args: string[], env: Record<string, string>, stdin?: string): Promise<Run> {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('WEFT_') && k !== 'NODE_OPTIONS')) as Record<string, string>
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [weft, ...args], { env: { ...clean, ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.on('error', reject)
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({ code: code ?? 128, stdout, stderr })
-    })
-    child.stdin.end(stdin ?? '')
-  })
+  return runWeftAsUser(args, { env: userEnv(env, { keepWeftVariables: false }), ...(stdin !== undefined ? { input: stdin } : {}) })
 }
 
 type Setup = { server: NatsServer; dir: string; env: Record<string, string>; weft: (args: string[], stdin?: string) => Promise<Run>; file: (name: string, text: string) => string; bus: (creds: BusCredentials) => Promise<Bus> }

@@ -9,13 +9,13 @@ import { labDown, listLabs } from '../src/lab/index.ts'
 import { isolateContexts, labLeftovers, requireLab, testRunId } from './helpers/lab.ts'
 import { skipOrFail } from './helpers/privileged.ts'
 import { alive, processGroup, sleep, until, within } from './helpers/wait.ts'
-import { runWeft, spawnWeft, userEnv } from './helpers/weft.ts'
+import { runWeftSync, spawnWeft, userEnv } from './helpers/weft.ts'
 
 const systemNode = '/usr/bin/node'
 
 interface LabLs { nats: { pid: number | null }; control: { pid: number | null }; nodes: { name: string; daemonPid: number | null }[] }
 
-const labLs = (runId: string): ReturnType<typeof runWeft> => runWeft(['lab', 'ls', '--run-id', runId, '-o', 'json'])
+const labLs = (runId: string): ReturnType<typeof runWeftSync> => runWeftSync(['lab', 'ls', '--run-id', runId, '-o', 'json'])
 
 t.test('two Ctrl-Cs to the process group of bin/weft.js demo under the system Node leave nothing of the lab', async (t) => {
   if (!requireLab(t)) return

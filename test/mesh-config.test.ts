@@ -3,7 +3,6 @@
 // new connection; a bad resource is rejected alone; NATS down: traffic keeps flowing, and a
 // change made once it is back propagates; a node's credentials cannot write configuration.
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -12,9 +11,9 @@ import type { Bus } from '../src/bus/index.ts'
 import type { Lab } from '../src/lab/index.ts'
 import { requireLab, startIn, startLab, waitForNodes } from './helpers/lab.ts'
 import { until } from './helpers/wait.ts'
+import { runWeftSync, type WeftResult } from './helpers/weft.ts'
 
 const netprobe = fileURLToPath(new URL('./fixtures/netprobe.ts', import.meta.url))
-const weft = fileURLToPath(new URL('../bin/weft.js', import.meta.url))
 const node = process.execPath
 const VIP = '198.19.0.10'
 
@@ -39,10 +38,7 @@ spec:
 `
 }
 
-function weftCli(args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(node, [weft, ...args], { encoding: 'utf8', timeout: 60_000 })
-  return { code: r.status ?? 128, stdout: r.stdout, stderr: r.stderr }
-}
+const weftCli = (args: string[]): WeftResult => runWeftSync(args)
 
 /** Which server answered a connection to the VIP, by its local address. */
 async function callVip(lab: Lab): Promise<string> {
