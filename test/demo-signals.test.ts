@@ -86,3 +86,38 @@ t.test('two Ctrl-Cs to the process group of bin/weft.js demo under the system No
   t.not(after.code, 0, 'weft lab ls no longer finds the lab')
   t.match(after.stderr, new RegExp(`no lab ${runId}`), `and says so (${after.stderr.trim()})`)
 })
+
+t.test('Ctrl-C twice while bin/weft.js lab up builds the lab: it is built, then removed, nothing left', async (t) => {
+  if (!requireLab(t)) return
+  const version = spawnSync(systemNode, ['-p', 'process.versions.node'], { encoding: 'utf8' }).stdout?.trim() ?? ''
+  const [major = 0, minor = 0] = version.split('.').map(Number)
+  if (!version || major > 22 || (major === 22 && minor >= 12)) {
+    skipOrFail(t, `needs a system Node older than 22.12 at ${systemNode} (found ${version || 'none'})`)
+    return
+  }
+  isolateContexts()
+  await until('no other lab to be up', () => listLabs().length === 0, { timeoutMs: 120_000, intervalMs: 500 })
+  const runId = testRunId()
+  const up = spawnWeft(['lab', 'up', '--nodes', '2', '--pods', '1', '--run-id', runId], { node: systemNode, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: userEnv() })
+  const pgid = up.pid!
+  t.teardown(() => {
+    try { process.kill(-pgid, 'SIGKILL') } catch { /* gone */ }
+    labDown(runId)
+  })
+  let stderr = ''
+  up.stderr!.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  up.stdout!.resume()
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => up.on('exit', (code, signal) => resolve({ code, signal })))
+  // Half-way: NATS runs, weft control starts, no daemon yet.
+  await until('lab up to start weft control', () => stderr.includes('starting weft control') || up.exitCode !== null, { timeoutMs: 60_000, intervalMs: 5 })
+  t.ok(labLeftovers(runId).some((x) => x.startsWith('netns ')), 'the lab is half built')
+  process.kill(-pgid, 'SIGINT')
+  await sleep(50)
+  process.kill(-pgid, 'SIGINT')
+
+  const exit = await within('lab up to exit', exited, 120_000)
+  t.same(exit, { code: 130, signal: null }, `it exits 130, as after SIGINT (stderr tail: ${stderr.slice(-500)})`)
+  t.match(stderr, new RegExp(`lab ${runId} removed \\(interrupted by SIGINT\\)`), 'and says it removed the lab')
+  t.same(labLeftovers(runId), [], 'no namespace, host link, route, cgroup (so no process of the lab), pin or state is left')
+  t.same(processGroup(pgid), [], 'no process of its group is left')
+})

@@ -3,11 +3,12 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { parseArgsProblem } from '../cli/options.ts'
+import { listenForStop, type StopSignal } from '../cli/signals.ts'
 import { renderTable } from '../cli/table.ts'
 import { controlPids, labContextIsCurrent, natsPids } from './control-plane.ts'
 import { daemonPids } from './daemons.ts'
 import { LabError } from './errors.ts'
-import { labDown, labDownAll, labUp, listLabs, openLab, type Lab } from './lab.ts'
+import { labDown, labDownAll, labUp, listLabs, openLab, randomRunId, type Lab } from './lab.ts'
 import { checkRunId, findRunIds } from './down.ts'
 import { exitStatus } from './processes.ts'
 import { parseTopology, topologyFromShorthand, type Topology } from './topology.ts'
@@ -30,7 +31,8 @@ Commands:
 Builds a lab: starts NATS (nats://198.18.0.254:4222, credentials in /run/weft/labs/<run>/creds/)
 and weft control, registers every node and pod through it, records the context lab-<run> as
 current (so weft apply|get|delete|status need no flags), and starts one weft node daemon per node
-(logs in /run/weft/labs/<run>/<node>.log, control.log, nats/nats-server.log).
+(logs in /run/weft/labs/<run>/<node>.log, control.log, nats/nats-server.log). Ctrl-C (SIGINT,
+SIGTERM, SIGHUP) while it builds: the build finishes, then the lab is removed (exit 128+signal).
 
   -f, --file FILE   topology in YAML or JSON:
                       nodes: [node1, node2]
@@ -136,12 +138,23 @@ async function up(args: string[]): Promise<number> {
   } else {
     throw new LabError('lab up: say what to build: -f FILE or --nodes N --pods M (see weft lab up --help)')
   }
-  if (values['run-id'] !== undefined) checkRunId(values['run-id'])
-  const lab = await labUp(topology, {
-    ...(values['run-id'] !== undefined ? { runId: values['run-id'] } : {}),
-    startDaemons: !values['no-daemons'],
-    onProgress: progress,
+  const runId = values['run-id'] ?? randomRunId()
+  checkRunId(runId)
+  // A Ctrl-C while the lab is built would leave half a lab: the build goes on, then the lab is
+  // removed. Further signals do not interrupt that (see src/cli/signals.ts).
+  const signals = listenForStop()
+  let interrupted: StopSignal | undefined
+  void signals.first.then((signal) => {
+    interrupted = signal
+    progress(`lab ${runId}: ${signal}: removing the lab once it is built ...`)
   })
+  const lab = await labUp(topology, { runId, startDaemons: !values['no-daemons'], onProgress: progress })
+  if (interrupted) {
+    labDown(runId, progress)
+    progress(`lab ${runId} removed (interrupted by ${interrupted})`)
+    return exitStatus(null, interrupted)
+  }
+  signals.dispose()
   printLab(lab)
   process.stderr.write(
     [
@@ -160,7 +173,9 @@ function down(args: string[]): number {
   if (values.help) return help('down')
   if (values.all) {
     if (values['run-id'] !== undefined) throw new LabError('lab down: give either --run-id or --all, not both')
+    const signals = listenForStop()
     const removed = labDownAll(progress)
+    signals.dispose()
     progress(removed.length ? `removed lab(s): ${removed.join(', ')}` : 'no lab to remove')
     return 0
   }
@@ -174,7 +189,10 @@ function down(args: string[]): number {
     runId = onlyRun(runs)
   }
   checkRunId(runId)
+  // Listening, so that a Ctrl-C cannot end this process in the middle of the removal.
+  const signals = listenForStop()
   labDown(runId, progress)
+  signals.dispose()
   progress(`lab ${runId} removed`)
   return 0
 }
