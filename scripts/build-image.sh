@@ -10,6 +10,7 @@
 # Usage: scripts/build-image.sh [--tag NAME] [--base NAME] [--rebuild-base]
 # Prints the image name and its size on the last line.
 set -euo pipefail
+trap 'echo "build-image: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 version="$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$ROOT/package.json")"
 tag="localhost/weft:${version}"
@@ -46,7 +47,9 @@ cp -L "$ROOT/.weft/bin/node" "$ctx/node"
 cp -a "$ROOT/bin" "$ROOT/src" "$ROOT/package.json" "$ROOT/package-lock.json" "$ctx/weft/"
 cp "$ROOT/native/build/Release/weft_native.node" "$ctx/weft/native/build/Release/"
 cp "$ROOT/build/bpf/weft.bpf.o" "$ctx/weft/build/bpf/"
-cp -a "$ROOT/node_modules" "$ctx/weft/node_modules"
+# The contents (/.), also when node_modules is a symlink: the prune below must never reach the checkout's.
+mkdir "$ctx/weft/node_modules"
+cp -a "$ROOT/node_modules/." "$ctx/weft/node_modules/"
 (cd "$ctx/weft" && PATH="$ROOT/.weft/bin:$PATH" npm prune --omit=dev --offline --no-audit --no-fund --ignore-scripts --silent)
 rm -f "$ctx/weft/package-lock.json"
 # What Node never loads at run time: type declarations, source maps, docs (a third of the Kubernetes client).
