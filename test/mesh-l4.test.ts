@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { daemonCommand, type Lab } from '../src/lab/index.ts'
 import { sumSamples } from '../src/telemetry/prometheus-text.ts'
 import { requireLab, scrapeNode, startIn, startLab } from './helpers/lab.ts'
+import { peakRss } from './helpers/proc.ts'
 import { until } from './helpers/wait.ts'
 
 const netprobe = fileURLToPath(new URL('./fixtures/netprobe.ts', import.meta.url))
@@ -115,12 +116,10 @@ t.test('L4 mesh in a two-node lab', async (t) => {
   t.test('(i) 1 GiB through the tunnel arrives byte-exact while the proxies\' memory stays bounded', async (t) => {
     const pids = lab.nodes.map((n) => lab.daemonPid(n.name)).filter((p): p is number => p !== undefined)
     t.equal(pids.length, 2, 'both daemons are running')
-    const rss = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024
-    let peak = 0
-    const sampler = setInterval(() => { for (const pid of pids) { try { peak = Math.max(peak, rss(pid)) } catch { /* daemon gone */ } } }, 100)
-    t.teardown(() => clearInterval(sampler))
+    const sampler = peakRss(pids)
+    t.teardown(() => void sampler.stop())
     const result = await probe(lab, 'client', 'send', ip('echo-b'), '9000', String(1 << 30)) as { sent: number; sha256: string; reply: { bytes: number; sha256: string } }
-    clearInterval(sampler)
+    const peak = sampler.stop()
     t.equal(result.reply.bytes, 1 << 30, 'the sink received every byte')
     t.equal(result.reply.sha256, result.sha256, 'and the same bytes (sha256)')
     t.ok(peak > 0 && peak < 400 * 1024 * 1024, `peak proxy RSS ${(peak / 1048576).toFixed(0)} MiB stays under 400 MiB for a 1024 MiB transfer`)

@@ -1,6 +1,5 @@
 // Waiting in tests: poll a condition until a deadline instead of sleeping a fixed time (too short
 // under load, too long otherwise), and fail naming what was awaited.
-import { readdirSync, readFileSync } from 'node:fs'
 
 /** Resolves after ms milliseconds. For pacing a loop, not for waiting on an outcome: use `until`. */
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
@@ -34,32 +33,6 @@ export async function until<T>(what: string, probe: () => T | undefined | false 
     }
     await sleep(options.intervalMs ?? 50)
   }
-}
-
-/** Whether a process is alive: it exists and is not a zombie waiting for its parent. */
-export function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) [ZX]/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return false
-  }
-}
-
-/** The live processes of a process group, from /proc. */
-export function processGroup(pgid: number): number[] {
-  const members: number[] = []
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (Number(pgrp) === pgid && state !== 'Z' && state !== 'X') members.push(Number(entry))
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return members
 }
 
 /** The promise's value, or an error naming `what` if it has not settled within timeoutMs. */
