@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 
 import { connectBus, freePort, startNatsServer } from '../src/bus/index.ts'
+import { parsePrometheusText, sumSamples } from '../src/telemetry/prometheus-text.ts'
 import { podCgroupPath, type CgroupDriver } from '../src/k8s/kubelet-cgroups.ts'
 import { cgroupFixture, ensureLabUnreachableRoute, requirePrivileged, runInCgroup, tcpClientScript } from './helpers/privileged.ts'
 
@@ -95,10 +96,17 @@ for (const [driver, root, scope] of [['systemd', 'kubepods.slice', `cri-containe
       const outsider = fixture.pod(`${other}/${podCgroupPath(driver, '9d8c7b6a-5f4e-4d3c-8b2a-190807060504', 'BestEffort').split('/').pop()}`)
 
       t.match(await within(found, 'found a pod\'s cgroup'), { workload: 'pod.shop.web', cgroup: join(fixture.node, path) })
+      // The kernel's own count of redirected connects (weft_bpf_connects_total, read from the BPF
+      // counters at scrape time): what the client sees depends on how fast the proxy gives up on
+      // 198.18.7.7 (connected then closed, or reset before its connect completed).
+      const redirected = async () => sumSamples(parsePrometheusText(await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text()), 'weft_bpf_connects_total', { decision: 'redirected' })
+      t.equal(await redirected(), 0)
       const client = await connectFrom(t, container)
-      t.equal(client.remoteAddress, '198.18.7.7', `the container's connection went to the daemon's proxy (${JSON.stringify(client)})`)
+      t.equal(await redirected(), 1, `the container's connection was redirected to the daemon's proxy (client: ${JSON.stringify(client)})`)
+      t.not(client.error, 'EHOSTUNREACH', 'it did not go its own way')
       const stranger = await connectFrom(t, outsider)
       t.ok(stranger.error, `another pod's connection was not intercepted (${JSON.stringify(stranger)})`)
+      t.equal(await redirected(), 1, 'and not redirected')
     } finally {
       daemon.kill('SIGTERM')
       await exited
