@@ -50,8 +50,10 @@ export interface SimulatedResult {
   p99Ms: number
   maxMs: number
   timeouts: number
-  /** nats-server CPU per single change (ms), over the whole series. */
+  /** nats-server CPU per single change (ms), over the whole series (its idle share included). */
   serverCpuMsPerChange: number
+  /** nats-server CPU with every node connected and no change (% of one core, over 5 s): status and revision-check traffic. */
+  serverIdleCpuPercent: number
   /** The big apply: resources put at once, and ms until every node reported the last revision (undefined: timed out). */
   applyResources: number
   applyAllNodesMs: number | undefined
@@ -312,6 +314,9 @@ export async function measureSimulated(options: SimulatedOptions, progress: (lin
     const startSeconds = (performance.now() - startedAt) / 1000
     progress(`convergence: ${options.nodes} simulated nodes in ${workers.length} processes up in ${startSeconds.toFixed(1)} s`)
 
+    const idleBefore = cpuSeconds(server.pid)
+    await new Promise((resolve) => setTimeout(resolve, 5000))
+    const serverIdleCpuPercent = (cpuSeconds(server.pid) - idleBefore) / 5 * 100
     const samples: number[] = []
     let timeouts = 0
     const cpuBefore = cpuSeconds(server.pid)
@@ -369,7 +374,7 @@ export async function measureSimulated(options: SimulatedOptions, progress: (lin
     return {
       nodes: options.nodes, workers: workers.length, connections: options.sharedConnections ? 'shared' : 'per-node', changes: options.changes,
       p50Ms: percentile(samples, 50), p99Ms: percentile(samples, 99), maxMs: samples.at(-1) ?? NaN, timeouts,
-      serverCpuMsPerChange,
+      serverCpuMsPerChange, serverIdleCpuPercent,
       applyResources: options.applyResources, applyAllNodesMs, applyServerCpuMs,
       serverRssStartMiB: mib(rssStart), serverRssMaxMiB: mib(rssMax),
       nodeApplyMeanMs: builds > 0 ? buildMs / builds : NaN, nodeApplyMaxMs: buildMax,
@@ -386,10 +391,10 @@ export async function measureSimulated(options: SimulatedOptions, progress: (lin
 
 export function renderSimulatedMarkdown(results: SimulatedResult[]): string {
   const f = (n: number | undefined, digits = 1): string => (n === undefined || Number.isNaN(n) ? '—' : n.toFixed(digits))
-  const rows = results.map((r) => `| ${r.nodes} | ${r.workers} | ${r.connections} | ${r.changes} | ${f(r.p50Ms)} | ${f(r.p99Ms)} | ${r.timeouts} | ${f(r.serverCpuMsPerChange)} | ${f(r.nodeCpuUsPerChange, 0)} | ${r.applyResources} | ${r.applyAllNodesMs === undefined ? 'timed out' : f(r.applyAllNodesMs / 1000, 2)} | ${f(r.applyServerCpuMs / 1000, 2)} | ${r.serverRssStartMiB} / ${r.serverRssMaxMiB} | ${f(r.nodeApplyMeanMs, 3)} / ${f(r.nodeApplyMaxMs, 2)} |`)
+  const rows = results.map((r) => `| ${r.nodes} | ${r.workers} | ${r.connections} | ${r.changes} | ${f(r.p50Ms)} | ${f(r.p99Ms)} | ${r.timeouts} | ${f(r.serverCpuMsPerChange)} | ${f(r.serverIdleCpuPercent, 0)} | ${f(r.nodeCpuUsPerChange, 0)} | ${r.applyResources} | ${r.applyAllNodesMs === undefined ? 'timed out' : f(r.applyAllNodesMs / 1000, 2)} | ${f(r.applyServerCpuMs / 1000, 2)} | ${r.serverRssStartMiB} / ${r.serverRssMaxMiB} | ${f(r.nodeApplyMeanMs, 3)} / ${f(r.nodeApplyMaxMs, 2)} |`)
   return [
-    '| nodes | processes | connections | changes | p50 ms | p99 ms | timed out | server CPU ms / change | node CPU µs / change / node | apply resources | apply: all nodes s | apply: server CPU s | server RSS MiB start / max | node snapshot build ms mean / max |',
-    '| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| nodes | processes | connections | changes | p50 ms | p99 ms | timed out | server CPU ms / change | server idle CPU % | node CPU µs / change / node | apply resources | apply: all nodes s | apply: server CPU s | server RSS MiB start / max | node snapshot build ms mean / max |',
+    '| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
   ].join('\n')
 }

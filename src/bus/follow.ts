@@ -124,11 +124,11 @@ export class ConfigFollower implements ConfigWatch {
     this.#catchUp('reconnect')
   }
 
+  /** Stops at once: a catch-up in flight (a reload of a big bucket can take a while) delivers nothing more. */
   async stop(): Promise<void> {
     this.#stopped = true
     clearTimeout(this.#checkTimer)
     this.#subscription?.unsubscribe()
-    await this.#catchingUp?.catch(() => {})
   }
 
   #scheduleCheck(): void {
@@ -298,6 +298,7 @@ export class ConfigFollower implements ConfigWatch {
   }
 
   #deliver(change: Change): void {
+    if (this.#stopped) return
     if (change.value === null) this.#known.delete(change.key)
     else this.#known.set(change.key, change.revision)
     this.revision = Math.max(this.revision, change.revision)

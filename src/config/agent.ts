@@ -20,8 +20,8 @@ export type NatsState = 'connecting' | 'connected' | 'disconnected'
  */
 export const STATUS_STORE_MIN_INTERVAL_MS = 5000
 
-/** While changes keep coming, at most this many snapshots a second (see queueRebuild). */
-export const REBUILD_MIN_INTERVAL_MS = 100
+/** A snapshot build starts no sooner than this many times the last one took after it started. */
+export const REBUILD_SPACING = 5
 
 /** What a node publishes on weft.status.<node> and in the weft-status bucket. */
 export interface NodeStatus {
@@ -159,9 +159,10 @@ export class ConfigAgent {
 
   /**
    * Many changes in one burst make few snapshots: the changes received together make one, and
-   * while changes keep coming (an apply of a whole file) snapshots follow each other no faster than
-   * REBUILD_MIN_INTERVAL_MS, nor than 4 times the last build took, so that a rebuild walking a big
-   * mesh cannot take the node's whole CPU. A change after a quiet moment is applied at once.
+   * while changes keep coming (an apply of a whole file) a build starts no sooner than
+   * REBUILD_SPACING times the last one took after that one started, so rebuilds walking a big mesh
+   * take at most a fifth of the node's CPU. In a small mesh (builds well under a millisecond) that is
+   * no wait at all; a change after a quiet moment is applied at once.
    */
   private queueRebuild(): void {
     if (this.rebuildQueued) return
@@ -171,7 +172,7 @@ export class ConfigAgent {
       this.rebuildQueued = false
       if (!this.stopped) this.rebuild()
     }
-    const wait = this.lastRebuildAt + Math.max(REBUILD_MIN_INTERVAL_MS, 4 * this.applies.lastMs) - performance.now()
+    const wait = this.lastRebuildAt + REBUILD_SPACING * this.applies.lastMs - performance.now()
     if (wait <= 0) setImmediate(run)
     else this.rebuildTimer = setTimeout(run, wait)
   }
