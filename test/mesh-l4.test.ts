@@ -125,7 +125,7 @@ t.test('L4 mesh in a two-node lab', async (t) => {
     t.ok(peak > 0 && peak < 400 * 1024 * 1024, `peak proxy RSS ${(peak / 1048576).toFixed(0)} MiB stays under 400 MiB for a 1024 MiB transfer`)
   })
 
-  t.test('SIGTERM drains: not ready, new connections refused, tunnel peers sent elsewhere (GOAWAY), connections in flight finish, then the daemon exits', async (t) => {
+  t.test('SIGTERM drains (a second one changes nothing): not ready, new connections refused, tunnel peers sent elsewhere (GOAWAY), connections in flight finish, then the daemon exits', async (t) => {
     // node1's daemon is started again in teardown, also when this test fails or throws: the
     // subtests after this one need it. If it did not exit on SIGTERM, it is killed first.
     let stopOutcome: Promise<unknown> = Promise.resolve()
@@ -156,6 +156,10 @@ t.test('L4 mesh in a two-node lab', async (t) => {
     stopOutcome = stopping.then(() => undefined, (error: unknown) => (error instanceof Error ? error : new Error(String(error))))
     const draining = await until('node1 logging "draining"', () => drainingLines()[drainingBefore])
     t.equal(draining.deadlineMs, 10_000, 'with the default --drain-timeout of 10 s')
+    // A second SIGTERM (a supervisor and a launcher both signalling) does not cut the drain short.
+    const daemonPid = lab.daemonPid('node1')!
+    process.kill(daemonPid, 'SIGTERM')
+    await until('node1 logging the second SIGTERM', () => daemonLog(lab, 'node1').some((l) => l.msg === 'already stopping; the drain goes on until it is done or its deadline'))
     const stillDraining = (what: string): void => {
       t.ok(lab.daemonPid('node1') !== undefined && !outOfNode1.done() && !intoNode1.done(), `${what}, while the daemon still runs and both transfers are unfinished`)
     }
