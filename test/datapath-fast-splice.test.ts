@@ -189,6 +189,56 @@ t.test('fast splice', async (t) => {
     t.match(result, { outcome: 'idle_timeout', joined: true, bytesSent: 120 }, 'closed once quiet, every byte counted')
   })
 
+  t.test('an upstream that reads nothing for a second while the client floods: joined or kept in user space (the join waits at most 200 ms for its writes), every byte arrives in order', async (t) => {
+    const interception = install(t)
+    const size = 24 * 1024 * 1024
+    const payload = pattern(size, 11)
+    let received: Promise<Buffer> | undefined
+    const upstreamPort = await tcpServer(t, (s) => {
+      // Not a byte read for a second: the proxy's writes toward it cannot reach the kernel in time to join.
+      s.pause()
+      received = collect(s)
+      setTimeout(() => s.resume(), 1000)
+      s.on('end', () => s.end('done'))
+    })
+    const { port, done } = await proxy(t, interception, upstreamPort)
+    const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
+    client.end(payload)
+    const reply = collect(client)
+    const result = await done
+    t.equal(result.bytesSent, size, `it counted every byte (joined: ${result.joined})`)
+    if (!result.joined) t.equal(result.kernelBytesSent, 0, 'kept in user space: none went through the kernel path')
+    else t.ok(result.kernelBytesSent > 0 && result.kernelBytesSent <= size, 'joined: the kernel moved the rest')
+    const got = await received!
+    t.equal(got.length, size, 'the upstream got every byte')
+    t.equal(sha(got), sha(payload), 'unchanged and in order')
+    t.equal((await reply).toString(), 'done', 'and its answer came back')
+  })
+
+  t.test('a client reset while the upstream reads nothing (the join waiting for its writes, or joined with full queues) resets the upstream, and the proxy is done with both', async (t) => {
+    const interception = install(t)
+    let upstreamEnded: Promise<string> | undefined
+    let upstreamSocket: net.Socket | undefined
+    const upstreamPort = await tcpServer(t, (s) => {
+      upstreamSocket = s
+      s.pause() // nothing read: the join is left waiting for its writes
+      upstreamEnded = new Promise((resolve) => {
+        s.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'))
+        s.on('close', () => resolve('closed'))
+      })
+    })
+    const { port, done } = await proxy(t, interception, upstreamPort)
+    const client = net.connect({ port, host: '127.0.0.1' })
+    client.on('error', () => {})
+    client.write(pattern(24 * 1024 * 1024, 5))
+    await new Promise((resolve) => setTimeout(resolve, 60))
+    client.resetAndDestroy()
+    const result = await done
+    t.equal(result.outcome, 'reset', `the splice ended as a reset (joined: ${result.joined})`)
+    upstreamSocket?.resume() // a paused socket notices the reset only once it reads again
+    t.equal(await upstreamEnded, 'ECONNRESET', 'the upstream saw the reset')
+  })
+
   t.test('abort (a drain deadline) resets both sides of a joined connection', async (t) => {
     const interception = install(t)
     let upstreamClosed: Promise<unknown> | undefined

@@ -72,30 +72,34 @@ const LAST_CHUNK = '0\r\n'
 /** A request head that takes longer than this to arrive is answered 408 (as Node's headersTimeout; a client trickling a head must not hold a connection for ever). */
 export const HEAD_TIMEOUT_MS = 60_000
 
+/** What every connection of the frontend shares. */
+interface FrontendShared {
+  readonly pipeline: Pipeline
+  readonly pools: UpstreamPools
+  readonly log: Logger
+  readonly keepAliveTimeoutMs: number
+  readonly headTimeoutMs: number
+}
+
 export class Http1Proxy {
   readonly pipeline: Pipeline
-  private readonly pools: UpstreamPools
-  private readonly log: Logger
-  private readonly keepAliveTimeoutMs: number
-  private readonly headTimeoutMs: number
+  private readonly shared: FrontendShared
 
   constructor(options: Http1ProxyOptions) {
     this.pipeline = options.pipeline ?? new Pipeline(options)
-    this.pools = options.pools ?? new UpstreamPools({ node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs, tunnels: options.tunnels, idleTimeoutMs: options.upstreamIdleTimeoutMs })
-    this.pipeline.onSnapshot((snapshot) => this.pools.prune(snapshot))
-    this.log = options.log
-    this.keepAliveTimeoutMs = options.keepAliveTimeoutMs ?? 60_000
-    this.headTimeoutMs = options.headTimeoutMs ?? HEAD_TIMEOUT_MS
+    const pools = options.pools ?? new UpstreamPools({ node: options.node, inboundPort: options.inboundPort, connectTimeoutMs: options.connectTimeoutMs, tunnels: options.tunnels, idleTimeoutMs: options.upstreamIdleTimeoutMs })
+    this.pipeline.onSnapshot((snapshot) => pools.prune(snapshot))
+    this.shared = { pipeline: this.pipeline, pools, log: options.log, keepAliveTimeoutMs: options.keepAliveTimeoutMs ?? 60_000, headTimeoutMs: options.headTimeoutMs ?? HEAD_TIMEOUT_MS }
   }
 
   /** Takes over an accepted (paused) connection; its first request may already be buffered in it. */
   handle(socket: Socket, context: DownstreamContext): void {
-    new DownstreamConnection(socket, context, this.pipeline, this.pools, this.log, this.keepAliveTimeoutMs, this.headTimeoutMs)
+    new DownstreamConnection(socket, context, this.shared)
   }
 
   /** Closes the upstream pools (the downstream connections are the listener's to drain). */
   close(): void {
-    this.pools.close()
+    this.shared.pools.close()
   }
 }
 
@@ -117,10 +121,7 @@ class RequestBody extends Readable {
 class DownstreamConnection {
   readonly socket: Socket
   private readonly context: DownstreamContext
-  private readonly pipeline: Pipeline
-  private readonly pools: UpstreamPools
-  private readonly log: Logger
-  private readonly keepAliveTimeoutMs: number
+  private readonly shared: FrontendShared
   private readonly parser: H1Parser
   private current: Http1Exchange | undefined
   /** Bytes after a message that waits for the answer before it. */
@@ -133,22 +134,16 @@ class DownstreamConnection {
   /** Armed while a request head is arriving in pieces. */
   private headTimer: NodeJS.Timeout | undefined
 
-  private readonly headTimeoutMs: number
-
-  constructor(socket: Socket, context: DownstreamContext, pipeline: Pipeline, pools: UpstreamPools, log: Logger, keepAliveTimeoutMs: number, headTimeoutMs: number) {
-    this.headTimeoutMs = headTimeoutMs
+  constructor(socket: Socket, context: DownstreamContext, shared: FrontendShared) {
     this.socket = socket
     this.context = context
-    this.pipeline = pipeline
-    this.pools = pools
-    this.log = log
-    this.keepAliveTimeoutMs = keepAliveTimeoutMs
+    this.shared = shared
     this.parser = new H1Parser('request', {
       onHead: (head) => this.head(head),
       onBody: (chunk) => this.body(chunk),
       onComplete: (trailers) => this.complete(trailers),
     })
-    socket.setTimeout(keepAliveTimeoutMs)
+    socket.setTimeout(shared.keepAliveTimeoutMs)
     socket.on('timeout', () => { if (!this.current) socket.destroy() })
     socket.on('data', (chunk: Buffer) => this.data(chunk))
     socket.on('end', () => this.ended())
@@ -173,7 +168,7 @@ class DownstreamConnection {
       case 'ok':
         // Part of a head (or nothing but the end of a message): the rest has headTimeoutMs to come.
         if (!this.current && this.headTimer === undefined && !this.closed && !this.refused) {
-          this.headTimer = setTimeout(() => this.refuse('408 Request Timeout', `request head not complete within ${this.headTimeoutMs} ms`), this.headTimeoutMs)
+          this.headTimer = setTimeout(() => this.refuse('408 Request Timeout', `request head not complete within ${this.shared.headTimeoutMs} ms`), this.shared.headTimeoutMs)
         }
         return
       case 'paused':
@@ -199,9 +194,9 @@ class DownstreamConnection {
     const length = headers['content-length']
     const chunked = headers['transfer-encoding'] !== undefined
     const hasBody = !head.upgrade && (chunked || (length !== undefined && length !== '0'))
-    this.current = new Http1Exchange(this, head, hasBody ? new RequestBody(socket) : undefined, this.context, this.pools, this.log)
+    this.current = new Http1Exchange(this, head, hasBody ? new RequestBody(socket) : undefined, this.context, this.shared.pools, this.shared.log)
     // An upgrade waits for the parser's PAUSED_UPGRADE (its bytes after the head belong to the new protocol).
-    if (!head.upgrade) void this.pipeline.handle(this.current)
+    if (!head.upgrade) void this.shared.pipeline.handle(this.current)
     return 0
   }
 
@@ -227,7 +222,7 @@ class DownstreamConnection {
     this.socket.removeAllListeners('timeout')
     this.socket.pause()
     exchange.upgradeWith(rest)
-    void this.pipeline.handle(exchange)
+    void this.shared.pipeline.handle(exchange)
   }
 
   /** The exchange's answer is written. */
@@ -243,7 +238,7 @@ class DownstreamConnection {
       this.parser.resume()
       const stash = this.stash
       this.stash = undefined
-      this.socket.setTimeout(this.keepAliveTimeoutMs)
+      this.socket.setTimeout(this.shared.keepAliveTimeoutMs)
       if (stash) this.data(stash)
       if (!this.waiting && !this.closed) this.socket.resume()
     }
@@ -255,7 +250,7 @@ class DownstreamConnection {
     const exchange = this.current!
     if (!exchange.keepAlive) return ERROR_PAUSED
     this.current = undefined
-    this.socket.setTimeout(this.keepAliveTimeoutMs)
+    this.socket.setTimeout(this.shared.keepAliveTimeoutMs)
     return 0
   }
 
