@@ -1,6 +1,6 @@
 // The node daemon: installs (or adopts) the eBPF interception for this node's workload cgroup,
 // follows the mesh configuration on NATS, and serves the outbound, inbound and admin listeners
-// until SIGTERM, when it drains. Without configuration (NATS down at start) it serves nothing
+// until SIGTERM (or SIGINT, SIGHUP), when it drains. Without configuration (NATS down at start) it serves nothing
 // new: enrolled pods' connections are refused (fail closed) until the first snapshot applies.
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -8,6 +8,7 @@ import { resolveBusOptions } from '../bus/index.ts'
 import { NodeInterception, cgroupIdOf } from '../bpf/index.ts'
 import { ConfigAgent } from '../config/agent.ts'
 import { UnknownServiceError, describeAppliedConfig } from '../config/applied-config.ts'
+import { listenForStop } from '../cli/signals.ts'
 import { ConfigError, type NodeConfig } from '../config/node-config.ts'
 import { DEFAULT_VALIDATION_CONTEXT, type MeshSnapshot } from '../config/resources/index.ts'
 import { InboundListener } from '../datapath/inbound.ts'
@@ -38,12 +39,9 @@ function busOptions(config: NodeConfig): ReturnType<typeof resolveBusOptions> {
   }, process.env)
 }
 
-/** Resolves when SIGTERM or SIGINT arrives. */
-function untilSignal(): Promise<string> {
-  return new Promise((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'))
-    process.once('SIGINT', () => resolve('SIGINT'))
-  })
+/** Resolves with the first SIGTERM, SIGINT or SIGHUP; later ones are logged and do not cut the drain short. */
+function untilSignal(log: Logger): Promise<string> {
+  return listenForStop((signal) => log.info('already stopping; the drain goes on until it is done or its deadline', { signal })).first
 }
 
 export async function runNode(config: NodeConfig): Promise<void> {
@@ -53,7 +51,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     const bus = busOptions(config)
     const agent = new ConfigAgent({ node: config.name, bus, validation, statusIntervalMs: config.statusIntervalMs, log, onSnapshot: () => {}, readiness: () => ({ ready: true, reason: 'config-only' }) })
     void agent.start().catch((err: unknown) => { log.error('cannot follow configuration', { error: err }); process.exit(1) })
-    await untilSignal()
+    await untilSignal(log)
     await agent.stop()
     return
   }
@@ -151,7 +149,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     process.exit(1)
   })
 
-  const signal = await untilSignal()
+  const signal = await untilSignal(log)
   readiness = { ready: false, reason: 'draining' }
   log.info('draining', { signal, outbound: outbound.connections.size, inbound: inbound.connections.size, deadlineMs: config.drainTimeoutMs })
   await agent.publishStatus()
