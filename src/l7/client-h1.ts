@@ -16,7 +16,7 @@ import { isOpen, type BreakerOpen } from './breaker.ts'
 import type { Destination } from './destinations.ts'
 import { ERROR_PAUSED, H1Parser, type H1Head } from './h1-parser.ts'
 import type { Attempt, OutgoingHeaders, Try, UpstreamResponse } from './pipeline.ts'
-import { BreakerRefusal, ConnectFailure, type PooledConnection, type UpstreamPath, type UpstreamPools, type UpstreamSource } from './upstream.ts'
+import { BreakerRefusal, type PooledConnection, type UpstreamPath, type UpstreamPools, type UpstreamSource } from './upstream.ts'
 
 /** Where a response body goes as it arrives. `data` returns false to ask for a pause (resume with `response.resume()`). */
 export interface BodySink {
@@ -229,8 +229,8 @@ class UpstreamExchange {
     this.responseDone = true
     response.finish(trailers)
     // The endpoint may answer before the request's body is all sent: then the connection cannot be reused.
+    // (A buffered body went out with the head; a streamed one still sending ends the exchange when it is done.)
     if (this.requestSent) this.end(this.shouldKeepAlive)
-    else if (Buffer.isBuffer(this.request.body) || this.request.body === undefined) this.end(false)
     return ERROR_PAUSED
   }
 
@@ -404,8 +404,10 @@ export function isHttp1Response(response: UpstreamResponse): response is Http1Re
  */
 export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization', 'expect'])
 
-export function connectionNamed(connection: string | string[] | undefined): Set<string> {
-  if (connection === undefined) return new Set()
+const NO_NAMES: ReadonlySet<string> = new Set()
+
+export function connectionNamed(connection: string | string[] | undefined): ReadonlySet<string> {
+  if (connection === undefined) return NO_NAMES
   const text = Array.isArray(connection) ? connection.join(',') : connection
   return new Set(text.split(',').map((name) => name.trim().toLowerCase()).filter((name) => name !== ''))
 }

@@ -54,7 +54,7 @@ for (const [name, code] of Object.entries(constants.ERROR)) if (typeof code === 
 export const MAX_HEAD_BYTES = 16 * 1024
 export const MAX_HEADERS = 100
 
-/** A parsed message head. Header names are as received in `rawHeaders`, lowercase in `headers`. */
+/** A parsed message head. */
 export interface H1Head {
   /** Requests: the method; responses: ''. */
   readonly method: string
@@ -64,8 +64,6 @@ export interface H1Head {
   readonly status: number
   readonly statusText: string
   readonly versionMinor: number
-  /** name, value, name, value… */
-  readonly rawHeaders: readonly string[]
   /** Lowercase names; repeated headers joined with ", " (cookie with "; "), set-cookie as a list. */
   readonly headers: Record<string, string | string[]>
   readonly upgrade: boolean
@@ -298,7 +296,6 @@ export class H1Parser {
       status,
       statusText: this.statusText,
       versionMinor: llhttp.llhttp_get_http_minor(this.pointer),
-      rawHeaders,
       headers: headerMap(rawHeaders),
       upgrade,
       keepAlive,

@@ -20,7 +20,7 @@
 // status) is relayed as a normal response and the connection closed.
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
-import { Readable, type Duplex } from 'node:stream'
+import { Readable } from 'node:stream'
 import { randomUUID } from 'node:crypto'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
 import { abort, splice } from '../datapath/splice.ts'

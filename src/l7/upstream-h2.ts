@@ -176,7 +176,7 @@ export class H2UpstreamPools {
       if (usable.length >= MAX_SESSIONS_PER_KEY) {
         return reserve(usable.reduce((a, b) => (b.activeStreams < a.activeStreams ? b : a)))
       }
-      const pooled = this.open(route, endpoint, source, idleTimeoutMs)
+      const pooled = this.open(route, endpoint, idleTimeoutMs)
       await pooled.ready
       // The one who made it takes a stream on it even if waiters filled it meanwhile: nghttp2
       // queues the stream until a slot frees, and no loop of new sessions can start.
@@ -184,7 +184,7 @@ export class H2UpstreamPools {
     }
   }
 
-  private open(route: Route, endpoint: Endpoint, source: UpstreamSource, idleTimeoutMs: number | undefined): PooledSession {
+  private open(route: Route, endpoint: Endpoint, idleTimeoutMs: number | undefined): PooledSession {
     const authority = `${endpoint.ip}:${endpoint.port}`
     const connectTimeoutMs = this.options.connectTimeoutMs
     let settled = false

@@ -159,19 +159,12 @@ export class UpstreamPools {
   }
 
   /**
-   * A connection for requests from `source` to `endpoint`, taken from its pool or made (then it
-   * holds a `connections` slot of `breaker` until it closes; a refusal is a BreakerRefusal, a
-   * failed connect a ConnectFailure). `idleTimeoutMs` (a DestinationPolicy's
-   * connectionPool.idleTimeout) applies when the pool is made here.
-   */
-  acquire(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, breaker: CircuitBreaker, idleTimeoutMs?: number): PooledConnection | Promise<PooledConnection> {
-    return this.pool(endpoint, source, snapshot, idleTimeoutMs).acquire(breaker)
-  }
-
-  /**
    * The pool for requests from `source` to `endpoint` (its `path` says direct or tunnel),
    * remembered per endpoint object (one per snapshot) and source address, so a request finds it
-   * without deciding the route again.
+   * without deciding the route again. `pool.acquire(breaker)` lends a connection: an idle one, or
+   * a new one holding a `connections` slot of `breaker` until it closes (a refusal is a
+   * BreakerRefusal, a failed connect a ConnectFailure). `idleTimeoutMs` (a DestinationPolicy's
+   * connectionPool.idleTimeout) applies when the pool is made here.
    */
   pool(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, idleTimeoutMs?: number): Pool {
     let bySource = this.byEndpoint.get(endpoint)

@@ -119,7 +119,7 @@ const MAX_WRITE_BYTES = 64 * 1024
 const PIPE_BUF = 4096
 /** Lines wait at most this long for a batch to fill. */
 const FLUSH_INTERVAL_MS = 1000
-/** A reader (or disk) this far behind: newer lines are dropped, and counted, rather than held in memory. */
+/** A reader (or disk) this far behind: newer lines are dropped rather than held in memory. */
 const MAX_BACKLOG_BYTES = 8 * 1024 * 1024
 const DEFAULT_CLOSE_TIMEOUT_MS = 2_000
 
@@ -195,7 +195,6 @@ class BatchWriter {
   private failed = false
   private timer: NodeJS.Timeout | undefined
   private drained: (() => void) | undefined
-  dropped = 0
 
   constructor(fd: number, maxWrite: number, ownsFd: boolean, onError: (err: Error) => void) {
     this.fd = fd
@@ -225,7 +224,7 @@ class BatchWriter {
     const batch = Buffer.from(this.lines.join(''), 'utf8')
     this.lines = []
     this.size = 0
-    if (this.queued + batch.length > MAX_BACKLOG_BYTES) { this.dropped += batch.toString('utf8').split('\n').length - 1; return }
+    if (this.queued + batch.length > MAX_BACKLOG_BYTES) return
     this.queue.push(batch)
     this.queued += batch.length
     this.next()
