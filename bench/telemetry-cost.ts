@@ -1,7 +1,7 @@
 // What telemetry costs per request, in isolation: a microbenchmark of what the L7 pipeline does
 // for each finished request — nothing, the per-request metrics (NodeMetrics.recordRequest:
 // counter, histogram, request and response bytes), and those plus an access log line at sample
-// rate 1 and 0.01 to /dev/null (through pino's asynchronous destination, as the daemon writes),
+// rate 1 and 0.01 to /dev/null (through the access log's own batching writer, as the daemon writes),
 // and, for comparison, the same metrics kept by prom-client's Counter and Histogram.
 // Label values cycle through a realistic mesh: 20 source workloads, 10 services with 3 workloads
 // each, a few response codes, HTTP and gRPC — a few thousand series, as a busy node has.

@@ -101,7 +101,7 @@ export const nodeOptionSpecs: Record<string, OptionSpec> = {
   'idle-timeout': { type: 'string', arg: 'MS', help: `close connections idle this long (default ${DEFAULTS.idleTimeoutMs})` },
   'drain-timeout': { type: 'string', arg: 'MS', help: `on SIGTERM, let connections finish this long (default ${DEFAULTS.drainTimeoutMs})` },
   'connect-timeout': { type: 'string', arg: 'MS', help: `upstream connect / tunnel stream timeout (default ${DEFAULTS.connectTimeoutMs})` },
-  'access-log': { type: 'string', arg: 'DEST', help: `L7 access log: stdout, off, or a file PATH (appended); one JSON line per request, "type":"access" (default ${DEFAULTS.accessLog}); a logged request costs ~9 µs of CPU on a 2-vCPU VM, about 10× the metrics (docs/benchmarks.md)` },
+  'access-log': { type: 'string', arg: 'DEST', help: `L7 access log: stdout, off, or a file PATH (appended); one JSON line per request, "type":"access" (default ${DEFAULTS.accessLog}); a logged request costs ~3 µs of CPU on a 2-vCPU VM, about 4× the metrics (npm run bench:telemetry; docs/benchmarks.md)` },
   'access-log-sample': { type: 'string', arg: 'RATE', help: `fraction of L7 requests logged, 0 to 1 (default ${DEFAULTS.accessLogSample}); an unlogged request costs one random draw, so 0.01 on a busy node makes logging ~free` },
   uninstall: { type: 'boolean', help: 'detach and unpin this node\'s BPF programs and maps, then exit' },
   help: { type: 'boolean', help: 'show this help' },
