@@ -29,7 +29,7 @@ import net from 'node:net'
 import type { Endpoint, MeshSnapshot } from '../config/resources/index.ts'
 import type { NotHttp2Answer } from './errors.ts'
 import type { Route } from '../datapath/route.ts'
-import { ConnectFailure, endpointRoute, type UpstreamOptions, type UpstreamPath, type UpstreamSource } from './upstream.ts'
+import { ConnectFailure, RouteCache, type UpstreamOptions, type UpstreamPath, type UpstreamSource } from './upstream.ts'
 
 /**
  * Session errors before the peer's first SETTINGS, on a made connection, that say it does not
@@ -89,9 +89,11 @@ export class H2UpstreamPools {
   private readonly options: UpstreamOptions
   private readonly pools = new Map<string, PooledSession[]>()
   private closed = false
+  private readonly routes: RouteCache
 
   constructor(options: UpstreamOptions) {
     this.options = options
+    this.routes = new RouteCache(options.node, options.inboundPort)
   }
 
   /**
@@ -101,7 +103,7 @@ export class H2UpstreamPools {
    * also means the peer did not process the request).
    */
   async request(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, headers: http2.OutgoingHttpHeaders, options: H2RequestOptions = {}): Promise<H2Upstream> {
-    const route = endpointRoute(endpoint, source, snapshot, this.options.node, this.options.inboundPort)
+    const route = this.routes.of(endpoint, source, snapshot)
     // Two tries: a session can turn unusable between being picked and `request()` (a GOAWAY
     // processed in between makes `request()` throw); that request never left either.
     let lastError: Error | undefined

@@ -67,6 +67,43 @@ export function endpointRoute(endpoint: Endpoint, source: UpstreamSource, snapsh
   return routeTo({ ip: endpoint.ip, port: endpoint.port, node: endpoint.node, identity: endpoint.workload?.identity }, { ip: source.sourceIp, identity: source.sourceIdentity }, snapshot, localNode, inboundPort)
 }
 
+/**
+ * A value decided once per (snapshot, endpoint, source pod) and then looked up per request. The
+ * snapshot is part of the key because a new snapshot may keep an unchanged endpoint object while
+ * a node's address or the source address's identity changed.
+ */
+export class EndpointMemo<V> {
+  private readonly bySnapshot = new WeakMap<MeshSnapshot, WeakMap<Endpoint, Map<string, V>>>()
+
+  /** The value for this key, made by `make` when there is none or `stale(value)` says so. */
+  get(snapshot: MeshSnapshot, endpoint: Endpoint, source: UpstreamSource, make: () => V, stale?: (value: V) => boolean): V {
+    let byEndpoint = this.bySnapshot.get(snapshot)
+    if (byEndpoint === undefined) { byEndpoint = new WeakMap(); this.bySnapshot.set(snapshot, byEndpoint) }
+    let bySource = byEndpoint.get(endpoint)
+    if (bySource === undefined) { bySource = new Map(); byEndpoint.set(endpoint, bySource) }
+    const key = `${source.sourceIp}|${source.sourceIdentity ?? ''}`
+    let value = bySource.get(key)
+    if (value === undefined || stale?.(value) === true) { value = make(); bySource.set(key, value) }
+    return value
+  }
+}
+
+/** endpointRoute, decided once per (snapshot, endpoint, source pod). */
+export class RouteCache {
+  private readonly routes = new EndpointMemo<Route>()
+  private readonly localNode: string
+  private readonly inboundPort: number
+
+  constructor(localNode: string, inboundPort: number) {
+    this.localNode = localNode
+    this.inboundPort = inboundPort
+  }
+
+  of(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot): Route {
+    return this.routes.get(snapshot, endpoint, source, () => endpointRoute(endpoint, source, snapshot, this.localNode, this.inboundPort))
+  }
+}
+
 /** A connection lent by a pool: give it back with `release()` when its exchange is over and it may carry another, else `destroy()` it. */
 export interface PooledConnection {
   readonly stream: Duplex
@@ -152,7 +189,7 @@ export class Pool {
 export class UpstreamPools {
   private readonly options: UpstreamOptions
   private readonly pools = new Map<string, Pool>()
-  private readonly byEndpoint = new WeakMap<Endpoint, Map<string, Pool>>()
+  private readonly poolOf = new EndpointMemo<Pool>()
 
   constructor(options: UpstreamOptions) {
     this.options = options
@@ -160,20 +197,14 @@ export class UpstreamPools {
 
   /**
    * The pool for requests from `source` to `endpoint` (its `path` says direct or tunnel),
-   * remembered per endpoint object (one per snapshot) and source address, so a request finds it
-   * without deciding the route again. `pool.acquire(breaker)` lends a connection: an idle one, or
+   * remembered per (snapshot, endpoint, source pod), so a request finds it without deciding the
+   * route again. `pool.acquire(breaker)` lends a connection: an idle one, or
    * a new one holding a `connections` slot of `breaker` until it closes (a refusal is a
    * BreakerRefusal, a failed connect a ConnectFailure). `idleTimeoutMs` (a DestinationPolicy's
    * connectionPool.idleTimeout) applies when the pool is made here.
    */
   pool(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, idleTimeoutMs?: number): Pool {
-    let bySource = this.byEndpoint.get(endpoint)
-    const known = bySource?.get(source.sourceIp)
-    if (known !== undefined && !known.closed) return known
-    const pool = this.poolFor(endpoint, source, snapshot, idleTimeoutMs)
-    if (bySource === undefined) { bySource = new Map(); this.byEndpoint.set(endpoint, bySource) }
-    bySource.set(source.sourceIp, pool)
-    return pool
+    return this.poolOf.get(snapshot, endpoint, source, () => this.poolFor(endpoint, source, snapshot, idleTimeoutMs), (pool) => pool.closed)
   }
 
   private poolFor(endpoint: Endpoint, source: UpstreamSource, snapshot: MeshSnapshot, idleTimeoutMs?: number): Pool {
